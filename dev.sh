@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# cardiofusion developer entry point: sets up .venv (once, or again when pyproject.toml or
+# constraints.txt change) and then runs the demo or the tests.
+#
+#   bash dev.sh demo [OUT_DIR]     # whole pipeline on the built-in synthetic hospital export
+#   bash dev.sh test [PYTEST_ARGS] # the test suite
+#
+# PYTHON=python3.12 bash dev.sh ... picks the interpreter (>= 3.11) used to create .venv.
+# constraints.txt pins torch so that pip never swaps in another build (see the README).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PYTHON_BIN=${PYTHON:-python3}
+stamp=.venv/.cardiofusion-installed
+if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "dev.sh: setting up .venv with $($PYTHON_BIN --version 2>&1)" >&2
+    "$PYTHON_BIN" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cardiofusion needs Python >= 3.11 (set PYTHON=...)")'
+    "$PYTHON_BIN" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+    touch "$stamp"
+fi
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    demo) exec .venv/bin/cardiofusion demo --out "${1:-runs/demo}" ;;
+    test) exec .venv/bin/python -m pytest -q "$@" ;;
+    *) echo "usage: bash dev.sh demo [OUT_DIR] | bash dev.sh test [PYTEST_ARGS]" >&2; exit 2 ;;
+esac
