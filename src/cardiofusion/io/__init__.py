@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ReadError
 from ..records import CXRImage, ECGRecord
 
-ECG_EXTENSIONS = (".csv", ".hea", ".dat", ".mat", ".h5", ".hdf5", ".npy", ".npz")
+ECG_EXTENSIONS = (".csv", ".tsv", ".txt", ".hea", ".dat", ".mat", ".h5", ".hdf5", ".npy", ".npz")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 DICOM_EXTENSIONS = (".dcm", ".dicom", "")
 
