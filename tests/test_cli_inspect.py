@@ -56,7 +56,8 @@ def test_inspect_csv_counts_human_readable(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name,content,reason",
     [
-        ("notes.txt", b"hello", "unknown file extension"),
+        ("notes.xyz", b"hello", "unknown file extension"),
+        ("notes.txt", b"hello world", ""),
         ("broken.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00\x10", ""),
         ("flat.csv", b"I,II\n" + b"0,0\n" * 5000, ""),
     ],
