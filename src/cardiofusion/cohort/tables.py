@@ -1,0 +1,360 @@
+"""Loading the three index tables (ECG, X-ray, echo exams) into one normalised layout.
+
+Default layout (``docs/data_layout.md``)::
+
+    ecg   required: patient_id, exam_id, exam_datetime, path
+          optional: age, sex, pacemaker, atrial_fibrillation, fs, units, resolution_uv
+    cxr   required: patient_id, exam_id, exam_datetime, path
+          optional: age, sex, view_position
+    echo  required: patient_id, exam_id, exam_datetime, peak_velocity_m_s, mean_gradient_mmhg, ava_cm2
+          optional: path, age, sex, birth_date, lvef_pct
+
+Any other column is kept and passed through to the manifest.  A real export with other names is
+mapped with a :class:`ColumnMap` (ours -> theirs), e.g. in YAML::
+
+    ecg:  {patient_id: PID, exam_id: ECG_ID, exam_datetime: ACQ_TIME, path: FILE}
+    cxr:  {patient_id: PID, exam_id: StudyUID, exam_datetime: StudyDate, path: png}
+    echo: {patient_id: PID, exam_id: EchoID, exam_datetime: Date, peak_velocity_m_s: AV_Vmax}
+    datetime_format: "%d/%m/%Y %H:%M"        # optional; or {ecg: "...", echo: "..."}
+
+Normalisation done by :func:`load_index`:
+
+* ids (``patient_id``, ``exam_id``) become stripped strings (leading zeros kept: CSV cells are read
+  as text); empty -> null.
+* ``exam_datetime`` (and ``birth_date``) become ``Datetime[us]``: ISO 8601 date or date-time, or the
+  mapped ``datetime_format``.  A non-empty value that does not parse becomes null and is flagged in
+  the hidden column ``_exam_datetime_unparseable`` so that linkage can give the right reason.
+* ``path`` is made absolute against the folder holding the table (absolute paths and URLs such as
+  ``s3://...`` are left alone).
+* ``sex`` becomes ``F`` / ``M`` (``female``, ``woman``, ``w`` -> F; ``male``, ``man`` -> M; anything
+  else -> null); ``pacemaker`` / ``atrial_fibrillation`` become Int8 0/1 (``1/0``, ``true/false``,
+  ``yes/no``, ``y/n``); numbers (``age``, measurements, ``fs``, ``resolution_uv``, ``lvef_pct``)
+  become Float64 (unparseable -> null).
+* a hidden ``_row`` column keeps the 0-based row number in the file, for the exclusion report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from ..errors import ConfigError, ReadError
+
+TABLE_KINDS: tuple[str, ...] = ("ecg", "cxr", "echo")
+TABLE_NAMES: dict[str, str] = {"ecg": "ECG index", "cxr": "X-ray index", "echo": "echo index"}
+#: Default file names inside an export folder (``cohort build --export DIR``).
+DEFAULT_FILENAMES: dict[str, str] = {"ecg": "ecg_index.csv", "cxr": "cxr_index.csv", "echo": "echo_index.csv"}
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ecg": ("patient_id", "exam_id", "exam_datetime", "path"),
+    "cxr": ("patient_id", "exam_id", "exam_datetime", "path"),
+    "echo": ("patient_id", "exam_id", "exam_datetime", "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2"),
+}
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ecg": ("age", "sex", "pacemaker", "atrial_fibrillation", "fs", "units", "resolution_uv"),
+    "cxr": ("age", "sex", "view_position"),
+    "echo": ("path", "age", "sex", "birth_date", "lvef_pct"),
+}
+
+_ID_COLUMNS = ("patient_id", "exam_id")
+_FLOAT_COLUMNS = ("age", "fs", "resolution_uv", "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2", "lvef_pct")
+_FLAG_COLUMNS = ("pacemaker", "atrial_fibrillation")
+_DATETIME_COLUMNS = ("exam_datetime", "birth_date")
+_SEX_MAP = {
+    "F": "F", "FEMALE": "F", "W": "F", "WOMAN": "F",
+    "M": "M", "MALE": "M", "MAN": "M",
+}
+_FLAG_MAP = {"1": 1, "0": 0, "1.0": 1, "0.0": 0, "TRUE": 1, "FALSE": 0, "YES": 1, "NO": 0, "Y": 1, "N": 0, "T": 1}
+
+
+@dataclass
+class ColumnMap:
+    """How an export's column names map onto ours, per table (``ours -> theirs``).
+
+    Attributes:
+        ecg: mapping for the ECG index, e.g. ``{"patient_id": "PID"}``; unmapped columns keep their name.
+        cxr: mapping for the X-ray index.
+        echo: mapping for the echo index.
+        datetime_format: strftime-style format of ``exam_datetime`` / ``birth_date`` (Polars/chrono
+            syntax, e.g. ``"%d/%m/%Y %H:%M"``) for every table, or a dict per table; ``None`` = ISO 8601.
+    """
+
+    ecg: dict[str, str] = field(default_factory=dict)
+    cxr: dict[str, str] = field(default_factory=dict)
+    echo: dict[str, str] = field(default_factory=dict)
+    datetime_format: str | dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        for kind in TABLE_KINDS:
+            mapping = getattr(self, kind)
+            if mapping is None:
+                mapping = {}
+                setattr(self, kind, mapping)
+            if not isinstance(mapping, Mapping):
+                raise ConfigError(f"column map for '{kind}' must be a mapping ours -> theirs, got {type(mapping).__name__}")
+            for ours, theirs in mapping.items():
+                if not isinstance(ours, str) or not isinstance(theirs, str) or not theirs:
+                    raise ConfigError(f"column map for '{kind}': {ours!r} -> {theirs!r} is not a pair of column names")
+            theirs_seen = list(mapping.values())
+            dups = sorted({t for t in theirs_seen if theirs_seen.count(t) > 1})
+            if dups:
+                raise ConfigError(f"column map for '{kind}' maps several columns onto {', '.join(dups)}")
+            setattr(self, kind, dict(mapping))
+        fmt = self.datetime_format
+        if isinstance(fmt, Mapping):
+            unknown = set(fmt) - set(TABLE_KINDS)
+            if unknown:
+                raise ConfigError(f"datetime_format: unknown table(s) {', '.join(sorted(unknown))}")
+            self.datetime_format = dict(fmt)
+        elif fmt is not None and not isinstance(fmt, str):
+            raise ConfigError("datetime_format must be a string, a mapping per table, or absent")
+
+    def for_table(self, kind: str) -> dict[str, str]:
+        """The ours -> theirs mapping of one table."""
+        return dict(getattr(self, kind))
+
+    def datetime_format_for(self, kind: str) -> str | None:
+        fmt = self.datetime_format
+        if isinstance(fmt, dict):
+            return fmt.get(kind)
+        return fmt
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ecg": dict(self.ecg), "cxr": dict(self.cxr), "echo": dict(self.echo), "datetime_format": self.datetime_format}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ColumnMap":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a column map must be a mapping, got {type(d).__name__}")
+        unknown = set(d) - set(TABLE_KINDS) - {"datetime_format"}
+        if unknown:
+            raise ConfigError(
+                f"column map: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected ecg, cxr, echo, datetime_format)"
+            )
+        return cls(**{k: d[k] for k in d})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "ColumnMap":
+        """Read a YAML (``.yaml``/``.yml``) or JSON file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ReadError(p, f"cannot read column map: {e.strerror or e}") from None
+        try:
+            if p.suffix.lower() == ".json":
+                d = json.loads(text)
+            else:
+                import yaml
+
+                d = yaml.safe_load(text)
+        except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
+            raise ReadError(p, f"column map is not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {e}") from None
+        if d is None:
+            d = {}
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ReadError(p, str(e)) from None
+
+    @classmethod
+    def load(cls, spec: "ColumnMap | Mapping[str, Any] | str | os.PathLike | None") -> "ColumnMap":
+        """Accept a :class:`ColumnMap`, a dict, a file path or ``None`` (identity map)."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, ColumnMap):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls.from_dict(spec)
+        return cls.from_file(spec)
+
+
+def _read_raw(path: Path) -> pl.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in {".gz", ".zst"} else path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            return pl.read_parquet(path)
+        if suffix in {".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz"} or suffix == "":
+            sep = "\t" if suffix.startswith(".tsv") else ","
+            # every cell as text: ids keep leading zeros, types are decided below
+            return pl.read_csv(path, infer_schema=False, separator=sep, truncate_ragged_lines=False)
+    except FileNotFoundError:
+        raise ReadError(path, "file not found") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReadError(path, f"cannot read table: {msg}") from None
+    raise ReadError(path, f"unsupported table format '{path.suffix}' (use CSV or Parquet)")
+
+
+def _id_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+    col = pl.col(name)
+    if dtype.is_float():
+        # ids written by pandas as 123.0 -> "123"
+        col = pl.when(col == col.floor()).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+    s = col.cast(pl.String).str.strip_chars()
+    return pl.when(s.str.len_chars() > 0).then(s).otherwise(None).alias(name)
+
+
+def _parse_datetimes(col: pl.Series, fmt: str | None) -> pl.Series:
+    """Parse a column to ``Datetime[us]``; unparseable values become null.
+
+    Without ``fmt``: ISO 8601 date or date-time (``T`` or space, optional fractional seconds, a
+    trailing ``Z`` or UTC offset is ignored: times are kept as written).  The common layout is parsed
+    for the whole column, then only the rows still unparsed are retried with the other layouts.
+    """
+    name = col.name
+    if col.dtype == pl.Date or isinstance(col.dtype, pl.Datetime):
+        if isinstance(col.dtype, pl.Datetime) and col.dtype.time_zone is not None:
+            col = col.dt.replace_time_zone(None)
+        return col.cast(pl.Datetime("us")).alias(name)
+    s = col.cast(pl.String).str.strip_chars()
+    if fmt:
+        return s.str.to_datetime(fmt, strict=False, time_unit="us").alias(name)
+    s = s.str.strip_suffix("Z").str.replace("T", " ", literal=True, n=1)
+    out = s.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
+    attempts = (
+        lambda x: x.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
+        lambda x: x.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
+        lambda x: x.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us"),
+        lambda x: x.str.slice(0, 19).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"),
+    )
+    for attempt in attempts:
+        todo = out.is_null() & s.is_not_null() & (s.str.len_chars() > 0)
+        if not todo.any():
+            break
+        idx = todo.arg_true()
+        out = out.scatter(idx, attempt(s.gather(idx)))
+    return out.alias(name)
+
+
+def _path_expr(base: str) -> pl.Expr:
+    s = pl.col("path").cast(pl.String).str.strip_chars()
+    s = pl.when(s.str.len_chars() > 0).then(s).otherwise(None)
+    is_abs = s.str.contains(r"^(/|\\\\|[A-Za-z]:[\\/]|[A-Za-z][A-Za-z0-9+.-]*://)")
+    rel = s.str.replace(r"^(\./)+", "")
+    return pl.when(is_abs).then(s).otherwise(pl.lit(base.rstrip("/") + "/") + rel).alias("path")
+
+
+def normalise_index(
+    df: pl.DataFrame,
+    kind: str,
+    *,
+    source: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None = None,
+    column_map: ColumnMap | Mapping[str, Any] | str | os.PathLike | None = None,
+) -> pl.DataFrame:
+    """Rename, validate and normalise an already-read index table (see the module docstring).
+
+    Args:
+        df: the raw table (Polars or pandas).
+        kind: ``"ecg"``, ``"cxr"`` or ``"echo"``.
+        source: name used in error messages (the file, usually).
+        base_dir: folder that relative ``path`` values are relative to (default: the current folder).
+        column_map: ours -> theirs names.
+
+    Raises:
+        ReadError: a required column is missing (the message names the table and the columns).
+    """
+    if kind not in TABLE_KINDS:
+        raise ConfigError(f"unknown index table kind '{kind}' (expected one of {', '.join(TABLE_KINDS)})")
+    cmap = ColumnMap.load(column_map)
+    if not isinstance(df, pl.DataFrame):
+        try:
+            df = pl.from_pandas(df)
+        except Exception as e:
+            raise ReadError(source or f"<{kind} index>", f"not a table: {e}") from None
+    where = str(source) if source is not None else f"<{TABLE_NAMES[kind]}>"
+    internal = [c for c in ("_row", "_exam_datetime_unparseable") if c in df.columns]
+    if internal:  # an already normalised table: normalise again from its visible columns
+        df = df.drop(internal)
+    mapping = cmap.for_table(kind)
+    rename: dict[str, str] = {}
+    for ours, theirs in mapping.items():
+        if theirs in df.columns:
+            rename[theirs] = ours
+    # a mapped-away column of ours that also exists under our name would collide: drop the latter
+    clashing = [ours for theirs, ours in rename.items() if ours in df.columns and ours not in rename]
+    if clashing:
+        df = df.drop(clashing)
+    df = df.rename(rename)
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in df.columns]
+    if missing:
+        hint = []
+        for c in missing:
+            if c in mapping:
+                hint.append(f"{c} (mapped to '{mapping[c]}', not in the table)")
+            else:
+                hint.append(c)
+        raise ReadError(
+            where,
+            f"{TABLE_NAMES[kind]} is missing required column(s): {', '.join(hint)}; "
+            f"found: {', '.join(df.columns) if df.columns else 'no columns'}",
+        )
+    base = str(Path(base_dir if base_dir is not None else os.getcwd()).resolve())
+    fmt = cmap.datetime_format_for(kind)
+    schema = df.schema
+    exprs: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")]
+    for name in df.columns:
+        dtype = schema[name]
+        if name in _ID_COLUMNS:
+            exprs.append(_id_expr(name, dtype))
+        elif name in _DATETIME_COLUMNS:
+            parsed = _parse_datetimes(df[name], fmt)
+            exprs.append(pl.lit(parsed).alias(name))
+            if name == "exam_datetime":
+                raw = pl.col(name).cast(pl.String).str.strip_chars()
+                present = raw.is_not_null() & (raw.str.len_chars() > 0)
+                exprs.append((present & pl.lit(parsed).is_null()).alias("_exam_datetime_unparseable"))
+        elif name == "path":
+            exprs.append(_path_expr(base))
+        elif name == "sex":
+            s = pl.col(name).cast(pl.String).str.strip_chars().str.to_uppercase()
+            exprs.append(s.replace_strict(_SEX_MAP, default=None, return_dtype=pl.String).alias(name))
+        elif name in _FLAG_COLUMNS:
+            s = pl.col(name).cast(pl.String).str.strip_chars().str.to_uppercase()
+            exprs.append(s.replace_strict(_FLAG_MAP, default=None, return_dtype=pl.Int8).alias(name))
+        elif name in _FLOAT_COLUMNS:
+            exprs.append(pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False).alias(name)
+                         if dtype == pl.String else pl.col(name).cast(pl.Float64, strict=False).alias(name))
+        elif name == "units":
+            s = pl.col(name).cast(pl.String).str.strip_chars()
+            exprs.append(pl.when(s.str.len_chars() > 0).then(s).otherwise(None).alias(name))
+        else:
+            exprs.append(pl.col(name))
+    return df.select(exprs)
+
+
+def load_index(
+    path: str | os.PathLike,
+    kind: str,
+    column_map: ColumnMap | Mapping[str, Any] | str | os.PathLike | None = None,
+) -> pl.DataFrame:
+    """Read one index table (CSV, TSV or Parquet) and normalise it (see the module docstring).
+
+    Relative ``path`` values are resolved against the folder that holds the table.
+
+    Raises:
+        ReadError: unreadable file or missing required columns.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ReadError(p, f"{TABLE_NAMES.get(kind, kind)} not found" if not p.exists() else "not a file")
+    raw = _read_raw(p)
+    return normalise_index(raw, kind, source=p, base_dir=p.resolve().parent, column_map=column_map)
+
+
+__all__ = [
+    "DEFAULT_FILENAMES",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "TABLE_KINDS",
+    "TABLE_NAMES",
+    "ColumnMap",
+    "load_index",
+    "normalise_index",
+]
