@@ -1,0 +1,127 @@
+"""How much AS signal the generator planted: AUROC of an oracle that sees the planted sign values.
+
+The oracle links exams exactly as the paper does (adults; for each echo the closest X-ray within
++-90 days; for each linked X-ray every ECG within +-7 days), then fits a logistic regression on the
+planted per-exam sign variables (ECG: visible LVH gain, visible strain, paced, AF; X-ray: CTR, visible
+valve and knob calcifications, AP view, pacemaker) with patient-grouped 5-fold cross-validation.  The
+resulting AUROCs are a ceiling for what a model can learn from the pixels and samples of this export.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ECG_FEATURES = ("log_lvh_gain_visible", "strain_visible_mv", "paced", "atrial_fibrillation")
+CXR_FEATURES = ("ctr", "n_valve_calc_visible", "n_knob_calc_visible", "view_ap", "pacemaker")
+
+
+def as_label(echo: pd.DataFrame, v_min: float = 2.5, mpg_min: float = 20.0, ava_max: float = 1.5) -> pd.Series:
+    """1 where the echo meets the AS rule (empty measurements never count)."""
+    v = pd.to_numeric(echo["peak_velocity_m_s"], errors="coerce")
+    g = pd.to_numeric(echo["mean_gradient_mmhg"], errors="coerce")
+    a = pd.to_numeric(echo["ava_cm2"], errors="coerce")
+    return ((v >= v_min) | (g >= mpg_min) | (a <= ava_max)).astype(int)
+
+
+def link_records(ecg: pd.DataFrame, cxr: pd.DataFrame, echo: pd.DataFrame, *, min_age: float = 18,
+                 cxr_within_days: float = 90, ecg_within_days: float = 7) -> pd.DataFrame:
+    """(ECG, X-ray, echo) links of the paper's rule, from index tables with the default columns."""
+    e = echo[["patient_id", "exam_id", "exam_datetime", "age"]].copy()
+    e = e[pd.to_numeric(e["age"], errors="coerce") >= min_age]
+    e["echo_dt"] = pd.to_datetime(e["exam_datetime"])
+    c = cxr[["patient_id", "exam_id", "exam_datetime"]].rename(columns={"exam_id": "cxr_exam_id"})
+    c["cxr_dt"] = pd.to_datetime(c["exam_datetime"])
+    m = e.rename(columns={"exam_id": "echo_exam_id"}).drop(columns="exam_datetime").merge(
+        c.drop(columns="exam_datetime"), on="patient_id")
+    m["gap"] = (m["cxr_dt"] - m["echo_dt"]).dt.total_seconds().abs() / 86400
+    m = m[m["gap"] <= cxr_within_days].sort_values(["echo_exam_id", "gap", "cxr_exam_id"])
+    m = m.drop_duplicates("echo_exam_id", keep="first")
+    g = ecg[["patient_id", "exam_id", "exam_datetime"]].rename(columns={"exam_id": "ecg_exam_id"})
+    g["ecg_dt"] = pd.to_datetime(g["exam_datetime"])
+    r = m.merge(g.drop(columns="exam_datetime"), on="patient_id")
+    r = r[(r["ecg_dt"] - r["cxr_dt"]).dt.total_seconds().abs() / 86400 <= ecg_within_days]
+    r = r.merge(echo[["exam_id", "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2"]]
+                .rename(columns={"exam_id": "echo_exam_id"}), on="echo_exam_id")
+    r["label"] = as_label(r)
+    cols = ["patient_id", "ecg_exam_id", "cxr_exam_id", "echo_exam_id", "label"]
+    return r[cols].sort_values(["patient_id", "echo_exam_id", "ecg_exam_id"]).reset_index(drop=True)
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=float)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = pd.Series(s).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
+    """Ridge-penalised logistic regression by Newton steps; returns weights incl. intercept."""
+    Xb = np.hstack([np.ones((len(X), 1)), X])  # (n, d+1)
+    w = np.zeros(Xb.shape[1])
+    pen = l2 * np.eye(Xb.shape[1])
+    pen[0, 0] = 0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(Xb @ w, -30, 30)))
+        grad = Xb.T @ (p - y) + pen @ w
+        H = (Xb * (p * (1 - p))[:, None]).T @ Xb + pen
+        step = np.linalg.solve(H + 1e-9 * np.eye(len(w)), grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def _cv_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    uniq = np.unique(groups)
+    fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % n_folds))
+    folds = np.array([fold_of[g] for g in groups])
+    out = np.zeros(len(y))
+    for f in range(n_folds):
+        te = folds == f
+        tr = ~te
+        if te.sum() == 0 or y[tr].min() == y[tr].max():
+            out[te] = 0.0
+            continue
+        mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-9
+        w = _fit_logistic((X[tr] - mu) / sd, y[tr].astype(float))
+        out[te] = np.hstack([np.ones((te.sum(), 1)), (X[te] - mu) / sd]) @ w
+    return out
+
+
+def oracle_features(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.DataFrame) -> pd.DataFrame:
+    """Records joined with the planted ECG and X-ray sign variables (ground-truth tables)."""
+    eg = ecg_truth.rename(columns={"exam_id": "ecg_exam_id"})
+    eg = eg.assign(log_lvh_gain_visible=np.log(eg["lvh_gain_visible"]),
+                   atrial_fibrillation=eg["atrial_fibrillation"].astype(int), paced=eg["paced"].astype(int))
+    cg = cxr_truth.rename(columns={"exam_id": "cxr_exam_id"})
+    cg = cg.assign(view_ap=(cg["view_position"] == "AP").astype(int), pacemaker=cg["pacemaker"].astype(int))
+    r = records.merge(eg[["ecg_exam_id", *ECG_FEATURES]], on="ecg_exam_id")
+    return r.merge(cg[["cxr_exam_id", *CXR_FEATURES]], on="cxr_exam_id")
+
+
+def oracle_auroc(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.DataFrame, *,
+                 n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Cross-validated AUROC of the planted-sign oracle for ECG only, X-ray only and both.
+
+    Returns ``{"ecg", "cxr", "both"}`` AUROCs (NaN when a class is missing) plus ``n_records``,
+    ``n_positive`` and the feature names.
+    """
+    df = oracle_features(records, ecg_truth, cxr_truth)
+    y = df["label"].to_numpy().astype(int)
+    groups = df["patient_id"].to_numpy()
+    res: dict[str, Any] = {"n_records": int(len(df)), "n_positive": int(y.sum())}
+    for name, feats in (("ecg", ECG_FEATURES), ("cxr", CXR_FEATURES), ("both", ECG_FEATURES + CXR_FEATURES)):
+        if len(df) == 0 or y.min() == y.max() or len(np.unique(groups)) < n_folds:
+            res[name] = float("nan")
+            continue
+        X = df[list(feats)].to_numpy(dtype=float)
+        res[name] = round(auroc(y, _cv_scores(X, y, groups, n_folds, seed)), 4)
+    res["features"] = {"ecg": list(ECG_FEATURES), "cxr": list(CXR_FEATURES)}
+    return res
