@@ -414,18 +414,8 @@ def test_config_validation():
 
 # ----------------------------------------------------------------------------- command line
 @pytest.fixture()
-def cli_main(monkeypatch):
-    """``cli.main``; sub-commands of other modules that are not written yet are left out."""
-    import importlib
-
-    available = []
-    for name in cli.COMMANDS:
-        try:
-            importlib.import_module(f"cardiofusion.commands.{name}")
-            available.append(name)
-        except ImportError:
-            pass
-    monkeypatch.setattr(cli, "COMMANDS", tuple(available))
+def cli_main():
+    """The real command-line entry point."""
     return cli.main
 
 

@@ -27,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:  # TEMPORARY during parallel development; removed at integration
-            module = importlib.import_module(f"cardiofusion.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"cardiofusion.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"cardiofusion.commands.{name}")
         module.add_parser(sub)
     return parser
 

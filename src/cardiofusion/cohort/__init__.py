@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .build import OUTPUT_FILES, CohortResult, assemble_manifest, build_cohort
 from .config import SPLIT_NAMES, CohortConfig
-from .flow import FlowError, check_flow, cohort_flow, format_flow
+from .flow import FlowError, add_decoding_step, check_flow, cohort_flow, format_flow
 from .linkage import ECG_READER_COLUMNS, MANIFEST_CORE_COLUMNS, LinkResult, link_exams
 from .split import assign_folds, assign_splits, patient_table, split_records
 from .tables import (
@@ -34,6 +34,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SPLIT_NAMES",
     "TABLE_KINDS",
+    "add_decoding_step",
     "CohortConfig",
     "CohortResult",
     "ColumnMap",

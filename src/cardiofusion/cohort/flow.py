@@ -14,7 +14,9 @@ The flow is a plain JSON-ready dict::
       "cohort": {"records", "patients", "as_records", "as_patients", "prevalence_records",
                  "prevalence_patients", "severity": {"none": n, "mild": n, ...}},
       "splits": {"train": {"records", "patients", "as_records", "as_patients"}, "val": ..., "test": ...},
-      "folds": null | {"0": {...same keys...}, ...}
+      "folds": null | {"0": {...same keys...}, ...},
+      "decoding": absent | {"records_in", "exclusions": [{"reason", "count"}], "records_usable",
+                            "splits": {"train": {...}, ...}}   # added by :func:`add_decoding_step`
     }
 
 :func:`check_flow` verifies that the numbers add up (``raw_rows = used + sum(exclusions)`` per
@@ -97,6 +99,31 @@ def check_flow(flow: dict[str, Any]) -> None:
     if flow.get("folds"):
         for key in ("records", "patients", "as_records", "as_patients"):
             need(sum(f[key] for f in flow["folds"].values()) == c[key], f"folds do not add up ({key})")
+    d = flow.get("decoding")
+    if d:
+        excluded = sum(e["count"] for e in d["exclusions"])
+        need(d["records_in"] == c["records"], "decoding starts from a different record count")
+        need(d["records_in"] == d["records_usable"] + excluded, "decoded records + unreadable != records")
+        need(sum(s["records"] for s in d["splits"].values()) == d["records_usable"], "decoded splits do not add up")
+
+
+def add_decoding_step(flow: dict[str, Any], usable: pl.DataFrame, excluded: pl.DataFrame) -> dict[str, Any]:
+    """Extend ``flow`` with the records lost because a file could not be decoded.
+
+    Args:
+        flow: the cohort flow (modified in place and returned).
+        usable: manifest rows whose ECG and X-ray both decoded (``PreprocessedCache.records``).
+        excluded: the other manifest rows with a ``reason`` column (``PreprocessedCache.excluded``).
+    """
+    reasons = excluded.group_by("reason").agg(pl.len().alias("n")).sort(["n", "reason"], descending=[True, False])
+    flow["decoding"] = {
+        "records_in": int(usable.height + excluded.height),
+        "exclusions": [{"reason": str(r), "count": int(n)} for r, n in zip(reasons["reason"], reasons["n"])],
+        "records_usable": int(usable.height),
+        "splits": {s: _counts(usable.filter(pl.col("split") == s)) for s in SPLIT_NAMES},
+    }
+    check_flow(flow)
+    return flow
 
 
 def _n(x: Any) -> str:
@@ -149,6 +176,16 @@ def format_flow(flow: dict[str, Any]) -> str:
                      f"{_n(s['as_patients']):>13}{pct(s['as_records'], s['records']):>8}")
     lines.append(f"{'total':<8}{_n(c['records']):>10}{_n(c['patients']):>10}{_n(c['as_records']):>12}"
                  f"{_n(c['as_patients']):>13}{pct(c['as_records'], c['records']):>8}")
+    d = flow.get("decoding")
+    if d:
+        lines.append("")
+        lines.append(f"{'Decoding (preprocessing cache)':<{width}}{_n(d['records_in']):>12} records")
+        left = d["records_in"]
+        for e in d["exclusions"]:
+            left -= e["count"]
+            lines.append(f"  - {e['reason']:<{width - 4}}{_n(-e['count']):>12}   -> {_n(left)}")
+        lines.append(f"  = {'usable records':<{width - 4}}{_n(d['records_usable']):>12}   ("
+                     + ", ".join(f"{k} {_n(v['records'])}" for k, v in d["splits"].items()) + ")")
     if flow.get("folds"):
         lines.append("")
         lines.append(f"{'fold':<8}{'records':>10}{'patients':>10}{'AS records':>12}{'AS patients':>13}")
@@ -157,4 +194,4 @@ def format_flow(flow: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FlowError", "check_flow", "cohort_flow", "format_flow"]
+__all__ = ["FlowError", "add_decoding_step", "check_flow", "cohort_flow", "format_flow"]
