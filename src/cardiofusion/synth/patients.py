@@ -80,7 +80,7 @@ def _echo_measurements(is_as: bool, sev: float, rng: np.random.Generator,
         else:
             v = max(2.5, 2.55 + 2.6 * s + rng.normal(0, 0.18))
             mpg = 2.4 * v * v * np.exp(rng.normal(0, 0.12))
-            ava = float(np.clip(1.6 - 1.05 * s + rng.normal(0, 0.17), 0.35, 2.2))
+            ava = float(np.clip(1.75 - 1.2 * s + rng.normal(0, 0.15), 0.35, 2.2))  # mild AS keeps AVA > 1.5
     else:
         v = float(np.clip(rng.normal(1.35, 0.3), 0.7, 2.45))
         mpg = min(2.4 * v * v * np.exp(rng.normal(0, 0.12)), 19.0)
@@ -109,7 +109,7 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
     if is_as:
         age0 = float(np.clip(rng.normal(78.0, 9.2), 45, 99))
         female = bool(rng.random() < 0.553)
-        sev = float(rng.beta(1.4, 1.4))
+        sev = float(rng.beta(1.0, 1.4))  # mean 0.42 -> Vmax about 3.7 m/s as in the paper, ~15% mild
     else:
         age0 = rng.uniform(6.0, 15.0) if minor else float(np.clip(rng.normal(63.0, 15.9), 18.5, 99))
         female = bool(rng.random() < 0.38)
