@@ -18,7 +18,6 @@ from cardiofusion.cohort import (
     build_cohort,
     check_flow,
     format_flow,
-    link_exams,
     load_index,
     normalise_index,
     split_records,

@@ -6,7 +6,6 @@ Expected values are computed independently of the reader: the DICOM standard's w
 
 from __future__ import annotations
 
-import shutil
 from functools import lru_cache
 from pathlib import Path
 

@@ -170,10 +170,17 @@ def test_defects_listed(export: Path) -> None:
     d = pd.read_csv(export / "ground_truth" / "defects.csv")
     assert sorted(d["modality"]) == ["cxr", "ecg"]
     bad_dcm = export / d.loc[d.modality == "cxr", "path"].iloc[0]
-    with pytest.raises(Exception):
-        pydicom.dcmread(bad_dcm).pixel_array
-    bad_ecg = pd.read_csv(export / d.loc[d.modality == "ecg", "path"].iloc[0])
+    from cardiofusion.errors import ReadError
+    from cardiofusion.io.cxr import read_cxr
+    from cardiofusion.io.ecg import read_ecg
+
+    with pytest.raises(ReadError, match="truncated|cannot decode"):
+        read_cxr(bad_dcm)
+    bad_ecg_path = export / d.loc[d.modality == "ecg", "path"].iloc[0]
+    bad_ecg = pd.read_csv(bad_ecg_path)
     assert bad_ecg.shape[1] == 12 and (bad_ecg.fillna(0).to_numpy() == 0).all()
+    with pytest.raises(ReadError, match="flat"):
+        read_ecg(bad_ecg_path, units="counts", resolution_uv=1.25)
 
 
 def test_determinism_and_workers(tmp_path: Path) -> None:

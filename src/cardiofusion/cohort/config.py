@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from ..errors import ConfigError, ReadError
+from ..configfile import read_mapping_file
+from ..errors import ConfigError
 from ..labels import ASCriteria, SeverityGrades
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -126,21 +125,7 @@ class CohortConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "CohortConfig":
         """Read a JSON or YAML file (e.g. a previous build's ``config.json``)."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ReadError(p, f"cannot read cohort config: {e.strerror or e}") from None
-        try:
-            if p.suffix.lower() == ".json":
-                d = json.loads(text)
-            else:
-                import yaml
-
-                d = yaml.safe_load(text) or {}
-        except Exception as e:
-            raise ReadError(p, f"cohort config is not valid JSON/YAML: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_mapping_file(path, "cohort config"))
 
     def replace(self, **changes: Any) -> "CohortConfig":
         """A copy with some fields changed (validated again)."""

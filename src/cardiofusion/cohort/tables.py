@@ -35,7 +35,6 @@ Normalisation done by :func:`load_index`:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from ..configfile import read_mapping_file
 from ..errors import ConfigError, ReadError
 
 TABLE_KINDS: tuple[str, ...] = ("ecg", "cxr", "echo")
@@ -141,26 +141,11 @@ class ColumnMap:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "ColumnMap":
         """Read a YAML (``.yaml``/``.yml``) or JSON file."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ReadError(p, f"cannot read column map: {e.strerror or e}") from None
-        try:
-            if p.suffix.lower() == ".json":
-                d = json.loads(text)
-            else:
-                import yaml
-
-                d = yaml.safe_load(text)
-        except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
-            raise ReadError(p, f"column map is not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {e}") from None
-        if d is None:
-            d = {}
+        d = read_mapping_file(path, "column map")
         try:
             return cls.from_dict(d)
         except ConfigError as e:
-            raise ReadError(p, str(e)) from None
+            raise ReadError(path, str(e)) from None
 
     @classmethod
     def load(cls, spec: "ColumnMap | Mapping[str, Any] | str | os.PathLike | None") -> "ColumnMap":
