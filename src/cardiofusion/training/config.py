@@ -1,0 +1,210 @@
+"""The training configuration, saved as ``RUN/config.yaml`` with every run (a run folder alone says how
+to reproduce it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..configfile import read_mapping_file
+from ..errors import ConfigError
+from ..preprocess import PreprocessConfig
+
+#: Accepted ``precision`` values ("auto": 16-mixed on CUDA, 32-true elsewhere).
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "64-true")
+
+#: Settings that may differ when a run is resumed (they change how long / where it runs, not what it learns).
+RESUME_OVERRIDABLE = ("max_epochs", "num_workers", "accelerator", "devices", "strategy", "tensorboard",
+                      "limit_train_batches", "limit_val_batches")
+
+
+def _model_config_cls():
+    from ..models import (
+        ModelConfig,  # imported lazily: the models package is heavy (timm)
+    )
+
+    return ModelConfig
+
+
+def _default_model_config():
+    return _model_config_cls()()
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; defaults are the reference paper's recipe.
+
+    Attributes:
+        cache_dir: preprocessing cache folder (``cardiofusion cache build``).
+        manifest: cohort manifest (``manifest.parquet``) with ``split`` and ``label``.
+        model: architecture (``cardiofusion.models.ModelConfig``).
+        preprocess: windows, augmentation, normalisation (``cardiofusion.preprocess.PreprocessConfig``).
+        batch_size: training batch size (paper: 64 or 128; ECG-only 32).
+        eval_batch_size: records per validation batch (each brings all its windows); None: batch_size.
+        lr: Adam learning rate.
+        betas: Adam betas.
+        weight_decay: Adam weight decay (paper: none).
+        max_epochs: upper bound on epochs.
+        patience: early stopping: epochs without a lower validation loss before stopping.
+        t_max: CosineAnnealingLR period in epochs (stepped once per epoch).
+        precision: Lightning precision; ``auto`` = ``16-mixed`` on CUDA, ``32-true`` otherwise
+            (``bf16-mixed`` is allowed on CPU).
+        pos_weight: positive-class weight of the loss: None, a number, or ``balanced``
+            (negatives / positives among the training records).
+        seed: seed of weights, shuffling and augmentation (``lightning.seed_everything``).
+        num_workers: DataLoader worker processes.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``, ...).
+        devices: Lightning devices (``auto``, a count, or a list of ids).
+        strategy: Lightning strategy (``auto``, ``ddp``, ...); multi-GPU and multi-node need nothing else.
+        num_nodes: Lightning nodes.
+        limit_train_batches: Lightning's limit per training epoch (fraction or count), for quick runs.
+        limit_val_batches: Lightning's limit per validation epoch (fraction or count).
+        tensorboard: also write TensorBoard logs (``RUN/logs/tensorboard``).
+        log_every_n_steps: how often step-level training metrics go to the loggers.
+    """
+
+    cache_dir: str = ""
+    manifest: str = ""
+    model: Any = field(default_factory=_default_model_config)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    max_epochs: int = 100
+    patience: int = 20
+    t_max: int = 10
+    precision: str = "auto"
+    pos_weight: None | float | str = None
+    seed: int = 0
+    num_workers: int = 4
+    accelerator: str = "auto"
+    devices: int | str | list = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    tensorboard: bool = False
+    log_every_n_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = _model_config_cls().from_dict(self.model)
+        if isinstance(self.preprocess, dict):
+            self.preprocess = PreprocessConfig.from_dict(self.preprocess)
+        self.cache_dir = str(self.cache_dir)
+        self.manifest = str(self.manifest)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {self.betas}")
+        for name in ("batch_size", "max_epochs", "patience", "t_max", "num_nodes", "log_every_n_steps"):
+            value = getattr(self, name)
+            if int(value) != value or int(value) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+            setattr(self, name, int(value))
+        if self.eval_batch_size is not None and int(self.eval_batch_size) < 1:
+            raise ConfigError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
+        if int(self.num_workers) < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        self.num_workers = int(self.num_workers)
+        if not float(self.lr) > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        self.pos_weight = parse_pos_weight(self.pos_weight)
+        self.devices = parse_devices(self.devices)
+
+    # -- (de)serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model", "preprocess"):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a ``config.yaml`` (or JSON) written by :meth:`save` or by hand (missing keys: defaults)."""
+        return cls.from_dict(read_mapping_file(path, "training config"))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config as YAML (atomically)."""
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities the model needs (single-modality fusions load only theirs)."""
+        return tuple(self.model.modalities)
+
+
+def _plain(value: Any) -> Any:
+    """Nested dicts / lists of YAML-safe scalars."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def parse_pos_weight(value: Any) -> None | float | str:
+    """None, a positive number or ``balanced``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "balanced":
+        return "balanced"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"pos_weight must be a number, 'balanced' or none; got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"pos_weight must be positive, got {value}")
+    return number
+
+
+def parse_devices(value: Any) -> int | str | list:
+    """Lightning ``devices``: ``auto``, a count, ``"0,1"`` or a list of ids."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        return text
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+__all__ = ["PRECISIONS", "RESUME_OVERRIDABLE", "TrainConfig", "parse_devices", "parse_pos_weight"]

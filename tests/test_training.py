@@ -1,0 +1,224 @@
+"""Training: config, the Lightning module, ``fit`` run folders, resumption and ``cardiofusion train``.
+
+Runs use two tiny registered stand-in encoders (milliseconds per batch) through the real
+``cardiofusion.models`` fusion heads; one run uses the library's own tiny encoders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from cardiofusion.cache import CacheConfig, build_cache
+from cardiofusion.cli import main
+from cardiofusion.cohort import CohortConfig, build_cohort
+from cardiofusion.errors import ConfigError
+from cardiofusion.models import ModelConfig, register_cxr_encoder, register_ecg_encoder
+from cardiofusion.preprocess import PreprocessConfig
+from cardiofusion.synth import SynthConfig, generate_export
+from cardiofusion.training import (
+    TrainConfig,
+    fit,
+    resolve_pos_weight,
+    resolve_precision,
+)
+
+FS, DURATION_S, SIZE = 250.0, 4.0, 32
+
+
+class _TestECG(nn.Module):
+    """Per-lead summary statistics -> linear -> mean over leads (any number of leads)."""
+
+    def __init__(self, leads=(), width: int = 8):
+        super().__init__()
+        self.out_dim = width
+        self.proj = nn.Linear(3, width)
+        self.gradcam_layer = self.proj
+
+    def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
+        stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
+        return torch.tanh(self.proj(stats)).mean(1)
+
+
+class _TestCXR(nn.Module):
+    def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
+        super().__init__()
+        self.out_dim = width
+        self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
+        self.head = nn.Linear(4, width)
+        self.gradcam_layer = self.conv
+
+    def forward(self, x):  # (B, 1, H, W) -> (B, width)
+        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
+
+
+for _name, _register, _cls in (("test_ecg_stats", register_ecg_encoder, _TestECG),
+                               ("test_cxr_conv", register_cxr_encoder, _TestCXR)):
+    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
+
+    if _name not in ECG_ENCODERS and _name not in CXR_ENCODERS:
+        _register(_name)(_cls)
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train_cache")
+    export = root / "export"
+    generate_export(export, SynthConfig(n_patients=30, cxr_size=64, ecg_duration_s=DURATION_S, as_prevalence=0.3,
+                                        compute_oracle=False, n_defective_ecg=0, n_defective_cxr=0), overwrite=True)
+    build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", root / "cohort",
+                 CohortConfig())
+    manifest = root / "cohort" / "manifest.parquet"
+    build_cache(manifest, root / "cache", CacheConfig(fs=FS, duration_s=DURATION_S, image_size=SIZE), workers=1,
+                progress=False)
+    shutil.rmtree(export)
+    return {"cache": root / "cache", "manifest": manifest}
+
+
+def _config(cohort, fusion="cooperative", **kw) -> TrainConfig:
+    model = kw.pop("model", None) or ModelConfig(fusion=fusion, ecg_encoder="test_ecg_stats", cxr_encoder="test_cxr_conv")
+    return TrainConfig(cache_dir=str(cohort["cache"]), manifest=str(cohort["manifest"]), model=model,
+                       preprocess=PreprocessConfig(fs=FS, window_s=1.0, eval_stride_s=1.0, image_size=SIZE),
+                       **{"batch_size": 16, "lr": 1e-2, "num_workers": 0, **kw})
+
+
+@pytest.fixture
+def config_yaml(cohort, tmp_path) -> Path:
+    path = tmp_path / "base.yaml"
+    cfg = _config(cohort).to_dict()
+    path.write_text(yaml.safe_dump({"model": cfg["model"], "preprocess": cfg["preprocess"], "num_workers": 0}))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+def test_train_config_defaults_round_trip(tmp_path):
+    cfg = TrainConfig(cache_dir="c", manifest="m.parquet")
+    assert (cfg.lr, cfg.betas, cfg.batch_size, cfg.t_max, cfg.max_epochs, cfg.patience) == \
+        (1e-4, (0.9, 0.999), 64, 10, 100, 20)
+    assert cfg.model.fusion == "cooperative" and cfg.preprocess.window_s == 2.0
+    path = cfg.save(tmp_path / "config.yaml")
+    again = TrainConfig.from_file(path)
+    assert again == cfg and again.to_dict() == cfg.to_dict()
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("lr: 0.001\nmodel: {fusion: ecg}\npos_weight: balanced\ndevices: '2'\n")
+    p = TrainConfig.from_file(partial)
+    assert p.lr == 1e-3 and p.model.fusion == "ecg" and p.modalities == ("ecg",) and p.pos_weight == "balanced"
+    assert p.devices == 2 and p.batch_size == 64
+    with pytest.raises(ConfigError, match="unknown training settings"):
+        TrainConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(ConfigError, match="pos_weight"):
+        TrainConfig(pos_weight="heavy")
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="8")
+
+
+def test_precision_and_pos_weight_resolution():
+    assert resolve_precision(TrainConfig(accelerator="cpu")) == "32-true"
+    assert resolve_precision(TrainConfig(accelerator="gpu")) == "16-mixed"
+    assert resolve_precision(TrainConfig(accelerator="cpu", precision="bf16-mixed")) == "bf16-mixed"
+    labels = np.array([0, 0, 0, 1, np.nan], dtype=np.float32)
+    assert resolve_pos_weight(TrainConfig(pos_weight="balanced"), labels) == 3.0
+    assert resolve_pos_weight(TrainConfig(pos_weight=2), labels) == 2.0
+    assert resolve_pos_weight(TrainConfig(), labels) is None
+    with pytest.raises(ConfigError):
+        resolve_pos_weight(TrainConfig(pos_weight="balanced"), np.zeros(4, dtype=np.float32))
+
+
+def test_cli_train_end_to_end(cohort, config_yaml, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--cache", str(cohort["cache"]), "--manifest", str(cohort["manifest"]), "--out", str(run),
+               "--config", str(config_yaml), "--max-epochs", "2", "--lr", "0.01", "--batch-size", "16",
+               "--pos-weight", "balanced", "--seed", "1", "--accelerator", "cpu", "--tensorboard", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "val AUROC" in out and str(run) in out
+
+    for name in ("config.yaml", "metrics.csv", "val_scores.csv", "result.json", "reproduce.txt",
+                 "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert any((run / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    cfg = TrainConfig.from_file(run / "config.yaml")
+    assert cfg.max_epochs == 2 and cfg.lr == 0.01 and cfg.seed == 1 and cfg.model.ecg_encoder == "test_ecg_stats"
+
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert metrics[["train_loss", "val_loss", "val_auroc"]].notna().all().all()
+
+    scores = pd.read_csv(run / "val_scores.csv", dtype={"record_id": str, "patient_id": str})
+    assert list(scores.columns) == ["record_id", "patient_id", "label", "score", "prob", "score_ecg", "score_cxr"]
+    assert scores["record_id"].is_unique and scores[["score", "prob", "score_ecg", "score_cxr"]].notna().all().all()
+    np.testing.assert_allclose(scores["score"], scores["score_ecg"] + scores["score_cxr"], atol=1e-4)  # cooperative
+
+    result = json.loads((run / "result.json").read_text())
+    assert result["records"]["val"] == len(scores) and result["epochs_trained"] == 2
+    assert result["pos_weight"] == pytest.approx(
+        (result["records"]["train"] - result["positives"]["train"]) / result["positives"]["train"])
+    assert {"torch", "lightning", "cardiofusion"} <= set(result["versions"]) and result["seconds"]["fit"] > 0
+    best = metrics.loc[metrics["val_loss"].idxmin()]
+    assert result["best_epoch"] == int(best["epoch"])
+    assert result["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    # the logged val_auroc of the best epoch is the AUROC of the saved validation scores
+    assert result["val_auroc"] == pytest.approx(best["val_auroc"], abs=1e-4)
+    assert "cardiofusion train" in (run / "reproduce.txt").read_text()
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        fit(cfg, run, progress=False)
+
+
+def test_resume_continues_epochs(cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = fit(_config(cohort, max_epochs=1), run, progress=False)
+    assert first.epochs_trained == 1
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1]
+    with pytest.raises(ConfigError, match="saved settings"):
+        fit(_config(cohort, max_epochs=3, lr=0.5), run, resume=True, progress=False)
+    assert main(["train", "--resume", str(run), "--max-epochs", "3", "--no-progress"]) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2, 3]
+    result = json.loads((run / "result.json").read_text())
+    assert result["epochs_trained"] == 3 and result["resumed"]
+    assert TrainConfig.from_file(run / "config.yaml").max_epochs == 3
+    assert "--resume" in (run / "reproduce.txt").read_text()
+    capsys.readouterr()
+
+    # an uninterrupted 3-epoch run gives the same per-epoch validation losses (seeded, resumable)
+    straight = fit(_config(cohort, max_epochs=3), tmp_path / "straight", progress=False)
+    again = pd.read_csv(straight.metrics_csv)
+    np.testing.assert_allclose(again["val_loss"], metrics["val_loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["ecg", "cxr"])
+def test_single_modality_runs(cohort, tmp_path, fusion):
+    result = fit(_config(cohort, fusion, max_epochs=1), tmp_path / fusion, progress=False)
+    scores = pd.read_csv(result.val_scores)
+    other = "cxr" if fusion == "ecg" else "ecg"
+    assert scores["score"].notna().all() and scores[f"score_{other}"].isna().all()
+    info = json.loads(result.result_json.read_text())
+    assert info["modalities"] == [fusion] and math.isfinite(info["best_val_loss"])
+
+
+def test_library_tiny_encoders_late_fusion(cohort, tmp_path):
+    model = ModelConfig(fusion="late", ecg_encoder="ecg_resnet_tiny_transformer", cxr_encoder="cxr_tiny")
+    result = fit(_config(cohort, model=model, max_epochs=1, limit_train_batches=2, eval_batch_size=32),
+                 tmp_path / "late", progress=False)
+    assert result.best_epoch == 1 and math.isfinite(result.best_val_loss)
+    scores = pd.read_csv(result.val_scores)
+    assert scores[["score", "score_ecg", "score_cxr"]].notna().all().all()
+
+
+def test_mismatched_leads_rejected(cohort, tmp_path):
+    cfg = _config(cohort)
+    cfg.preprocess = PreprocessConfig(fs=FS, leads=("I", "II"), window_s=1.0, image_size=SIZE)
+    with pytest.raises(ConfigError, match="leads"):
+        fit(cfg, tmp_path / "x", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
