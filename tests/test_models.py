@@ -320,3 +320,21 @@ def test_early_modality_dropout():
     single = out.used.sum(1) == 1
     assert 60 < int(single.sum()) < 140 and out.used.any(1).all()
     assert head.eval()({"ecg": torch.randn(8, 4), "cxr": torch.randn(8, 4)}).used.all()
+
+
+def test_repeated_xray_rows_encoded_once_same_scores():
+    """Evaluation repeats a record's X-ray for every ECG window: features are computed once per record."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(fusion="cooperative", ecg_encoder="ecg_resnet_tiny_transformer",
+                                    cxr_encoder="cxr_tiny")).eval()
+    calls = []
+    model.cxr_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    ecg = torch.randn(5, 12, 200)
+    cxr = torch.randn(2, 1, 64, 64)
+    record_index = torch.tensor([0, 0, 0, 1, 1])
+    batch = {"ecg": ecg, "cxr": cxr[record_index], "record_index": record_index}
+    with torch.no_grad():
+        deduped = model(batch).score
+        plain = model({"ecg": ecg, "cxr": cxr[record_index]}).score
+    assert calls == [2, 5]
+    torch.testing.assert_close(deduped, plain)

@@ -161,7 +161,7 @@ class MultimodalModel(nn.Module):
                     mask = batch.get("ecg_mask")
                     f = enc(x[has], None if mask is None else mask.to(x.device)[has])
                 else:
-                    f = enc(x[has])
+                    f = _encode_images_once(enc, x[has], batch.get("record_index"), has)
                 out = out.index_put((has.nonzero(as_tuple=True)[0],), f.to(out.dtype)) if not bool(has.all()) else f
             feats[m], present[m] = out, has
         if feats["ecg"] is None and feats["cxr"] is None:
@@ -176,6 +176,24 @@ class MultimodalModel(nn.Module):
     def loss(self, output: FusionOutput, label: Tensor, pos_weight: float | Tensor | None = None) -> dict[str, Tensor]:
         """``{"loss": total, <named terms>}`` from the fusion head (NaN labels ignored)."""
         return self.fusion.loss(output, label.to(device=output.score.device, dtype=output.score.dtype), pos_weight)
+
+
+def _encode_images_once(enc: nn.Module, x: Tensor, record_index: Tensor | None, has: Tensor) -> Tensor:
+    """Image features, computing each record's X-ray once when evaluation repeats it per ECG window.
+
+    ``record_index`` (from the loaders) says which rows belong to the same record; those rows hold the
+    same image, so the encoder runs on the first row of each record and the features are gathered back.
+    """
+    if record_index is None:
+        return enc(x)
+    rec = torch.as_tensor(record_index, device=x.device)[has]  # (B_present,)
+    uniq, inverse = torch.unique(rec, return_inverse=True)
+    if uniq.numel() == rec.numel():
+        return enc(x)
+    rows = torch.arange(rec.numel(), device=x.device)
+    first = torch.full((uniq.numel(),), rec.numel(), dtype=torch.long, device=x.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")  # first row of each record
+    return enc(x[first])[inverse]  # (B_present, d)
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any]) -> MultimodalModel:
