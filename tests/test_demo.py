@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 
@@ -12,11 +13,13 @@ from cardiofusion.cli import main
 
 def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--patients", "40", "--seed", "3", "--workers", "1", "--no-progress"]
+    args = ["demo", "--out", str(out), "--patients", "80", "--seed", "3", "--workers", "1", "--no-progress",
+            "--max-epochs", "1"]
     assert main(args) == 0
     text = capsys.readouterr().out
     for needle in ("Cohort flow", "Decoding (preprocessing cache)", "usable records", "Where everything is",
-                   "unreadable", str(out / "cohort" / "manifest.parquet")):
+                   "unreadable", str(out / "cohort" / "manifest.parquet"), "Validation AUROC", "ECG only",
+                   "X-ray only", "cooperative (ECG + X-ray)"):
         assert needle in text, needle
 
     summary = json.loads((out / "demo.json").read_text())
@@ -29,11 +32,26 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert d["records_in"] == manifest.height == flow["cohort"]["records"]
     assert d["records_usable"] == len(usable) == summary["records_usable"]
     assert d["records_in"] - sum(e["count"] for e in d["exclusions"]) == d["records_usable"]
-    assert len(cache.failures) == 2 and set(cache.failures["modality"]) == {"ecg", "cxr"}
+    # every file the cache could not decode is one the generator broke on purpose
+    import pandas as pd
+
+    defects = pd.read_csv(out / "export" / "ground_truth" / "defects.csv")
+    planted = {str((out / "export" / p).resolve()) for p in defects["path"]}
+    assert len(cache.failures) >= 1
+    assert {str(Path(p).resolve()) for p in cache.failures["path"]} <= planted
     # no patient in two splits
     assert manifest.group_by("patient_id").agg(pl.col("split").n_unique())["split"].max() == 1
 
-    # a second run reuses the export and the finished cache and gives the same manifest
+    # three trained runs whose reported AUROC is the one the run folder holds
+    assert set(summary["val_auroc"]) == {"ecg", "cxr", "cooperative"}
+    for fusion, value in summary["val_auroc"].items():
+        run = out / "runs" / fusion
+        assert json.loads((run / "result.json").read_text())["val_auroc"] == value
+        assert (run / "config.yaml").exists() and (run / "metrics.csv").exists()
+
+    # a second run reuses the export, the finished cache and the finished runs
     assert main(args) == 0
-    assert "reusing the identical export" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "reusing the identical export" in text and text.count("reusing the finished run") == 3
     assert pl.read_parquet(out / "cohort" / "manifest.parquet").equals(manifest)
+    assert json.loads((out / "demo.json").read_text())["val_auroc"] == summary["val_auroc"]

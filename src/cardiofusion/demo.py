@@ -1,15 +1,17 @@
 """The built-in demo: the whole data pipeline on the synthetic hospital export.
 
-``run_demo(out_dir)`` runs synth -> cohort build -> cache build and returns where everything is.
-Re-running on the same folder reuses an identical export and a finished cache (both are deterministic
-and resumable), so a second run takes seconds.  Later stages (training, evaluation, explanations)
-extend this function.
+``run_demo(out_dir)`` runs synth -> cohort build -> cache build -> training of the ECG-only, X-ray-only
+and cooperative models (small variants of the paper's architectures) and returns where everything is.
+Re-running on the same folder reuses an identical export, a finished cache and finished training runs
+(all deterministic and resumable), so a second run takes seconds.  Later stages (evaluation,
+explanations) extend this function.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,29 @@ from .cohort import CohortConfig, add_decoding_step, build_cohort, format_flow
 from .synth import SynthConfig, generate_export
 
 
+#: The demo's models: small variants of the paper's architectures, so that CPU training takes minutes.
+DEMO_MODELS: dict[str, str] = {"ecg": "ECG only", "cxr": "X-ray only", "cooperative": "cooperative (ECG + X-ray)"}
+
+
+def demo_train_config(cache_dir: str | os.PathLike, manifest: str | os.PathLike, fusion: str, *,
+                      max_epochs: int = 8, seed: int = 0, fs: float = 500.0, image_size: int = 128,
+                      patience: int = 3) -> Any:
+    """The demo's training recipe: the paper's (Adam, cosine schedule, early stopping on validation
+    loss, 2 s ECG windows with +-0.1 mV noise, rotation and autocontrast) on small models, 128 px
+    X-rays, a larger learning rate and few epochs, with positive-class weighting for the 8% prevalence."""
+    from .models import ModelConfig
+    from .preprocess import PreprocessConfig
+    from .training import TrainConfig
+
+    return TrainConfig(
+        cache_dir=str(cache_dir), manifest=str(manifest),
+        model=ModelConfig(fusion=fusion, ecg_encoder="ecg_resnet_tiny_transformer", cxr_encoder="cxr_tiny", rho=0.5),
+        preprocess=PreprocessConfig(fs=fs, image_size=image_size),
+        batch_size=32, lr=1e-3, max_epochs=max_epochs, patience=patience, pos_weight="balanced", seed=seed,
+        num_workers=0,
+    )
+
+
 @dataclass
 class DemoResult:
     """Paths and numbers of one demo run (also written to ``OUT/demo.json``)."""
@@ -31,6 +56,7 @@ class DemoResult:
     flow: dict[str, Any]
     oracle: dict[str, float]
     cache_failures: list[dict[str, str]]
+    val_auroc: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -52,6 +78,10 @@ def run_demo(
     cohort_config: CohortConfig | None = None,
     cache_config: CacheConfig | None = None,
     workers: int | None = None,
+    train: bool = True,
+    max_epochs: int = 8,
+    patience: int = 3,
+    image_size: int = 128,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
@@ -63,6 +93,10 @@ def run_demo(
         cohort_config: linkage/label/split settings (default: the paper's).
         cache_config: preprocessing cache settings (default: 500 Hz, 15 s, 256 px).
         workers: processes for synth and cache (default: all CPU cores, at most 8).
+        train: train the demo's three models (:data:`DEMO_MODELS`) after the cache.
+        max_epochs: epochs per model (early stopping may end a run sooner).
+        patience: early-stopping patience in epochs.
+        image_size: X-ray side fed to the models.
         progress: show progress bars.
         log: where progress lines go.
     """
@@ -78,11 +112,11 @@ def run_demo(
     t0 = time.perf_counter()
     export = Path(paths["export"])
     if _reuse_export(export, synth_config):
-        log(f"[1/3] synth: reusing the identical export in {export}")
+        log(f"[1/4] synth: reusing the identical export in {export}")
         summary = json.loads((export / "ground_truth" / "summary.json").read_text())
         oracle = {k: summary.get("oracle", {}).get(k) for k in ("ecg", "cxr", "both")}
     else:
-        log(f"[1/3] synth: writing a synthetic hospital export of {synth_config.n_patients} patients to {export}")
+        log(f"[1/4] synth: writing a synthetic hospital export of {synth_config.n_patients} patients to {export}")
         result = generate_export(export, synth_config, overwrite=True, progress=progress)
         for line in result.summary_lines():
             log("      " + line)
@@ -90,13 +124,13 @@ def run_demo(
     seconds["synth"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log("[2/3] cohort build: linking ECG, X-ray and echo exams, labelling, splitting by patient")
+    log("[2/4] cohort build: linking ECG, X-ray and echo exams, labelling, splitting by patient")
     cohort = build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv",
                           paths["cohort"], cohort_config)
     seconds["cohort"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log(f"[3/3] cache build: decoding every ECG and X-ray once into {paths['cache']}")
+    log(f"[3/4] cache build: decoding every ECG and X-ray once into {paths['cache']}")
     manifest_path = Path(paths["cohort"]) / "manifest.parquet"
     report = build_cache(manifest_path, paths["cache"], cache_config, workers=workers, progress=progress,
                          overwrite=not _cache_matches(Path(paths["cache"]), cache_config))
@@ -124,6 +158,37 @@ def run_demo(
             + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a (too few AS patients)"
                         for k, v in oracle.items()))
 
+    val_auroc: dict[str, float] = {}
+    if train:
+        from .training import fit
+
+        t0 = time.perf_counter()
+        log("")
+        log(f"[4/4] train: {', '.join(DEMO_MODELS.values())} (small models, up to {max_epochs} epochs each)")
+        for fusion, title in DEMO_MODELS.items():
+            run_dir = out / "runs" / fusion
+            config = demo_train_config(paths["cache"], manifest_path, fusion, max_epochs=max_epochs,
+                                       seed=cohort_config.seed, fs=cache_config.fs, image_size=image_size,
+                                       patience=patience)
+            done = run_dir / "result.json"
+            if done.exists() and _same_config(run_dir, config):
+                log(f"      {title}: reusing the finished run in {run_dir}")
+                val_auroc[fusion] = float(json.loads(done.read_text())["val_auroc"])
+            else:
+                resume = (run_dir / "checkpoints" / "last.ckpt").exists() and _same_config(run_dir, config)
+                if not resume and run_dir.exists():
+                    shutil.rmtree(run_dir)  # the demo's own folder, from other settings
+                log(f"      {title}: training into {run_dir}" + (" (resuming)" if resume else ""))
+                result = fit(config, run_dir, resume=resume, progress=progress,
+                             command=f"cardiofusion demo --out {out}")
+                val_auroc[fusion] = float(result.val_auroc)
+            paths[f"run_{fusion}"] = str(run_dir)
+        seconds["train"] = time.perf_counter() - t0
+        log("")
+        log("Validation AUROC (best-validation-loss checkpoint; records scored over all 2 s windows):")
+        for fusion, title in DEMO_MODELS.items():
+            log(f"  {title:<28} {val_auroc[fusion]:.3f}")
+
     paths.update(
         manifest=str(manifest_path),
         flow=str(Path(paths["cohort"]) / "flow.json"),
@@ -131,17 +196,31 @@ def run_demo(
         cache_failures=str(Path(paths["cache"]) / "failures.csv"),
     )
     result = DemoResult(out_dir=out, paths=paths, flow=flow, oracle=dict(oracle), cache_failures=failures,
-                        seconds={k: round(v, 2) for k, v in seconds.items()})
+                        val_auroc=val_auroc, seconds={k: round(v, 2) for k, v in seconds.items()})
     (out / "demo.json").write_text(json.dumps(
-        {"paths": paths, "seconds": result.seconds, "oracle": result.oracle,
+        {"paths": paths, "seconds": result.seconds, "oracle": result.oracle, "val_auroc": val_auroc,
          "records_usable": flow["decoding"]["records_usable"]}, indent=2))
     log("")
     log("Where everything is:")
-    for key in ("export", "ground_truth", "manifest", "flow", "cache", "cache_failures"):
+    for key in ("export", "ground_truth", "manifest", "flow", "cache", "cache_failures",
+                *(f"run_{f}" for f in DEMO_MODELS if f"run_{f}" in paths)):
         log(f"  {key:<15} {paths[key]}")
     log(f"  {'summary':<15} {out / 'demo.json'}")
     log("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
     return result
+
+
+def _same_config(run_dir: Path, config: Any) -> bool:
+    """True when ``run_dir`` was trained with ``config`` (so it can be reused or resumed)."""
+    from .training import TrainConfig
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return False
+    try:
+        return TrainConfig.from_file(saved).to_dict() == config.to_dict()
+    except Exception:  # an unreadable or older config: train afresh
+        return False
 
 
 def _cache_matches(cache_dir: Path, config: CacheConfig) -> bool:
