@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import pandas as pd
 
+from .configfile import reject_unknown_fields
 from .errors import ConfigError, ReadError
 from .records import CANONICAL_LEADS
 from .io.cxr import RESIZE_MODES
@@ -139,10 +140,7 @@ class CacheConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CacheConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown cache settings: {', '.join(unknown)}")
+        reject_unknown_fields(cls, values, "cache")
         return cls(**values)
 
 

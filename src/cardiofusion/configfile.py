@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ReadError
+from .errors import ConfigError, ReadError
 
 
 def read_mapping_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
@@ -40,3 +42,14 @@ def read_mapping_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReadError(p, f"{what} must hold a mapping, not {type(data).__name__}")
     return data
+
+
+def reject_unknown_fields(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` naming the keys of ``values`` that are not fields of dataclass ``cls``.
+
+    Used by every typed config's ``from_dict`` so that a misspelt setting in a saved or hand-written file
+    is an error, never silently ignored.
+    """
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {what} settings: {', '.join(map(str, unknown))}")

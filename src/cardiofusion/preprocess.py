@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .configfile import reject_unknown_fields
 from .errors import ConfigError
 from .records import CANONICAL_LEADS
 
@@ -113,10 +114,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PreprocessConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing settings: {', '.join(unknown)}")
+        reject_unknown_fields(cls, values, "preprocessing")
         return cls(**values)
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .configfile import reject_unknown_fields
 from .errors import ConfigError
 
 #: pruner names accepted by :attr:`TuneConfig.pruner`.
@@ -165,10 +166,7 @@ class TuneConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TuneConfig:
         """Inverse of :meth:`to_dict` (``base`` stays a path, or a mapping turned into a TrainConfig)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown tuning setting(s): {', '.join(unknown)}")
+        reject_unknown_fields(cls, data, "tuning")
         kw = dict(data)
         if isinstance(kw.get("base"), Mapping):
             from .training import TrainConfig

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configfile import read_mapping_file
+from ..configfile import reject_unknown_fields
 from ..errors import ConfigError
 from ..preprocess import PreprocessConfig
 
@@ -134,10 +135,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        reject_unknown_fields(cls, values, "training")
         return cls(**values)
 
     @classmethod
