@@ -21,3 +21,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def build_tiny_cache(root: Path, *, fs: float, duration_s: float, image_size: int, cxr_size: int = 64,
+                     n_patients: int = 30, delete_export: bool = False) -> dict[str, Path]:
+    """synth -> cohort -> cache on a tiny clean export (30% AS so every split has cases), as the demo does.
+
+    Returns ``{"root", "manifest", "cache"}``. With ``delete_export`` the raw files are removed afterwards,
+    proving that whatever runs next reads the cache only.
+    """
+    import shutil
+
+    from cardiofusion.cache import CacheConfig, build_cache
+    from cardiofusion.cohort import CohortConfig, build_cohort
+    from cardiofusion.synth import SynthConfig, generate_export
+
+    export = root / "export"
+    generate_export(export, SynthConfig(n_patients=n_patients, cxr_size=cxr_size, ecg_duration_s=duration_s,
+                                        as_prevalence=0.3, compute_oracle=False, n_defective_ecg=0,
+                                        n_defective_cxr=0), overwrite=True, progress=False)
+    build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", root / "cohort",
+                 CohortConfig())
+    manifest = root / "cohort" / "manifest.parquet"
+    build_cache(manifest, root / "cache", CacheConfig(fs=fs, duration_s=duration_s, image_size=image_size),
+                workers=1, progress=False)
+    if delete_export:
+        shutil.rmtree(export)
+    return {"root": root, "manifest": manifest, "cache": root / "cache"}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
+from conftest import build_tiny_cache
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cardiofusion.cache import CacheConfig, build_cache, open_cache
-from cardiofusion.cohort import CohortConfig, build_cohort
+from cardiofusion.cache import open_cache
 from cardiofusion.data import (
     CohortDataModule,
     CohortDataset,
@@ -21,7 +21,6 @@ from cardiofusion.data import (
 from cardiofusion.errors import ConfigError
 from cardiofusion.preprocess import PreprocessConfig, window_starts
 from cardiofusion.records import LIMB_LEADS
-from cardiofusion.synth import SynthConfig, generate_export
 
 FS, DURATION_S, SIZE = 250.0, 5.0, 64
 PRE = PreprocessConfig(fs=FS, window_s=1.0, eval_stride_s=1.0, image_size=48)
@@ -30,17 +29,8 @@ PRE = PreprocessConfig(fs=FS, window_s=1.0, eval_stride_s=1.0, image_size=48)
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> dict[str, Path]:
     """synth -> cohort -> cache, then the raw export is deleted: everything after reads the cache only."""
-    root = tmp_path_factory.mktemp("data_cache")
-    export = root / "export"
-    generate_export(export, SynthConfig(n_patients=30, cxr_size=SIZE, ecg_duration_s=DURATION_S, as_prevalence=0.3,
-                                        compute_oracle=False, n_defective_ecg=0, n_defective_cxr=0), overwrite=True)
-    build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", root / "cohort",
-                 CohortConfig())
-    manifest = root / "cohort" / "manifest.parquet"
-    build_cache(manifest, root / "cache", CacheConfig(fs=FS, duration_s=DURATION_S, image_size=SIZE), workers=1,
-                progress=False)
-    shutil.rmtree(export)
-    return {"cache": root / "cache", "manifest": manifest}
+    return build_tiny_cache(tmp_path_factory.mktemp("data_cache"), fs=FS, duration_s=DURATION_S, image_size=SIZE,
+                            cxr_size=SIZE, delete_export=True)
 
 
 @pytest.fixture(autouse=True)

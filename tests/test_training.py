@@ -6,9 +6,10 @@ Runs use two tiny registered stand-in encoders (milliseconds per batch) through 
 
 from __future__ import annotations
 
+from conftest import build_tiny_cache
+
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,10 @@ import torch
 import yaml
 from torch import nn
 
-from cardiofusion.cache import CacheConfig, build_cache
 from cardiofusion.cli import main
-from cardiofusion.cohort import CohortConfig, build_cohort
 from cardiofusion.errors import ConfigError
 from cardiofusion.models import ModelConfig, register_cxr_encoder, register_ecg_encoder
 from cardiofusion.preprocess import PreprocessConfig
-from cardiofusion.synth import SynthConfig, generate_export
 from cardiofusion.training import (
     TrainConfig,
     fit,
@@ -71,17 +69,8 @@ for _name, _register, _cls in (("test_ecg_stats", register_ecg_encoder, _TestECG
 
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("train_cache")
-    export = root / "export"
-    generate_export(export, SynthConfig(n_patients=30, cxr_size=64, ecg_duration_s=DURATION_S, as_prevalence=0.3,
-                                        compute_oracle=False, n_defective_ecg=0, n_defective_cxr=0), overwrite=True)
-    build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", root / "cohort",
-                 CohortConfig())
-    manifest = root / "cohort" / "manifest.parquet"
-    build_cache(manifest, root / "cache", CacheConfig(fs=FS, duration_s=DURATION_S, image_size=SIZE), workers=1,
-                progress=False)
-    shutil.rmtree(export)
-    return {"cache": root / "cache", "manifest": manifest}
+    return build_tiny_cache(tmp_path_factory.mktemp("train_cache"), fs=FS, duration_s=DURATION_S, image_size=SIZE,
+                            delete_export=True)
 
 
 def _config(cohort, fusion="cooperative", **kw) -> TrainConfig:

@@ -7,6 +7,8 @@ real thing end to end on a tiny synthetic cache through the command line.
 
 from __future__ import annotations
 
+from conftest import build_tiny_cache
+
 import dataclasses
 import json
 import math
@@ -332,21 +334,7 @@ def test_cli_help_documents_everything(capsys):
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory) -> dict[str, Path]:
     """A ~30-patient synthetic export -> cohort -> cache (as the demo builds it), 64-px X-rays, 4 s ECGs."""
-    from cardiofusion.cache import CacheConfig, build_cache
-    from cardiofusion.cohort import CohortConfig, build_cohort
-    from cardiofusion.synth import SynthConfig, generate_export
-
-    root = tmp_path_factory.mktemp("tune_data")
-    export = root / "export"
-    generate_export(export, SynthConfig(n_patients=30, cxr_size=64, ecg_duration_s=4.0, as_prevalence=0.3,
-                                        compute_oracle=False, n_defective_ecg=0, n_defective_cxr=0),
-                    overwrite=True, progress=False)
-    build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", root / "cohort",
-                 CohortConfig())
-    manifest = root / "cohort" / "manifest.parquet"
-    build_cache(manifest, root / "cache", CacheConfig(fs=250.0, duration_s=4.0, image_size=64), workers=1,
-                progress=False)
-    return {"root": root, "manifest": manifest, "cache": root / "cache"}
+    return build_tiny_cache(tmp_path_factory.mktemp("tune_data"), fs=250.0, duration_s=4.0, image_size=64)
 
 
 @pytest.mark.slow
