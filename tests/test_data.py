@@ -125,6 +125,9 @@ def test_lead_subset_and_rate_check(tiny_cache):
     assert s["ecg"].shape == (1, 6, 250) and s["ecg_mask"].shape == (6,)
     with pytest.raises(ConfigError, match="250 Hz"):
         _dataset(tiny_cache, "train", preprocess=PreprocessConfig(fs=500))
+    # an X-ray-only model does not care about the cache's ECG rate
+    xray = _dataset(tiny_cache, "train", preprocess=PreprocessConfig(fs=500, image_size=48), modalities=("cxr",))[0]
+    assert "ecg" not in xray and xray["cxr"].shape == (1, 48, 48)
 
 
 def test_epoch_sampler_is_seeded_and_counts_epochs():

@@ -66,8 +66,14 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
-def check_cache(cache: PreprocessedCache, preprocess: PreprocessConfig) -> np.ndarray:
-    """Check that a cache can feed a model with these settings; returns the cache rows of its leads."""
+def check_cache(cache: PreprocessedCache, preprocess: PreprocessConfig,
+                modalities: Sequence[str] = MODALITIES) -> np.ndarray:
+    """Check that a cache can feed a model with these settings; returns the cache rows of its leads.
+
+    The ECG rate and leads only matter when the model reads ECGs (an X-ray-only model takes any cache).
+    """
+    if "ecg" not in modalities:
+        return np.arange(len(cache.leads), dtype=np.int64)
     if abs(cache.fs - preprocess.fs) > 1e-6:
         raise ConfigError(f"the cache {cache.directory} holds ECGs at {cache.fs:g} Hz but the model expects "
                           f"{preprocess.fs:g} Hz; rebuild the cache with --fs {preprocess.fs:g} or set fs")
@@ -99,7 +105,7 @@ class CohortDataset(Dataset):
         self.modalities = check_modalities(modalities)
         self.seed = int(seed)
         self.epoch = 0
-        self.lead_rows = check_cache(self.cache, preprocess)
+        self.lead_rows = check_cache(self.cache, preprocess, self.modalities)
         records = records.reset_index(drop=True)
         self.record_id = records["record_id"].astype(str).tolist()
         self.patient_id = records["patient_id"].astype(str).tolist()
