@@ -48,3 +48,24 @@ def build_tiny_cache(root: Path, *, fs: float, duration_s: float, image_size: in
     if delete_export:
         shutil.rmtree(export)
     return {"root": root, "manifest": manifest, "cache": root / "cache"}
+
+
+def train_tiny_runs(root: Path, cohort: dict[str, Path], *, fusions=("ecg", "cxr", "cooperative"), fs: float,
+                    image_size: int, max_epochs: int = 1) -> dict[str, Path]:
+    """Train the library's tiny registered encoders (as the demo does) on a ``build_tiny_cache`` cohort.
+
+    Returns ``{fusion: run_dir}``; each run folder is complete (checkpoints, ``val_scores.csv``, ...), so
+    ``cardiofusion.training.load_run`` / ``score_split`` work on it.
+    """
+    import dataclasses
+
+    from cardiofusion.demo import demo_train_config
+    from cardiofusion.training import fit
+
+    runs = {}
+    for fusion in fusions:
+        config = demo_train_config(cohort["cache"], cohort["manifest"], fusion, max_epochs=max_epochs, fs=fs,
+                                   image_size=image_size)
+        config = dataclasses.replace(config, batch_size=16, eval_batch_size=32)
+        runs[fusion] = fit(config, root / fusion, progress=False).run_dir
+    return runs

@@ -211,3 +211,27 @@ def test_mismatched_leads_rejected(cohort, tmp_path):
     with pytest.raises(ConfigError, match="leads"):
         fit(cfg, tmp_path / "x", progress=False)
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_load_run_and_score_split(cohort, tmp_path):
+    from cardiofusion.errors import ReadError
+    from cardiofusion.training import load_run, score_split
+
+    result = fit(_config(cohort, "cooperative", max_epochs=1), tmp_path / "run", progress=False)
+    loaded = load_run(result.run_dir)
+    assert loaded.checkpoint == result.best_checkpoint and not loaded.model.training
+    assert loaded.config == _config(cohort, "cooperative", max_epochs=1)
+    val = score_split(loaded, "val")
+    saved = pd.read_csv(result.val_scores)
+    assert list(val["record_id"]) == list(saved["record_id"].astype(str)) and set(val["split"]) == {"val"}
+    np.testing.assert_allclose(val["score"], saved["score"], rtol=1e-5, atol=1e-6)
+    test = score_split(result.run_dir, "test")
+    assert (tmp_path / "run" / "scores_test.csv").is_file() and len(test) > 0 and test["score"].notna().all()
+    manifest = pd.read_parquet(cohort["manifest"])
+    assert set(test["record_id"]) <= set(manifest.loc[manifest["split"] == "test", "record_id"])
+    again = score_split(result.run_dir, "test")  # read back, not recomputed
+    np.testing.assert_allclose(again["score"], test["score"], rtol=1e-6)
+    with pytest.raises(ReadError, match="no such run"):
+        load_run(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="unknown split"):
+        score_split(loaded, "holdout")

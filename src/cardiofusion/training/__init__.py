@@ -16,6 +16,7 @@ ensure_torchvision()
 
 from .config import PRECISIONS, RESUME_OVERRIDABLE, TrainConfig
 from .evaluate import aggregate_windows, auroc, evaluate_scores
+from .inference import LoadedRun, best_checkpoint, load_run, score_split
 from .fit import EpochMetricsCSV, FitResult, fit, resolve_pos_weight, resolve_precision
 from .module import CardioFusionModule
 
@@ -25,11 +26,15 @@ __all__ = [
     "CardioFusionModule",
     "EpochMetricsCSV",
     "FitResult",
+    "LoadedRun",
     "TrainConfig",
     "aggregate_windows",
     "auroc",
+    "best_checkpoint",
     "evaluate_scores",
     "fit",
+    "load_run",
     "resolve_pos_weight",
     "resolve_precision",
+    "score_split",
 ]
