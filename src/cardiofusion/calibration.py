@@ -80,7 +80,7 @@ class Calibrator:
         if method == "platt":
             from sklearn.linear_model import LogisticRegression
 
-            lr = LogisticRegression(penalty=None, solver="lbfgs", max_iter=1000).fit(s[:, None], y)
+            lr = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000).fit(s[:, None], y)
             return cls("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}, n_fit=int(s.size))
         from sklearn.isotonic import IsotonicRegression
 
