@@ -235,3 +235,26 @@ def test_load_run_and_score_split(cohort, tmp_path):
         load_run(tmp_path / "missing")
     with pytest.raises(ConfigError, match="unknown split"):
         score_split(loaded, "holdout")
+
+
+def test_warm_start_copies_encoders(cohort, tmp_path):
+    from cardiofusion.models import build_model
+    from cardiofusion.training import load_run
+    from cardiofusion.training.fit import warm_start
+
+    ecg_run = fit(_config(cohort, "ecg", max_epochs=1), tmp_path / "ecg", progress=False).run_dir
+    coop = build_model(_config(cohort).model)
+    assert warm_start(coop, {"ecg": str(ecg_run)}) == {"ecg": len(coop.ecg_encoder.state_dict())}
+    source = load_run(ecg_run).model.ecg_encoder.state_dict()
+    for name, value in coop.ecg_encoder.state_dict().items():
+        torch.testing.assert_close(value, source[name], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="no cxr encoder"):
+        warm_start(coop, {"cxr": str(ecg_run)})
+    other = ModelConfig(fusion="cooperative", ecg_encoder="ecg_resnet_tiny_transformer", cxr_encoder="test_cxr_conv")
+    with pytest.raises(ConfigError, match="does not match"):
+        warm_start(build_model(other), {"ecg": str(ecg_run)})
+    with pytest.raises(ConfigError, match="init_from"):
+        _config(cohort, init_from={"eeg": "x"})
+    # through fit: the saved config records it and training starts from the copied weights
+    result = fit(_config(cohort, max_epochs=1, init_from={"ecg": str(ecg_run)}), tmp_path / "coop", progress=False)
+    assert TrainConfig.from_file(result.run_dir / "config.yaml").init_from == {"ecg": str(ecg_run)}

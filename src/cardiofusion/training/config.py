@@ -65,6 +65,9 @@ class TrainConfig:
         limit_val_batches: Lightning's limit per validation epoch (fraction or count).
         tensorboard: also write TensorBoard logs (``RUN/logs/tensorboard``).
         log_every_n_steps: how often step-level training metrics go to the loggers.
+        init_from: warm start: ``{"ecg": RUN_OR_CKPT, "cxr": RUN_OR_CKPT}`` copies that modality's encoder
+            weights from a trained run (e.g. the single-modality models) before training; the fusion
+            head starts fresh.  Ignored when resuming (the checkpoint has the weights).
     """
 
     cache_dir: str = ""
@@ -91,6 +94,7 @@ class TrainConfig:
     limit_val_batches: int | float = 1.0
     tensorboard: bool = False
     log_every_n_steps: int = 10
+    init_from: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -120,6 +124,9 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         self.pos_weight = parse_pos_weight(self.pos_weight)
         self.devices = parse_devices(self.devices)
+        if not isinstance(self.init_from, dict) or set(self.init_from) - {"ecg", "cxr"}:
+            raise ConfigError(f"init_from maps 'ecg' and/or 'cxr' to a run folder or checkpoint, got {self.init_from!r}")
+        self.init_from = {str(k): str(v) for k, v in self.init_from.items() if v}
 
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -273,6 +273,8 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
     train_labels = datamodule.train_labels()
     pos_weight = resolve_pos_weight(config, train_labels)
     module = CardioFusionModule(config.to_dict(), pos_weight=pos_weight)
+    if config.init_from and not resume:
+        warm_start(module.model, config.init_from)
     if resume:
         datamodule.start_epoch = _checkpoint_epoch(last) + 1
 
@@ -347,6 +349,32 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
     return result
 
 
+def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, int]:
+    """Copy encoder weights into ``model`` from trained runs: ``{"ecg": run, "cxr": run}``.
+
+    The source run's encoder must have the same architecture (names and shapes); returns the number of
+    tensors copied per modality.
+    """
+    from .inference import load_run
+
+    copied = {}
+    for modality, source in init_from.items():
+        target = getattr(model, f"{modality}_encoder", None)
+        if target is None:
+            raise ConfigError(f"init_from[{modality!r}]: this model has no {modality} encoder")
+        loaded = load_run(source)
+        encoder = getattr(loaded.model, f"{modality}_encoder", None)
+        if encoder is None:
+            raise ConfigError(f"init_from[{modality!r}]: {source} has no {modality} encoder")
+        src, dst = encoder.state_dict(), target.state_dict()
+        if src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in dst):
+            raise ConfigError(f"init_from[{modality!r}]: the {modality} encoder of {source} "
+                              f"({type(encoder).__name__}) does not match this model's")
+        target.load_state_dict(src)
+        copied[modality] = len(src)
+    return copied
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -388,4 +416,4 @@ def _write_reproduce(run: Path, command: str | None, *, resume: bool) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["EpochMetricsCSV", "FitResult", "fit", "library_versions", "resolve_pos_weight", "resolve_precision"]
+__all__ = ["EpochMetricsCSV", "FitResult", "fit", "warm_start", "library_versions", "resolve_pos_weight", "resolve_precision"]
