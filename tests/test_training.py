@@ -126,7 +126,8 @@ def test_cli_train_end_to_end(cohort, config_yaml, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--cache", str(cohort["cache"]), "--manifest", str(cohort["manifest"]), "--out", str(run),
                "--config", str(config_yaml), "--max-epochs", "2", "--lr", "0.01", "--batch-size", "16",
-               "--pos-weight", "balanced", "--seed", "1", "--accelerator", "cpu", "--tensorboard", "--no-progress"])
+               "--pos-weight", "balanced", "--seed", "1", "--accelerator", "cpu", "--tensorboard", "--no-progress",
+               "--fs", str(FS)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "val AUROC" in out and str(run) in out
@@ -138,6 +139,7 @@ def test_cli_train_end_to_end(cohort, config_yaml, tmp_path, capsys):
     assert any((run / "logs" / "tensorboard").rglob("events.out.tfevents*"))
     cfg = TrainConfig.from_file(run / "config.yaml")
     assert cfg.max_epochs == 2 and cfg.lr == 0.01 and cfg.seed == 1 and cfg.model.ecg_encoder == "test_ecg_stats"
+    assert cfg.preprocess.fs == FS
 
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2]
@@ -258,3 +260,14 @@ def test_warm_start_copies_encoders(cohort, tmp_path):
     # through fit: the saved config records it and training starts from the copied weights
     result = fit(_config(cohort, max_epochs=1, init_from={"ecg": str(ecg_run)}), tmp_path / "coop", progress=False)
     assert TrainConfig.from_file(result.run_dir / "config.yaml").init_from == {"ecg": str(ecg_run)}
+
+
+def test_cli_warm_start_and_fs_flags(tmp_path):
+    from cardiofusion.cli import build_parser
+    from cardiofusion.commands.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), "--fs", "250", "--init-ecg",
+                                      str(tmp_path / "ecg_run"), "--init-cxr", str(tmp_path / "cxr_run")])
+    cfg = config_from_args(args)
+    assert cfg.preprocess.fs == 250.0
+    assert cfg.init_from == {"ecg": str((tmp_path / "ecg_run").resolve()), "cxr": str((tmp_path / "cxr_run").resolve())}

@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="X-ray encoder ImageNet weights: a local weights file, 'timm' (download), or none")
     m.add_argument("--rho", type=float, help="cooperative agreement strength (default: 0.5)")
     m.add_argument("--leads", help="comma-separated ECG leads, canonical order (default: all 12)")
+    m.add_argument("--init-ecg", metavar="RUN", help="warm start: copy the ECG encoder of a trained run")
+    m.add_argument("--init-cxr", metavar="RUN", help="warm start: copy the X-ray encoder of a trained run")
     t = p.add_argument_group("training")
     t.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-4)")
     t.add_argument("--batch-size", type=int, help="batch size (default: 64)")
@@ -49,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--pos-weight", help="positive-class weight: a number, 'balanced' or none (default: none)")
     t.add_argument("--seed", type=int, help="random seed (default: 0)")
     t.add_argument("--image-size", type=int, help="X-ray side fed to the model, pixels (default: 224)")
+    t.add_argument("--fs", type=float, help="ECG sampling rate of the model in Hz; must equal the cache's (default: 500)")
     t.add_argument("--limit-train-batches", type=float,
                    help="batches per epoch: a fraction (<= 1) or a count (> 1), for quick runs")
     h = p.add_argument_group("hardware")
@@ -104,6 +107,12 @@ def config_from_args(args: argparse.Namespace, base=None):
     preprocess: dict[str, Any] = {}
     if args.image_size is not None:
         preprocess["image_size"] = args.image_size
+    if getattr(args, "fs", None) is not None:
+        preprocess["fs"] = args.fs
+    init = {m: str(Path(v).resolve()) for m, v in (("ecg", getattr(args, "init_ecg", None)),
+                                                   ("cxr", getattr(args, "init_cxr", None))) if v}
+    if init:
+        top["init_from"] = {**config.init_from, **init}
     if args.leads is not None:
         leads = tuple(x.strip() for x in args.leads.split(",") if x.strip())
         preprocess["leads"] = model["leads"] = leads

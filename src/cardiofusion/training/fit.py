@@ -267,7 +267,8 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = CohortDataModule(config.cache_dir, config.manifest, config.preprocess, batch_size=config.batch_size,
-                                  eval_batch_size=config.eval_batch_size, num_workers=config.num_workers,
+                                  eval_batch_size=config.eval_batch_size,
+                                  num_workers=min(config.num_workers, os.cpu_count() or 1),
                                   modalities=config.model.modalities, seed=config.seed)
     datamodule.setup()
     train_labels = datamodule.train_labels()
