@@ -1,0 +1,81 @@
+"""Evaluation (spec section 5): metrics with patient-level bootstrap CIs, paired comparisons (bootstrap and
+DeLong), calibration, subgroups, cross-validation, figures and a self-contained HTML report.
+
+The statistics (:mod:`.metrics`, :mod:`.bootstrap`, :mod:`.delong`) need only numpy/scipy and work on
+arrays; :func:`evaluate_tables` works on score tables (any model); :func:`evaluate_runs` on run folders;
+:func:`cross_validate` trains one run per patient-grouped fold (see ``docs/evaluation.md``).
+"""
+
+from __future__ import annotations
+
+from .bootstrap import (
+    Difference,
+    Interval,
+    bootstrap_p_value,
+    bootstrap_weights,
+    paired_differences,
+    percentile_summary,
+    resample_indices,
+)
+from .crossval import (
+    CrossValResult,
+    cross_validate,
+    evaluate_folds,
+    fold_splits,
+    summarize_folds,
+)
+from .delong import DeLongResult, delong_ci, delong_covariance, delong_test
+from .evaluate import (
+    Comparison,
+    EvaluationResult,
+    ModelEvaluation,
+    evaluate_runs,
+    evaluate_tables,
+    format_p,
+    run_tables,
+)
+from .metrics import (
+    METRIC_LABELS,
+    METRICS,
+    RankedScores,
+    metric_matrix,
+    point_metrics,
+    sklearn_metrics,
+)
+from .subgroups import DEFAULT_BINS, DEFAULT_SUBGROUPS, parse_subgroups, subgroup_levels
+
+__all__ = [
+    "DEFAULT_BINS",
+    "DEFAULT_SUBGROUPS",
+    "METRICS",
+    "METRIC_LABELS",
+    "Comparison",
+    "CrossValResult",
+    "DeLongResult",
+    "Difference",
+    "EvaluationResult",
+    "Interval",
+    "ModelEvaluation",
+    "RankedScores",
+    "bootstrap_p_value",
+    "bootstrap_weights",
+    "cross_validate",
+    "delong_ci",
+    "delong_covariance",
+    "delong_test",
+    "evaluate_folds",
+    "evaluate_runs",
+    "evaluate_tables",
+    "fold_splits",
+    "format_p",
+    "metric_matrix",
+    "paired_differences",
+    "parse_subgroups",
+    "percentile_summary",
+    "point_metrics",
+    "resample_indices",
+    "run_tables",
+    "sklearn_metrics",
+    "subgroup_levels",
+    "summarize_folds",
+]

@@ -1,0 +1,232 @@
+"""Cross-validation grouped by patient: one model per fold, summary mean +- sd per metric.
+
+Fold ``i`` is the test set, fold ``(i + 1) mod k`` the validation set (early stopping, calibration and the
+threshold), the other folds train.  Folds come from the manifest's ``fold`` column (patient-grouped,
+``cardiofusion.cohort.split``); when it is empty they are assigned here the same way
+(:func:`cardiofusion.cohort.split.assign_folds`, stratified by patient label).  A patient is in one fold,
+so never in two of train / val / test.
+
+``evaluate_folds`` summarises any per-fold score tables (models that are not runs included);
+``cross_validate`` trains the runs first through :func:`cardiofusion.training.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from .metrics import METRIC_LABELS, METRICS
+
+EXCLUDED = "excluded"
+
+
+def fold_splits(manifest: pd.DataFrame, n_folds: int | None = None, *, seed: int = 0) -> tuple[pd.Series, int]:
+    """Fold of every record ``(n,)`` (``-1``: no fold) and the number of folds.
+
+    Uses the manifest's ``fold`` column when it has values (``n_folds`` must then match or be None), else
+    assigns ``n_folds`` (default 5) patient-grouped, label-stratified folds with ``seed``.
+    """
+    if "patient_id" not in manifest.columns:
+        raise ConfigError("the manifest has no patient_id column")
+    if "fold" in manifest.columns and manifest["fold"].notna().any():
+        folds = manifest["fold"].fillna(-1).astype(int).reset_index(drop=True)
+        k = int(folds[folds >= 0].nunique())
+        if n_folds is not None and int(n_folds) != k:
+            raise ConfigError(f"the manifest has {k} folds but {n_folds} were asked for; rebuild the cohort with "
+                              f"n_folds={n_folds} or leave the number out")
+    else:
+        import polars as pl
+
+        from ..cohort.split import assign_folds, patient_table
+
+        k = int(n_folds or 5)
+        records = pl.from_pandas(manifest[["patient_id", "label"]].astype({"patient_id": str}))
+        table = assign_folds(patient_table(records), k, seed=seed).to_pandas()
+        mapping = dict(zip(table["patient_id"], table["fold"]))
+        folds = manifest["patient_id"].astype(str).map(mapping).fillna(-1).astype(int).reset_index(drop=True)
+    if k < 3:
+        raise ConfigError(f"cross-validation needs at least 3 folds (test, validation, training), got {k}")
+    per_patient = pd.DataFrame({"p": manifest["patient_id"].astype(str).to_numpy(), "f": folds.to_numpy()})
+    if (per_patient.groupby("p")["f"].nunique() > 1).any():
+        raise ConfigError("the manifest's folds split a patient's records across folds")
+    return folds, k
+
+
+def fold_manifest(manifest: pd.DataFrame, folds: pd.Series, test_fold: int, n_folds: int) -> pd.DataFrame:
+    """The manifest with ``split`` rewritten for one fold: test = fold ``i``, val = fold ``(i+1) mod k``,
+    train = the rest, ``excluded`` = records without a fold."""
+    out = manifest.reset_index(drop=True).copy()
+    f = folds.to_numpy()
+    val_fold = (test_fold + 1) % n_folds
+    out["split"] = np.where(f < 0, EXCLUDED, np.where(f == test_fold, "test", np.where(f == val_fold, "val", "train")))
+    return out
+
+
+def summarize_folds(per_fold: Mapping[Any, Mapping[str, Mapping[str, float]]],
+                    metrics: Sequence[str] = METRICS) -> dict[str, dict[str, dict[str, Any]]]:
+    """Mean and sample standard deviation (ddof 1) over folds of each model's metrics.
+
+    Args:
+        per_fold: ``{fold: {model: {metric: value}}}``.
+
+    Returns:
+        ``{model: {metric: {"mean", "sd", "n", "values"}}}``; NaN fold values are left out of mean and sd.
+    """
+    models: list[str] = []
+    for fold in per_fold.values():
+        for name in fold:
+            if name not in models:
+                models.append(name)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in models:
+        out[name] = {}
+        for metric in metrics:
+            values = [float(per_fold[f][name].get(metric, np.nan)) if name in per_fold[f] else np.nan
+                      for f in per_fold]
+            arr = np.asarray(values, dtype=float)
+            ok = arr[np.isfinite(arr)]
+            out[name][metric] = {"mean": float(ok.mean()) if ok.size else float("nan"),
+                                 "sd": float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+                                 "n": int(ok.size), "values": values}
+    return out
+
+
+@dataclass
+class CrossValResult:
+    """Per-fold evaluations and their summary.
+
+    Attributes:
+        out_dir: the cross-validation folder.
+        per_fold: ``{fold: {model: {metric: value}}}`` (point estimates on each test fold).
+        summary: ``{model: {metric: {"mean", "sd", "n", "values"}}}``.
+        runs: ``{fold: {model: run_dir}}`` (empty for table-only evaluations).
+        paths: written files (``crossval.json``, ``crossval.csv``, ``crossval.png``, per-fold reports).
+    """
+
+    out_dir: Path
+    per_fold: dict[int, dict[str, dict[str, float]]]
+    summary: dict[str, dict[str, dict[str, Any]]]
+    runs: dict[int, dict[str, str]] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for name, metrics in self.summary.items():
+            lines.append(f"{name} ({len(self.per_fold)} folds):")
+            for metric, s in metrics.items():
+                lines.append(f"  {METRIC_LABELS[metric]:<22} {s['mean']:.3f} +- {s['sd']:.3f}")
+        return lines
+
+
+def evaluate_folds(fold_tables: Mapping[int, Mapping[str, tuple[Any, Any]]], out_dir: str | os.PathLike, *,
+                   n_boot: int = 200, seed: int = 0, threshold_rule: str = "youden", target: float | None = None,
+                   calibration: str = "platt", manifests: Mapping[int, pd.DataFrame] | None = None,
+                   runs: Mapping[int, Mapping[str, str]] | None = None, progress: bool = False) -> CrossValResult:
+    """Evaluate each fold's ``{model: (val_table, test_table)}`` (an evaluation folder per fold, with its
+    own bootstrap CIs) and summarise the folds as mean +- sd; writes ``crossval.json`` / ``.csv`` / ``.png``."""
+    from .evaluate import _write_json, evaluate_tables
+    from .figures import cv_figure
+
+    out = Path(out_dir)
+    per_fold: dict[int, dict[str, dict[str, float]]] = {}
+    paths: dict[str, Path] = {}
+    for fold, tables in fold_tables.items():
+        res = evaluate_tables(tables, out / f"fold_{fold}" / "evaluation", n_boot=n_boot, seed=seed,
+                              threshold_rule=threshold_rule, target=target, calibration=calibration,
+                              manifest=(manifests or {}).get(fold), subgroups=[], split=f"test (fold {fold})",
+                              runs=(runs or {}).get(fold), progress=progress,
+                              title=f"Cross-validation fold {fold}")
+        per_fold[int(fold)] = {name: {m: m_eval.metrics[m].value for m in METRICS}
+                               for name, m_eval in res.models.items()}
+        paths[f"report_fold_{fold}"] = res.report
+    summary = summarize_folds(per_fold)
+    result = CrossValResult(out_dir=out, per_fold=per_fold, summary=summary,
+                            runs={int(k): dict(v) for k, v in (runs or {}).items()}, paths=paths)
+    result.paths["crossval_json"] = _write_json(out / "crossval.json", {
+        "summary": summary, "per_fold": {str(k): v for k, v in per_fold.items()},
+        "runs": {str(k): v for k, v in result.runs.items()},
+        "design": "fold i = test, fold (i+1) mod k = validation (early stopping, calibration, threshold), "
+                  "other folds = training; folds grouped by patient; sd with ddof 1"})
+    rows = [{"model": name, "metric": metric, "label": METRIC_LABELS[metric], "mean": s["mean"], "sd": s["sd"],
+             "n_folds": s["n"], **{f"fold_{f}": v for f, v in zip(per_fold, s["values"])}}
+            for name, metrics in summary.items() for metric, s in metrics.items()]
+    result.paths["crossval_csv"] = out / "crossval.csv"
+    pd.DataFrame(rows).to_csv(result.paths["crossval_csv"], index=False)
+    fig_rows = [{"metric": metric, "label": f"{name}: {METRIC_LABELS[metric]}", "values": s["values"],
+                 "mean": s["mean"], "sd": s["sd"]} for name, metrics in summary.items()
+                for metric, s in metrics.items()]
+    result.paths["crossval_png"] = cv_figure(fig_rows, out / "crossval.png")
+    return result
+
+
+def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | None = None,
+                   folds: Sequence[int] | None = None, seed: int = 0, name: str | None = None, n_boot: int = 200,
+                   threshold_rule: str = "youden", target: float | None = None, calibration: str = "platt",
+                   progress: bool = True) -> CrossValResult:
+    """Train and evaluate one run per fold (patient-grouped) and summarise the folds.
+
+    Args:
+        config: the :class:`~cardiofusion.training.TrainConfig` to train (its manifest and cache are used;
+            the manifest's split is replaced fold by fold).
+        out_dir: ``OUT/fold_<i>/{manifest.parquet, run/, evaluation/}`` and ``OUT/crossval.*``.
+        n_folds: number of folds when the manifest has none (default 5).
+        folds: which test folds to run (default: all).
+        seed: fold assignment (when the manifest has none) and bootstrap seed.
+        name: model name in the tables (default: the fusion).
+        n_boot: bootstrap resamples of each fold's evaluation.
+        threshold_rule / target / calibration: as in :func:`~cardiofusion.evaluation.evaluate_tables`.
+        progress: training progress bars.
+    """
+    import dataclasses
+
+    from ..training import TrainConfig, fit
+    from .evaluate import read_manifest, run_tables
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError("cross_validate needs a TrainConfig")
+    manifest = read_manifest(config.manifest)
+    fold_of, k = fold_splits(manifest, n_folds, seed=seed)
+    todo = list(range(k)) if folds is None else [int(f) for f in folds]
+    bad = [f for f in todo if not 0 <= f < k]
+    if bad:
+        raise ConfigError(f"fold(s) {bad} do not exist (0..{k - 1})")
+    name = name or str(config.model.fusion)
+    out = Path(out_dir)
+    fold_tables, manifests, runs = {}, {}, {}
+    for f in todo:
+        fdir = out / f"fold_{f}"
+        fdir.mkdir(parents=True, exist_ok=True)
+        fm = fold_manifest(manifest, fold_of, f, k)
+        mpath = fdir / "manifest.parquet"
+        fm.to_parquet(mpath, index=False)
+        run_dir = fdir / "run"
+        fconfig = dataclasses.replace(config, manifest=str(mpath.resolve()))
+        done = run_dir / "result.json"
+        same = (done.is_file() and (run_dir / "config.yaml").is_file()
+                and TrainConfig.from_file(run_dir / "config.yaml").to_dict() == fconfig.to_dict())
+        if not same:
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)  # a run from other settings: this folder is ours
+            fit(fconfig, run_dir, progress=progress, command=f"cardiofusion crossval (fold {f} of {k})")
+        fold_tables[f] = {name: run_tables(run_dir, "test")}
+        manifests[f] = fm
+        runs[f] = {name: str(run_dir.resolve())}
+    result = evaluate_folds(fold_tables, out, n_boot=n_boot, seed=seed, threshold_rule=threshold_rule,
+                            target=target, calibration=calibration, manifests=manifests, runs=runs)
+    (out / "folds.json").write_text(json.dumps({"n_folds": k, "evaluated": todo,
+                                                "fold_sizes": {str(i): int((fold_of == i).sum()) for i in range(k)}},
+                                               indent=2))
+    return result
+
+
+__all__ = ["CrossValResult", "cross_validate", "evaluate_folds", "fold_manifest", "fold_splits", "summarize_folds"]
