@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import fftconvolve
 
+from ..criteria import sokolow_lyon_mv  # noqa: F401  (re-exported: per-beat Sokolow-Lyon voltage)
 from ..records import CANONICAL_LEADS
 
 #: precordial per-wave amplitudes (mV), V1..V6, for a normal adult heart.
@@ -185,21 +186,3 @@ def write_defective_ecg_csv(path: str | Path, n: int, kind: str) -> None:
         f.write(",".join(CANONICAL_LEADS) + "\n")
         row = "," * 11 + "\n"
         f.write(row * n)
-
-
-def sokolow_lyon_mv(signal_mv: np.ndarray, fs: float = 500.0) -> float:
-    """Sokolow-Lyon voltage ``S(V1) + max(R(V5), R(V6))`` in mV, from the signal alone.
-
-    Robust percentiles of V1, V5, V6 after median-filter baseline removal of a ``(12, n)`` array in
-    canonical order: no beat detection, but enough to compare groups.
-    """
-    from scipy.ndimage import median_filter
-
-    x = np.asarray(signal_mv, dtype=np.float64)
-    k = int(0.6 * fs) | 1
-    base = median_filter(x[[6, 10, 11]], size=(1, k), mode="nearest")
-    y = x[[6, 10, 11]] - base
-    s_v1 = -np.percentile(y[0], 0.5)
-    r_v5 = np.percentile(y[1], 99.5)
-    r_v6 = np.percentile(y[2], 99.5)
-    return float(s_v1 + max(r_v5, r_v6))
