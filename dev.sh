@@ -20,6 +20,16 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stam
     touch "$stamp"
 fi
 
+# The web page's browser test drives Debian's headless chromium (skipped where it is absent); install it
+# once when we may (root + apt), never fatal.
+if [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ]; then
+    echo "dev.sh: installing chromium + chromium-driver for the browser test" >&2
+    (apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+        || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }) \
+        || echo "dev.sh: chromium not installed; the browser test will be skipped" >&2
+fi
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in

@@ -16,4 +16,14 @@ __all__ = [
     "LIMB_LEADS",
     "CXRImage",
     "ECGRecord",
+    "load",
 ]
+
+
+def __getattr__(name: str):
+    """Lazy attributes: ``cardiofusion.load`` (model bundles) imports torch only when first used."""
+    if name == "load":
+        from .bundle import load
+
+        return load
+    raise AttributeError(f"module 'cardiofusion' has no attribute {name!r}")

@@ -302,6 +302,19 @@ def decode_ecg(path: str, config: CacheConfig, *, fs: float | None = None, units
     }
     record = ecg_io.read_ecg(path, **{k: v for k, v in options.items() if v is not None})
     original_fs = float(record.original_fs if record.original_fs is not None else record.fs)
+    out, mask, n = standardize_ecg_record(record, config, path=path)
+    return out, mask, n, original_fs
+
+
+def standardize_ecg_record(record: Any, config: CacheConfig, *, path: str | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The cache's ECG preprocessing after reading: an :class:`~cardiofusion.records.ECGRecord` ->
+    ``(signal (12, T) float16 mV at config.fs, lead_mask (12,), n_samples)`` (what :func:`decode_ecg`
+    stores; prediction on in-memory records uses it too, so both paths stay identical).
+    """
+    from .io import ecg as ecg_io
+
+    path = path or getattr(record, "source", None) or "ECG record"
     record, mask = ecg_io.standardize(record, fs=config.fs, leads=CANONICAL_LEADS)
     signal = np.asarray(record.signal, dtype=np.float32)  # (12, n)
     mask = np.asarray(mask, dtype=bool).reshape(-1)
@@ -321,7 +334,7 @@ def decode_ecg(path: str, config: CacheConfig, *, fs: float | None = None, units
         raise ReadError(path, f"amplitudes exceed the float16 range (max |x| = {np.abs(signal).max():.3g} mV); "
                               "check the file's units / resolution")
     out[~mask] = 0
-    return out, mask, n, original_fs
+    return out, mask, n
 
 
 def decode_cxr(path: str, config: CacheConfig) -> np.ndarray:

@@ -1,0 +1,293 @@
+"""Write a model bundle from a training run: ``cardiofusion export RUN --out BUNDLE``.
+
+The manifest carries everything prediction needs, so that prediction never re-implements or guesses
+a setting (``docs/screening.md``):
+
+* ``model``: the ``ModelConfig`` (encoders, fusion, leads), its modalities, the score's meaning;
+* ``decode``: the preprocessing cache's ``CacheConfig`` (ECG rate, stored duration, baseline removal,
+  X-ray square size and resize mode) -- how each raw file was decoded for training;
+* ``ecg_reader_defaults``: ``fs``/``units``/``resolution_uv`` for headerless ECG files, those of the
+  training export when they were uniform;
+* ``preprocess``: the run's ``PreprocessConfig`` (leads, window, evaluation stride, image size and
+  normalisation); ``ecg`` / ``cxr`` restate them for people, with the window averaging rule;
+* ``label``: the aortic stenosis definition of the cohort;
+* ``calibration`` and ``threshold``: from an evaluation folder (``EVALDIR/models/NAME/calibration.json``)
+  or fitted here on the run's validation scores, with how the threshold was chosen;
+* ``validation``: the run's validation metrics and the threshold's sensitivity / specificity;
+* ``versions``, ``created``, ``source`` (run, checkpoint), per-file digests and ``content_hash``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
+from ..errors import ConfigError, ReadError
+from .format import FORMAT_NAME, FORMAT_VERSION, ONNX_GRAPH, WEIGHTS, write_manifest
+
+#: What the model's ``score`` is, per fusion head (``docs/model_contract.md``).
+SCORE_MEANING = {
+    "cooperative": "f_ecg + f_cxr (cooperative learning; 2 x the available branch with one modality)",
+    "early": "logit of the early-fusion head",
+    "late": "mean of the available branch logits",
+    "ecg": "logit of the ECG-only head",
+    "cxr": "logit of the X-ray-only head",
+}
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import safetensors
+    import torch
+
+    from .. import __version__
+
+    out = {"cardiofusion": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__, "safetensors": safetensors.__version__}
+    for name in ("timm", "onnx", "onnxruntime"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def _reader_defaults(config: Any, manifest_table: pd.DataFrame | None, cache_config: Any) -> dict[str, Any]:
+    """Headerless-file reader options of the training export: the cache's, else the manifest's when uniform."""
+    out: dict[str, Any] = {"fs": cache_config.ecg_fs, "units": cache_config.ecg_units,
+                           "resolution_uv": cache_config.ecg_resolution_uv}
+    if manifest_table is None:
+        return out
+    for key, value in list(out.items()):
+        if value is None and key in manifest_table.columns:
+            values = manifest_table[key].dropna().unique()
+            if len(values) == 1:
+                v = values[0]
+                out[key] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _label_definition(manifest_path: str) -> dict[str, Any]:
+    """The aortic stenosis rule of the cohort (``cohort/config.json`` beside the manifest, else the default)."""
+    from ..labels import ASCriteria
+
+    criteria: dict[str, Any] | None = None
+    source = None
+    cfg = Path(manifest_path).parent / "config.json" if manifest_path else None
+    if cfg is not None and cfg.is_file():
+        try:
+            criteria = json.loads(cfg.read_text())["config"]["criteria"]
+            source = "cohort config.json"
+        except (OSError, ValueError, KeyError, TypeError):
+            criteria = None
+    if criteria is None:
+        criteria = ASCriteria().to_dict()
+        source = "library default"
+    parts = []
+    for key, text in (("peak_velocity_m_s", "peak aortic jet velocity >= {} m/s"),
+                      ("mean_gradient_mmhg", "mean gradient >= {} mmHg"), ("ava_cm2", "aortic valve area <= {} cm2")):
+        if criteria.get(key) is not None:
+            parts.append(text.format(criteria[key]))
+    definition = ("aortic stenosis on echocardiography: any of " + ", ".join(parts)) if parts else "aortic stenosis"
+    return {"name": "aortic_stenosis", "definition": definition, "criteria": criteria, "source": source}
+
+
+def _calibration_from_evaluation(evaluation: str | os.PathLike, name: str | None) -> tuple[Calibrator, Threshold, dict]:
+    root = Path(evaluation)
+    models = root / "models"
+    if name is None:
+        found = sorted(p.parent.name for p in models.glob("*/calibration.json"))
+        if len(found) != 1:
+            raise ConfigError(f"{root}: give --name, one of: {', '.join(found) or '(no models/*/calibration.json)'}")
+        name = found[0]
+    path = models / name / "calibration.json"
+    if not path.is_file():
+        raise ReadError(path, "no calibration.json for this model in the evaluation folder")
+    try:
+        data = json.loads(path.read_text())
+        calibrator, threshold = Calibrator.from_dict(data["calibrator"]), Threshold.from_dict(data["threshold"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReadError(path, f"not a calibration.json with calibrator and threshold ({e})") from None
+    return calibrator, threshold, {"source": "evaluation", "evaluation": str(root.resolve()), "name": name,
+                                   "run": data.get("run")}
+
+
+def _fit_calibration(val: pd.DataFrame, method: str, rule: str, target: float | None) -> tuple[Calibrator, Threshold]:
+    labels, scores = val["label"].to_numpy(dtype=float), val["score"].to_numpy(dtype=float)
+    calibrator = Calibrator.fit(scores, labels, method)
+    threshold = choose_threshold(labels, calibrator(scores), rule, target, chosen_on="val")
+    return calibrator, threshold
+
+
+def _validation(run_dir: Path | None, val: pd.DataFrame | None, calibrator: Calibrator, threshold: Threshold) -> dict:
+    out: dict[str, Any] = {}
+    if run_dir is not None and (run_dir / "result.json").is_file():
+        try:
+            result = json.loads((run_dir / "result.json").read_text())
+        except (OSError, ValueError):
+            result = {}
+        for key in ("val_auroc", "best_val_loss", "best_epoch", "epochs_trained", "records", "positives"):
+            if key in result:
+                out[key] = result[key]
+    if val is not None and len(val):
+        from ..training.evaluate import auroc
+
+        y = val["label"].to_numpy(dtype=float)
+        p = calibrator(val["score"].to_numpy(dtype=float))
+        keep = np.isfinite(y) & np.isfinite(p)
+        decided = threshold.apply(p[keep])
+        yk = y[keep]
+        out["n_records"] = int(keep.sum())
+        out["n_positive"] = int((yk == 1).sum())
+        out["auroc"] = _num(auroc(yk, p[keep]))
+        out["brier"] = _num(float(np.mean((p[keep] - yk) ** 2))) if keep.any() else None
+        out["sensitivity_at_threshold"] = _num(float(decided[yk == 1].mean())) if (yk == 1).any() else None
+        out["specificity_at_threshold"] = _num(float((~decided[yk == 0]).mean())) if (yk == 0).any() else None
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+
+
+def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation: str | os.PathLike | None = None,
+                  name: str | None = None, calibration: str = "platt", threshold: str = "youden",
+                  target_sensitivity: float | None = None, checkpoint: str | os.PathLike | None = None,
+                  onnx: bool | str = "auto", onnx_exporter: str = "auto", overwrite: bool = False) -> Path:
+    """Write a model bundle (``out``, a new folder) from a training run.
+
+    Args:
+        run: the run folder (its best-validation-loss checkpoint unless ``checkpoint`` is given).
+        out: the bundle folder to create.
+        evaluation, name: take calibrator and threshold from ``EVALDIR/models/NAME/calibration.json``.
+        calibration: otherwise fit this calibrator (``platt``, ``isotonic``, ``none``) on ``RUN/val_scores.csv``.
+        threshold: and choose the threshold by this rule (``youden``; ``sensitivity`` needs ``target_sensitivity``).
+        target_sensitivity: shorthand for ``threshold="sensitivity"`` with this target (e.g. 0.9).
+        checkpoint: a specific ``.ckpt`` of the run.
+        onnx: also store ``model.onnx`` (True), never (False), or when onnx is installed (``auto``).
+        onnx_exporter: ``auto``, ``torchscript`` or ``dynamo`` (see :func:`cardiofusion.bundle.onnx.export_onnx`).
+        overwrite: replace an existing bundle folder.
+
+    Returns:
+        The bundle folder.
+    """
+    from safetensors.torch import save_file
+
+    from ..cache import load_manifest, open_cache
+    from ..training import load_run
+    from ..training.inference import LoadedRun
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    if calibration not in CALIBRATION_METHODS:
+        raise ConfigError(f"unknown calibration {calibration!r}; choose from {', '.join(CALIBRATION_METHODS)}")
+    if target_sensitivity is not None:
+        threshold = "sensitivity"
+    loaded: LoadedRun = load_run(checkpoint if checkpoint is not None else run)
+    run_dir = Path(run) if Path(run).is_dir() else loaded.run_dir
+    config = loaded.config
+    if not config.cache_dir:
+        raise ConfigError(f"{run}: the run records no preprocessing cache; cannot tell how files were decoded")
+    cache_config = open_cache(config.cache_dir).config
+    try:
+        table, _ = load_manifest(config.manifest) if config.manifest else (None, None)
+    except ReadError:
+        table = None
+
+    val = None
+    if run_dir is not None and (run_dir / "val_scores.csv").is_file():
+        val = pd.read_csv(run_dir / "val_scores.csv", dtype={"record_id": str, "patient_id": str})
+    if evaluation is not None:
+        calibrator, thr, cal_source = _calibration_from_evaluation(evaluation, name)
+    else:
+        if val is None:
+            raise ReadError(run, "no val_scores.csv to fit the calibrator and threshold on; give --evaluation")
+        calibrator, thr = _fit_calibration(val, calibration, threshold, target_sensitivity)
+        cal_source = {"source": "fitted at export", "on": "RUN/val_scores.csv", "method": calibration,
+                      "rule": threshold, "target": target_sensitivity}
+
+    pp, model_cfg = config.preprocess, config.model
+    modalities = list(model_cfg.modalities)
+    trained_with = model_cfg.cxr_pretrained
+    model_dict = model_cfg.to_dict()
+    model_dict["cxr_pretrained"] = False  # the bundle's weights replace any initial weights
+    manifest: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "name": name or (run_dir.name if run_dir is not None else loaded.checkpoint.stem),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": "screening for aortic stenosis from a 12-lead ECG and/or a chest X-ray",
+        "model": {"config": model_dict, "modalities": modalities, "fusion": model_cfg.fusion,
+                  "score": SCORE_MEANING.get(model_cfg.fusion, "model score"),
+                  "initial_cxr_weights": trained_with if isinstance(trained_with, bool) else str(trained_with)},
+        "decode": cache_config.to_dict(),
+        "ecg_reader_defaults": _reader_defaults(config, table, cache_config),
+        "preprocess": pp.to_dict(),
+        "ecg": {"fs": pp.fs, "leads": list(pp.leads), "units": "mV", "duration_s": cache_config.duration_s,
+                "baseline": cache_config.baseline, "window_s": pp.window_s, "eval_stride_s": pp.eval_stride_s,
+                "averaging": "mean of the scores of every evaluation window (stride eval_stride_s, plus one "
+                             "window aligned to the end), over the first duration_s seconds"},
+        "cxr": {"stored_size": cache_config.image_size, "resize_mode": cache_config.image_mode,
+                "image_size": pp.image_size, "normalisation": "(x / 255 - image_mean) / image_std",
+                "image_mean": pp.image_mean, "image_std": pp.image_std, "channels": 1},
+        "label": _label_definition(config.manifest),
+        "calibration": {"calibrator": calibrator.to_dict(), **cal_source},
+        "threshold": {**thr.to_dict(), "description": thr.describe()},
+        "validation": _validation(run_dir, val, calibrator, thr),
+        "source": {"run": str(run_dir.resolve()) if run_dir is not None else None,
+                   "checkpoint": str(Path(loaded.checkpoint).resolve())},
+        "versions": _versions(),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in loaded.model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "cardiofusion_bundle": str(FORMAT_VERSION)})
+        want_onnx = onnx is True or (onnx == "auto" and _onnx_available())
+        if want_onnx:
+            from .onnx import export_onnx
+
+            graph, used = export_onnx(loaded.model.eval(), leads=len(pp.leads), window=pp.window_samples,
+                                      image_size=pp.image_size, exporter=onnx_exporter)
+            (tmp / ONNX_GRAPH).write_bytes(graph)
+            manifest["onnx"] = {"file": ONNX_GRAPH, "exporter": used, "inputs": list(_onnx_names()[0]),
+                                "outputs": list(_onnx_names()[1]), "dynamic_axes": ["windows", "records"]}
+        write_manifest(tmp, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _onnx_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from .onnx import INPUT_NAMES, OUTPUT_NAMES
+
+    return INPUT_NAMES, OUTPUT_NAMES
+
+
+__all__ = ["SCORE_MEANING", "export_bundle"]

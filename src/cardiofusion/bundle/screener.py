@@ -1,0 +1,381 @@
+"""Screen new patients with a model bundle: ``cardiofusion.load(BUNDLE).predict(ecg=..., cxr=...)``.
+
+:func:`load` checks the bundle (format version, content hash, file sizes and digests), rebuilds the
+model from its JSON config and loads the safetensors weights -- nothing is unpickled.
+:meth:`Screener.predict` reads the files with the settings the bundle carries
+(:mod:`cardiofusion.bundle.inputs`), scores every evaluation window, averages the window scores per
+patient (as validation did), calibrates the fused score and applies the bundle's threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..calibration import Calibrator, Threshold
+from ..errors import ConfigError
+from ..records import CXRImage, ECGRecord
+from .format import ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
+from .inputs import PreparedCXR, PreparedECG, ReaderDefaults, prepare_cxr, prepare_ecg
+
+RUNTIMES = ("torch", "onnx")
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+@dataclass
+class Prediction:
+    """The screening result for one patient.
+
+    Attributes:
+        probability: calibrated probability of aortic stenosis (the bundle's calibrator on ``scores["fused"]``).
+        decision: ``"positive"`` (refer for echocardiography) when ``probability >= threshold``, else ``"negative"``.
+        threshold: the bundle's decision threshold on the probability.
+        modalities: the modalities that produced the score (``["ecg", "cxr"]``, ``["ecg"]`` or ``["cxr"]``).
+        scores: ``fused`` (the model's ranking score, mean over ECG windows) and the per-branch scores
+            ``ecg`` / ``cxr`` (None where the model has no such branch or it was not used).
+        patient_id: the caller's identifier, echoed back (never read from the files).
+        warnings: things the clinician should know (absent leads, a single modality, ...).
+        explanations: ``{"cxr": path, "ecg": path}`` heat-map PNGs when asked for.
+    """
+
+    probability: float
+    decision: str
+    threshold: float
+    modalities: list[str]
+    scores: dict[str, float | None]
+    patient_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    explanations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def positive(self) -> bool:
+        return self.decision == POSITIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``probability``, ``decision``, ``modalities``, ``scores``, ``threshold``, ``warnings``
+        (+ ``patient_id`` when given, ``explanations`` when made)."""
+        d: dict[str, Any] = {"probability": self.probability, "decision": self.decision,
+                             "modalities": list(self.modalities), "scores": dict(self.scores),
+                             "threshold": self.threshold, "warnings": list(self.warnings)}
+        if self.patient_id is not None:
+            d = {"patient_id": self.patient_id, **d}
+        if self.explanations:
+            d["explanations"] = dict(self.explanations)
+        return d
+
+
+@dataclass
+class PreparedPatient:
+    """One patient's model inputs (either modality may be absent)."""
+
+    ecg: PreparedECG | None
+    cxr: PreparedCXR | None
+    patient_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+class Screener:
+    """A loaded model bundle (see :func:`load`).
+
+    Attributes:
+        path: the bundle folder.
+        manifest: the bundle's manifest (dict).
+        model: the PyTorch ``MultimodalModel`` in eval mode.
+        model_config, preprocess, decode: rebuild, model-input and file-decoding settings.
+        calibrator, threshold: from the bundle.
+        runtime: ``torch`` or ``onnx`` (ONNX Runtime on the bundle's ``model.onnx``).
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], model: torch.nn.Module, *, runtime: str = "torch",
+                 onnx_runner: Any = None):
+        from ..cache import CacheConfig
+        from ..models import ModelConfig
+        from ..preprocess import PreprocessConfig
+
+        self.path = path
+        self.manifest = manifest
+        self.model = model.eval()
+        self.model_config = ModelConfig.from_dict(manifest["model"]["config"])
+        self.preprocess = PreprocessConfig.from_dict(manifest["preprocess"])
+        self.decode = CacheConfig.from_dict(manifest["decode"])
+        self.reader_defaults = ReaderDefaults.from_dict(manifest.get("ecg_reader_defaults"))
+        self.calibrator = Calibrator.from_dict(manifest["calibration"]["calibrator"])
+        self.threshold = Threshold.from_dict(manifest["threshold"])
+        self.modalities: tuple[str, ...] = tuple(manifest["model"]["modalities"])
+        self.runtime = runtime
+        self._onnx = onnx_runner
+
+    # -- description ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.path.name))
+
+    def describe(self) -> dict[str, Any]:
+        """What a clinician-facing page shows about the model (no file paths)."""
+        m = self.manifest
+        return {"name": self.name, "fusion": self.model_config.fusion, "modalities": list(self.modalities),
+                "label": m.get("label", {}).get("definition"), "threshold": self.threshold.value,
+                "threshold_rule": self.threshold.describe(), "validation": m.get("validation", {}),
+                "ecg": m.get("ecg"), "cxr": m.get("cxr"), "runtime": self.runtime,
+                "cardiofusion": m.get("versions", {}).get("cardiofusion"),
+                "content_hash": m.get("content_hash")}
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def prepare(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
+                *, patient_id: str | None = None, ecg_fs: float | None = None, ecg_units: str | None = None,
+                ecg_resolution_uv: float | None = None) -> PreparedPatient:
+        """Read and preprocess one patient's files (raises ``ReadError`` / ``ConfigError``)."""
+        if ecg is None and cxr is None:
+            raise ConfigError("give an ECG, an X-ray or both")
+        warnings: list[str] = []
+        uses = set(self.modalities)
+        if ecg is not None and "ecg" not in uses:
+            warnings.append("ECG ignored: this model reads X-rays only")
+            ecg = None
+        if cxr is not None and "cxr" not in uses:
+            warnings.append("X-ray ignored: this model reads ECGs only")
+            cxr = None
+        if ecg is None and cxr is None:
+            need = " and ".join({"ecg": "an ECG", "cxr": "an X-ray"}[m] for m in self.modalities)
+            raise ConfigError(f"this model ({self.model_config.fusion}) needs {need}")
+        p_ecg = (prepare_ecg(ecg, self.decode, self.preprocess, self.reader_defaults, fs=ecg_fs, units=ecg_units,
+                             resolution_uv=ecg_resolution_uv) if ecg is not None else None)
+        p_cxr = prepare_cxr(cxr, self.decode, self.preprocess) if cxr is not None else None
+        if len(self.modalities) == 2 and (p_ecg is None or p_cxr is None):
+            have = "ECG" if p_ecg is not None else "X-ray"
+            warnings.append(f"{have} only: the model and its calibration were fitted on patients with both "
+                            f"modalities, so this probability is less reliable")
+        for part in (p_ecg, p_cxr):
+            if part is not None:
+                warnings.extend(part.warnings)
+        return PreparedPatient(ecg=p_ecg, cxr=p_cxr, patient_id=patient_id, warnings=warnings)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def _window_batch(self, patients: Sequence[PreparedPatient]) -> dict[str, Any]:
+        """The window-level batch of ``cardiofusion.data.collate`` for prepared patients (plus per-record
+        X-rays for the ONNX graph)."""
+        pp = self.preprocess
+        n_leads, width, size = len(pp.leads), pp.window_samples, pp.image_size
+        ecg_rows, mask_rows, n_windows = [], [], []
+        for p in patients:
+            if p.ecg is not None:
+                w = p.ecg.windows  # (n_w, L, W)
+                ecg_rows.append(w)
+                mask_rows.append(np.repeat(p.ecg.lead_mask[None], len(w), axis=0))
+            else:
+                ecg_rows.append(np.zeros((1, n_leads, width), dtype=np.float32))
+                mask_rows.append(np.zeros((1, n_leads), dtype=bool))
+            n_windows.append(len(ecg_rows[-1]))
+        record_index = torch.repeat_interleave(torch.arange(len(patients)), torch.tensor(n_windows))  # (B_w,)
+        has_ecg = torch.tensor([p.ecg is not None for p in patients])[record_index]
+        has_cxr = torch.tensor([p.cxr is not None for p in patients])[record_index]
+        cxr_records = torch.stack([p.cxr.image if p.cxr is not None else torch.zeros(1, size, size)
+                                   for p in patients])  # (R, 1, H, W)
+        batch: dict[str, Any] = {"record_index": record_index, "n_records": len(patients),
+                                 "has_ecg": has_ecg, "has_cxr": has_cxr, "cxr_records": cxr_records}
+        if "ecg" in self.modalities:
+            batch["ecg"] = torch.from_numpy(np.concatenate(ecg_rows))  # (B_w, L, W)
+            batch["ecg_mask"] = torch.from_numpy(np.concatenate(mask_rows))  # (B_w, L)
+        if "cxr" in self.modalities:
+            batch["cxr"] = cxr_records[record_index]  # (B_w, 1, H, W), repeated per window as in evaluation
+        return batch
+
+    @torch.no_grad()
+    def _score(self, patients: Sequence[PreparedPatient]) -> dict[str, np.ndarray]:
+        """Record-level ``score``, ``score_ecg``, ``score_cxr`` ``(R,)`` and ``used`` ``(R, 2)``."""
+        from ..models.fusion import FusionOutput
+        from ..training.evaluate import aggregate_windows, model_batch
+
+        batch = self._window_batch(patients)
+        if self.runtime == "onnx":
+            n_leads, width = len(self.preprocess.leads), self.preprocess.window_samples
+            b = len(batch["record_index"])
+            inputs = {"ecg": batch.get("ecg", torch.zeros(b, n_leads, width)).numpy(),
+                      "ecg_mask": batch.get("ecg_mask", torch.zeros(b, n_leads, dtype=torch.bool)).numpy(),
+                      "cxr": batch["cxr_records"].numpy(), "has_ecg": batch["has_ecg"].numpy(),
+                      "has_cxr": batch["has_cxr"].numpy(), "record_index": batch["record_index"].numpy()}
+            out = self._onnx.run(inputs)
+            output = FusionOutput(score=torch.from_numpy(out["score"]), prob=torch.from_numpy(out["prob"]),
+                                  branch_scores={"ecg": torch.from_numpy(out["score_ecg"]),
+                                                 "cxr": torch.from_numpy(out["score_cxr"])},
+                                  used=torch.from_numpy(out["used"]))
+        else:
+            # record_index lets the model encode each X-ray once per patient (not once per ECG window as
+            # evaluation does); the features, hence the scores, are the same
+            output = self.model({**model_batch(batch), "record_index": batch["record_index"]})
+        agg = aggregate_windows(output, batch["record_index"], len(patients))
+        return {k: agg[k].cpu().numpy() for k in ("score", "score_ecg", "score_cxr", "used")}
+
+    def predict_prepared(self, patients: Sequence[PreparedPatient]) -> list[Prediction]:
+        """Predictions for already prepared patients (one model call for all of them)."""
+        if not patients:
+            return []
+        agg = self._score(patients)
+        probs = self.calibrator(agg["score"])
+        decisions = self.threshold.apply(probs)
+        out = []
+        for i, p in enumerate(patients):
+            used = [m for j, m in enumerate(("ecg", "cxr")) if bool(agg["used"][i, j])]
+            out.append(Prediction(
+                probability=float(probs[i]), decision=POSITIVE if bool(decisions[i]) else NEGATIVE,
+                threshold=float(self.threshold.value), modalities=used,
+                scores={"fused": _finite(agg["score"][i]), "ecg": _finite(agg["score_ecg"][i]),
+                        "cxr": _finite(agg["score_cxr"][i])},
+                patient_id=p.patient_id, warnings=list(p.warnings)))
+        return out
+
+    def predict(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
+                *, explain: str | os.PathLike | None = None, patient_id: str | None = None,
+                ecg_fs: float | None = None, ecg_units: str | None = None,
+                ecg_resolution_uv: float | None = None) -> Prediction:
+        """Screen one patient.
+
+        Args:
+            ecg: an ECG file (any supported format; WFDB: the ``.hea``) or an :class:`ECGRecord`.
+            cxr: an X-ray file (DICOM, PNG, JPEG) or a :class:`CXRImage`.
+            explain: a folder to write the heat maps into (``cxr.png``: Grad-CAM overlay; ``ecg.png``:
+                12-lead heat map), named ``<patient_id>_cxr.png`` when a patient id is given.
+            patient_id: echoed in the result (and used for figure names); never read from files.
+            ecg_fs, ecg_units, ecg_resolution_uv: for headerless ECG files (CSV, NumPy, HDF5); default:
+                the training export's (``manifest["ecg_reader_defaults"]``).
+        """
+        patient = self.prepare(ecg, cxr, patient_id=patient_id, ecg_fs=ecg_fs, ecg_units=ecg_units,
+                               ecg_resolution_uv=ecg_resolution_uv)
+        result = self.predict_prepared([patient])[0]
+        if explain is not None:
+            result.explanations = self.explain(patient, explain, result)
+        return result
+
+    # -- explanations --------------------------------------------------------------------------------
+    def explain(self, patient: PreparedPatient, out_dir: str | os.PathLike, result: Prediction | None = None,
+                *, stem: str | None = None) -> dict[str, str]:
+        """Write the X-ray Grad-CAM overlay and the 12-lead heat map of one patient (PyTorch model; the
+        same weights as the ONNX graph).  Returns ``{"cxr": path, "ecg": path}`` for what was drawn."""
+        try:
+            from ..explain import (
+                explain_sample,
+                plot_cxr_explanation,
+                plot_ecg_explanation,
+            )
+            from ..explain.samples import RecordSample
+        except ImportError as e:  # pragma: no cover - the explain package ships with the library
+            raise ConfigError(f"explanations are unavailable ({e})") from None
+        from ..preprocess import window_starts
+
+        pp = self.preprocess
+        signal = mask = starts = None
+        if patient.ecg is not None:
+            n = patient.ecg.n_samples
+            signal = np.ascontiguousarray(patient.ecg.signal[:, :n])  # (L, n)
+            mask = patient.ecg.lead_mask
+            starts = window_starts(n, pp.window_samples, pp.stride_samples)
+        sample = RecordSample(record_id=patient.patient_id or "patient", patient_id=patient.patient_id or "",
+                              label=float("nan"), ecg_signal=signal, ecg_mask=mask, window_starts=starts,
+                              window_samples=pp.window_samples, fs=pp.fs, leads=tuple(pp.leads),
+                              cxr=patient.cxr.image if patient.cxr is not None else None,
+                              image_mean=pp.image_mean, image_std=pp.image_std)
+        expl = explain_sample(self.model, sample, method="gradcam")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        prefix = stem or (_safe_stem(patient.patient_id) + "_" if patient.patient_id else "")
+        head = None
+        if result is not None:
+            head = (f"P(AS) = {result.probability:.3f}  |  {result.decision} at {result.threshold:.3g}  |  "
+                    f"{' + '.join(m.upper() if m == 'ecg' else 'X-ray' for m in result.modalities)}")
+        paths: dict[str, str] = {}
+        if expl.cxr is not None:
+            paths["cxr"] = str(plot_cxr_explanation(expl.cxr, out / f"{prefix}cxr.png", title=head))
+        if expl.ecg is not None:
+            layout = "3x4" if len(pp.leads) == 12 else "12x1"
+            paths["ecg"] = str(plot_ecg_explanation(expl.ecg, out / f"{prefix}ecg.png", layout=layout, title=head))
+        return paths
+
+
+def _safe_stem(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "patient"
+
+
+def load(bundle: str | os.PathLike, *, runtime: str = "torch", threads: int | None = None) -> Screener:
+    """Load a model bundle written by :func:`cardiofusion.bundle.export_bundle`.
+
+    Args:
+        bundle: the bundle folder.
+        runtime: ``torch`` (default) or ``onnx`` (ONNX Runtime on ``model.onnx``; exported on the fly
+            when the bundle has none).
+        threads: ONNX Runtime intra-op threads.
+
+    Raises:
+        BundleError: missing, corrupt, truncated, altered (hash mismatch) or incompatible bundle.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    root = Path(bundle)
+    manifest = read_manifest(root)
+    verify_files(root, manifest)
+    model = _build(root, manifest)
+    runner = None
+    if runtime == "onnx":
+        from .onnx import OnnxRunner, export_onnx
+
+        if ONNX_GRAPH in manifest["files"]:
+            runner = OnnxRunner(str(root / ONNX_GRAPH), threads=threads)
+        else:
+            pp = manifest["preprocess"]
+            from ..preprocess import PreprocessConfig
+
+            pc = PreprocessConfig.from_dict(pp)
+            graph, _ = export_onnx(model, leads=len(pc.leads), window=pc.window_samples, image_size=pc.image_size)
+            runner = OnnxRunner(graph, threads=threads)
+    try:
+        return Screener(root, manifest, model, runtime=runtime, onnx_runner=runner)
+    except (KeyError, TypeError) as e:
+        raise BundleError(root, f"incomplete manifest ({type(e).__name__}: {e})") from None
+
+
+def _build(root: Path, manifest: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the model from the manifest's JSON config and load the safetensors weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..models import ModelConfig, build_model
+
+    try:
+        config = ModelConfig.from_dict(manifest["model"]["config"])
+    except (KeyError, TypeError) as e:
+        raise BundleError(root, f"incomplete manifest: no model config ({e})") from None
+    except ConfigError as e:
+        raise BundleError(root, f"incompatible bundle: {e}") from None
+    config.cxr_pretrained = False  # the weights come from the bundle; never download or read other files
+    try:
+        model = build_model(config)
+    except (ConfigError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise BundleError(root, f"incompatible bundle: cannot build the model {config.fusion} / "
+                                f"{config.ecg_encoder} / {config.cxr_encoder} with this cardiofusion "
+                                f"({type(e).__name__}: {e})") from None
+    try:
+        state = load_file(str(root / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise BundleError(root / WEIGHTS, f"corrupt weights ({type(e).__name__}: {e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise BundleError(root / WEIGHTS, f"incompatible weights for the model in the manifest ({first})") from None
+    return model.eval()
+
+
+__all__ = ["NEGATIVE", "POSITIVE", "RUNTIMES", "Prediction", "PreparedPatient", "Screener", "load"]

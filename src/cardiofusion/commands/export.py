@@ -1,0 +1,66 @@
+"""``cardiofusion export``: write a model bundle (weights, manifest, ONNX graph) from a training run."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model bundle (safetensors weights + manifest + ONNX) from a training run",
+        description="Write a self-contained model bundle from a training run: safetensors weights, a JSON "
+        "manifest with everything prediction needs (model config, ECG rate/leads/window/averaging, image "
+        "size/normalisation, label definition, calibrator, decision threshold and how it was chosen, "
+        "validation metrics, library versions, content hash) and the fused model as ONNX. Calibrator and "
+        "threshold come from an evaluation folder (--evaluation EVALDIR --name NAME) or are fitted on "
+        "RUN/val_scores.csv.",
+    )
+    p.add_argument("run", metavar="RUN", help="training run folder (cardiofusion train)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create")
+    p.add_argument("--checkpoint", metavar="CKPT", help="a specific checkpoint (default: the best-val-loss one)")
+    p.add_argument("--evaluation", metavar="EVALDIR",
+                   help="take calibrator and threshold from EVALDIR/models/NAME/calibration.json")
+    p.add_argument("--name", help="model name in the evaluation folder (and the bundle's name)")
+    p.add_argument("--calibration", choices=("platt", "isotonic", "none"), default="platt",
+                   help="calibrator fitted on the run's validation scores when no --evaluation (default: platt)")
+    p.add_argument("--threshold", choices=("youden",), default=None,
+                   help="threshold rule on validation (default: youden)")
+    p.add_argument("--target-sensitivity", type=float, metavar="S",
+                   help="instead: the highest threshold with validation sensitivity >= S (e.g. 0.9)")
+    p.add_argument("--no-onnx", action="store_true", help="do not store model.onnx")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="torch ONNX exporter (default auto: TorchScript-based when available, else dynamo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..bundle import export_bundle, read_manifest
+
+    if args.threshold and args.target_sensitivity is not None:
+        raise ConfigError("give --threshold or --target-sensitivity, not both")
+    if args.evaluation and (args.target_sensitivity is not None or args.threshold):
+        raise ConfigError("--evaluation supplies the threshold; leave out --threshold / --target-sensitivity")
+    out = export_bundle(args.run, args.out, evaluation=args.evaluation, name=args.name,
+                        calibration=args.calibration, threshold=args.threshold or "youden",
+                        target_sensitivity=args.target_sensitivity, checkpoint=args.checkpoint,
+                        onnx=False if args.no_onnx else "auto", onnx_exporter=args.onnx_exporter,
+                        overwrite=args.overwrite)
+    manifest = read_manifest(out)
+    val = manifest.get("validation", {})
+    print(f"bundle: {out}")
+    print(f"  model        {manifest['model']['fusion']} ({', '.join(manifest['model']['modalities'])})")
+    print(f"  threshold    {manifest['threshold']['description']}")
+    print(f"  calibration  {manifest['calibration']['calibrator']['method']} ({manifest['calibration']['source']})")
+    if val:
+        print("  validation   " + json.dumps({k: val[k] for k in ("auroc", "sensitivity_at_threshold",
+                                                                  "specificity_at_threshold", "n_records")
+                                             if k in val}))
+    print(f"  files        {', '.join(sorted(manifest['files']))}")
+    print(f"  content hash {manifest['content_hash']}")
+    return 0

@@ -1,0 +1,77 @@
+"""``cardiofusion predict``: screen one patient (``--ecg`` / ``--cxr``) or a table of patients (``--batch``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="screen one patient (--ecg/--cxr) or many (--batch TABLE --out FILE) with a model bundle",
+        description="Screen patients with a model bundle (cardiofusion export). One patient: --ecg and/or "
+        "--cxr; prints the calibrated probability, the decision at the bundle's threshold, the modalities "
+        "used and the per-branch scores (--json: one JSON object). Many: --batch TABLE (CSV with "
+        "patient_id, ecg, cxr columns; optional ecg_fs, ecg_units, ecg_resolution_uv) --out FILE (.csv or "
+        ".jsonl); rows that fail are listed and the rest still predicted.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="model bundle folder")
+    p.add_argument("--ecg", metavar="FILE", help="ECG file (CSV, WFDB .hea, CinC .mat, DICOM, HDF5, NumPy)")
+    p.add_argument("--cxr", metavar="FILE", help="chest X-ray file (DICOM, PNG, JPEG)")
+    p.add_argument("--patient-id", help="identifier echoed in the output (never read from the files)")
+    p.add_argument("--batch", metavar="TABLE", help="CSV/Parquet of patients (patient_id, ecg, cxr)")
+    p.add_argument("--out", metavar="FILE", help="output of --batch (.csv or .jsonl)")
+    p.add_argument("--explain", metavar="DIR", help="write the heat maps (X-ray Grad-CAM, 12-lead map) as PNGs here")
+    p.add_argument("--json", action="store_true", help="print one JSON object per patient")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="PyTorch (default) or ONNX Runtime on the bundle's model.onnx")
+    p.add_argument("--ecg-fs", type=float, help="sampling rate of headerless ECG files (default: the training export's)")
+    p.add_argument("--ecg-units", choices=("mV", "uV", "counts"), help="units of headerless ECG files")
+    p.add_argument("--ecg-resolution-uv", type=float, help="microvolts per count for --ecg-units counts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (--batch)")
+    p.set_defaults(func=run)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:+.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bundle import load, predict_batch
+
+    if args.batch:
+        if args.ecg or args.cxr:
+            raise ConfigError("give --batch TABLE or --ecg/--cxr, not both")
+        if not args.out:
+            raise ConfigError("--batch needs --out FILE")
+    elif not (args.ecg or args.cxr):
+        raise ConfigError("give --ecg FILE and/or --cxr FILE (or --batch TABLE --out FILE)")
+    screener = load(args.bundle, runtime=args.runtime)
+    if args.batch:
+        report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain)
+        print(f"predicted {report.n_ok} of {report.n_rows} patients -> {report.out}", file=sys.stderr)
+        for _, f in report.failures.iterrows():
+            print(f"  row {f['row']} ({f['patient_id']}): {f['error']}", file=sys.stderr)
+        return 0 if report.n_ok == report.n_rows else 1
+    result = screener.predict(ecg=args.ecg, cxr=args.cxr, explain=args.explain, patient_id=args.patient_id,
+                              ecg_fs=args.ecg_fs, ecg_units=args.ecg_units, ecg_resolution_uv=args.ecg_resolution_uv)
+    if args.json:
+        print(json.dumps(result.to_dict(), allow_nan=False))
+        return 0
+    label = screener.manifest.get("label", {}).get("definition", "aortic stenosis")
+    if args.patient_id:
+        print(f"patient      {args.patient_id}")
+    print(f"probability  {result.probability:.3f}  (calibrated; {label})")
+    print(f"decision     {result.decision.upper()}  (positive when {screener.threshold.describe()})")
+    print(f"modalities   {' + '.join(result.modalities)}")
+    print(f"scores       fused {_fmt(result.scores['fused'])}  ecg {_fmt(result.scores['ecg'])}  "
+          f"cxr {_fmt(result.scores['cxr'])}")
+    for w in result.warnings:
+        print(f"warning      {w}")
+    for kind, path in result.explanations.items():
+        print(f"heat map     {kind}: {path}")
+    return 0

@@ -1,0 +1,50 @@
+"""``cardiofusion serve``: the screening web page for clinicians over a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from ..errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="web page where a clinician uploads an ECG and/or X-ray and sees the prediction and heat maps",
+        description="Serve a model bundle as a web page and JSON API (POST /api/predict). Listens on "
+        "127.0.0.1 only unless --host says otherwise. Uploads are checked by content, limited in size, "
+        "processed in memory (a private temporary folder, in /dev/shm where available, deleted at the end "
+        "of each request) and never logged; logs hold no file names or patient identifiers.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="model bundle folder (cardiofusion export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request accepted, MB (default: 50)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="model runtime (default: torch)")
+    p.add_argument("--no-explain", action="store_true", help="no heat maps (faster)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ..serve import serve
+    except ImportError as e:
+        raise ConfigError(f"the web service needs the serve extra: pip install 'cardiofusion[serve]' ({e})") from None
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise ConfigError("--max-upload-mb must be positive")
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"cardiofusion: warning: listening on {args.host}, reachable from other machines; put the service "
+              "behind TLS and authentication", file=sys.stderr)
+    print(f"cardiofusion: serving {args.bundle} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
+          explain=not args.no_explain, log_level=args.log_level)
+    return 0
