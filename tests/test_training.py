@@ -271,3 +271,24 @@ def test_cli_warm_start_and_fs_flags(tmp_path):
     cfg = config_from_args(args)
     assert cfg.preprocess.fs == 250.0
     assert cfg.init_from == {"ecg": str((tmp_path / "ecg_run").resolve()), "cxr": str((tmp_path / "cxr_run").resolve())}
+
+
+def test_frozen_encoder_epochs_train_only_the_head(cohort, tmp_path):
+    from cardiofusion.training import load_run
+
+    ecg_run = fit(_config(cohort, "ecg", max_epochs=1), tmp_path / "ecg", progress=False).run_dir
+    before = load_run(ecg_run).model.ecg_encoder.state_dict()
+    result = fit(_config(cohort, "ecg", max_epochs=1, init_from={"ecg": str(ecg_run)}, freeze_encoders_epochs=1),
+                 tmp_path / "frozen", progress=False)
+    after = load_run(result.run_dir).model
+    for name, value in after.ecg_encoder.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)  # weights and BN statistics untouched
+    import lightning as L
+
+    from cardiofusion.models import build_model
+
+    L.seed_everything(0, verbose=False)  # fit seeds the same way before building the model
+    initial = build_model(_config(cohort, "ecg").model).fusion.head.weight
+    assert not torch.equal(after.fusion.head.weight, initial)  # ... while the head learned
+    with pytest.raises(ConfigError, match="freeze_encoders_epochs"):
+        _config(cohort, freeze_encoders_epochs=-1)

@@ -68,6 +68,9 @@ class TrainConfig:
         init_from: warm start: ``{"ecg": RUN_OR_CKPT, "cxr": RUN_OR_CKPT}`` copies that modality's encoder
             weights from a trained run (e.g. the single-modality models) before training; the fusion
             head starts fresh.  Ignored when resuming (the checkpoint has the weights).
+        freeze_encoders_epochs: the first epochs train only the fusion head, the encoders frozen (weights
+            and BatchNorm statistics), then everything fine-tunes (linear probing then fine-tuning: with
+            ``init_from`` a fresh head does not disturb the pretrained encoders).
     """
 
     cache_dir: str = ""
@@ -95,6 +98,7 @@ class TrainConfig:
     tensorboard: bool = False
     log_every_n_steps: int = 10
     init_from: dict[str, str] = field(default_factory=dict)
+    freeze_encoders_epochs: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -127,6 +131,9 @@ class TrainConfig:
         if not isinstance(self.init_from, dict) or set(self.init_from) - {"ecg", "cxr"}:
             raise ConfigError(f"init_from maps 'ecg' and/or 'cxr' to a run folder or checkpoint, got {self.init_from!r}")
         self.init_from = {str(k): str(v) for k, v in self.init_from.items() if v}
+        if int(self.freeze_encoders_epochs) != self.freeze_encoders_epochs or int(self.freeze_encoders_epochs) < 0:
+            raise ConfigError(f"freeze_encoders_epochs must be an integer >= 0, got {self.freeze_encoders_epochs}")
+        self.freeze_encoders_epochs = int(self.freeze_encoders_epochs)
 
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -63,6 +63,18 @@ class CardioFusionModule(L.LightningModule):
     # -- training -----------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._train_loss = [0.0, 0]
+        self.set_encoders_frozen(self.current_epoch < self.config.freeze_encoders_epochs)
+
+    def set_encoders_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradients, BatchNorm/dropout in eval mode) or release the modality encoders."""
+        for name in ("ecg_encoder", "cxr_encoder"):
+            encoder = getattr(self.model, name, None)
+            if encoder is None:
+                continue
+            for p in encoder.parameters():
+                p.requires_grad_(not frozen)
+            if frozen:
+                encoder.eval()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         _, losses = self._loss(batch)
