@@ -15,7 +15,7 @@ from . import __version__
 from .errors import CardiofusionError
 
 #: sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("inspect", "synth", "cohort", "cache", "train", "tune", "evaluate", "crossval", "explain", "faithfulness", "export", "predict", "serve", "demo", "adapt", "pairing")
+COMMANDS = ("inspect", "synth", "cohort", "cache", "train", "tune", "evaluate", "crossval", "explain", "faithfulness", "export", "predict", "serve", "demo", "adapt", "pairing", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:

