@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from cardiofusion.cache import open_cache
 from cardiofusion.cli import main
@@ -14,7 +15,7 @@ from cardiofusion.cli import main
 def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--patients", "80", "--seed", "3", "--workers", "1", "--no-progress",
-            "--max-epochs", "1"]
+            "--max-epochs", "1", "--bootstrap", "100"]
     assert main(args) == 0
     text = capsys.readouterr().out
     for needle in ("Cohort flow", "Decoding (preprocessing cache)", "usable records", "Where everything is",
@@ -48,6 +49,23 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
         run = out / "runs" / fusion
         assert json.loads((run / "result.json").read_text())["val_auroc"] == value
         assert (run / "config.yaml").exists() and (run / "metrics.csv").exists()
+
+    # the cooperative model was warm-started from the two single-modality runs
+    coop = yaml.safe_load((out / "runs" / "cooperative" / "config.yaml").read_text())
+    assert set(coop["init_from"]) == {"ecg", "cxr"}
+
+    # explanations of test patients and the evaluation report that embeds them
+    report = Path(summary["paths"]["report"])
+    assert report.is_file() and "Open the evaluation report: " + str(report) in text
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "http://" not in html and "https://" not in html
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert {"ECG only", "X-ray only", "cooperative (ECG + X-ray)"} <= set(metrics)
+    for name in ("ECG only", "X-ray only", "cooperative (ECG + X-ray)"):
+        assert {"value", "ci_low", "ci_high"} <= set(metrics[name]["auroc"])
+    shown = json.loads((out / "explanations" / "explanations.json").read_text())["records"]
+    assert shown and all(Path(p).is_file() for e in shown for p in e["images"].values())
+    assert any(e["record_id"] in html for e in shown)
 
     # a second run reuses the export, the finished cache and the finished runs
     assert main(args) == 0

