@@ -69,3 +69,63 @@ def train_tiny_runs(root: Path, cohort: dict[str, Path], *, fusions=("ecg", "cxr
         config = dataclasses.replace(config, batch_size=16, eval_batch_size=32)
         runs[fusion] = fit(config, root / fusion, progress=False).run_dir
     return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# Stand-in encoders (milliseconds per batch) for tests that train through the real fusion heads
+# --------------------------------------------------------------------------------------------------
+def _stand_in_classes():
+    import torch
+    from torch import nn
+
+    class StatsECG(nn.Module):
+        """Per-lead summary statistics -> linear -> mean over leads (any number of leads)."""
+
+        def __init__(self, leads=(), width: int = 8):
+            super().__init__()
+            self.out_dim = width
+            self.proj = nn.Linear(3, width)
+            self.gradcam_layer = self.proj
+
+        def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
+            stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
+            return torch.tanh(self.proj(stats)).mean(1)
+
+    class ConvCXR(nn.Module):
+        """One strided convolution -> global mean -> linear."""
+
+        def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
+            super().__init__()
+            self.out_dim = width
+            self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
+            self.head = nn.Linear(4, width)
+            self.gradcam_layer = self.conv
+
+        def forward(self, x):  # (B, 1, H, W) -> (B, width)
+            return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
+
+    return StatsECG, ConvCXR
+
+
+def register_stand_in_encoders(ecg_name: str = "test_ecg_stats", cxr_name: str = "test_cxr_conv") -> None:
+    """Register the stand-in ECG and X-ray encoders under these names (once per name)."""
+    from cardiofusion.models import register_cxr_encoder, register_ecg_encoder
+    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
+
+    ecg_cls, cxr_cls = _stand_in_classes()
+    if ecg_name not in ECG_ENCODERS:
+        register_ecg_encoder(ecg_name)(ecg_cls)
+    if cxr_name not in CXR_ENCODERS:
+        register_cxr_encoder(cxr_name)(cxr_cls)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tiny models: they gain nothing from more, and on a busy machine
+    OpenMP threads waiting for each other make them ~50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,6 +6,8 @@ layout; the pseudo-paired cohort end to end through ``build_cache`` and one tiny
 
 from __future__ import annotations
 
+from conftest import register_stand_in_encoders
+
 import ast
 import dataclasses
 import json
@@ -16,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from torch import nn
 
 from cardiofusion.adapters import (
     CinCConfig,
@@ -471,40 +471,6 @@ def test_pseudo_pairs_seeded_and_without_replacement(ptbxl, nih):
         make_pool(nih, "cxr", "lvh")
 
 
-class _TinyECG(nn.Module):
-    def __init__(self, leads=(), width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.proj = nn.Linear(3, width)
-        self.gradcam_layer = self.proj
-
-    def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
-        stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
-        return torch.tanh(self.proj(stats)).mean(1)
-
-
-class _TinyCXR(nn.Module):
-    def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
-        self.head = nn.Linear(4, width)
-        self.gradcam_layer = self.conv
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, width)
-        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
-
-
-def _register_tiny_encoders() -> None:
-    from cardiofusion.models import register_cxr_encoder, register_ecg_encoder
-    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
-
-    if "adapters_test_ecg" not in ECG_ENCODERS:
-        register_ecg_encoder("adapters_test_ecg")(_TinyECG)
-    if "adapters_test_cxr" not in CXR_ENCODERS:
-        register_cxr_encoder("adapters_test_cxr")(_TinyCXR)
-
-
 def test_pseudo_paired_cli_cache_and_fit_end_to_end(shared_data, tmp_path, capsys):
     from cardiofusion.cache import CacheConfig, build_cache, open_cache
     from cardiofusion.models import ModelConfig
@@ -538,7 +504,7 @@ def test_pseudo_paired_cli_cache_and_fit_end_to_end(shared_data, tmp_path, capsy
                          progress=False)
     assert report.counts["ecg"]["failed"] == 0 and report.counts["cxr"]["failed"] == 0
     assert len(open_cache(cache_dir).records(manifest)) == 40
-    _register_tiny_encoders()
+    register_stand_in_encoders("adapters_test_ecg", "adapters_test_cxr")
     config = TrainConfig(cache_dir=str(cache_dir), manifest=str(manifest),
                          model=ModelConfig(fusion="cooperative", ecg_encoder="adapters_test_ecg",
                                            cxr_encoder="adapters_test_cxr", rho=0.5),

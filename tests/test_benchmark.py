@@ -7,55 +7,21 @@ numbers agree with scikit-learn, and a re-run reuses everything.
 
 from __future__ import annotations
 
+from conftest import register_stand_in_encoders
+
 import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
-from torch import nn
 
 from cardiofusion.cli import main
 
 SHARED_FOLD_MAP = "train=1-4+6-7,val=5,test=8"
 ROWS = ("Sokolow-Lyon voltage", "Cornell voltage", "ECG only", "X-ray only", "Early fusion", "Late fusion",
         "Cooperative (rho=")
-
-
-class _TinyECG(nn.Module):
-    def __init__(self, leads=(), width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.proj = nn.Linear(3, width)
-        self.gradcam_layer = self.proj
-
-    def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
-        stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
-        return torch.tanh(self.proj(stats)).mean(1)
-
-
-class _TinyCXR(nn.Module):
-    def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
-        self.head = nn.Linear(4, width)
-        self.gradcam_layer = self.conv
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, width)
-        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
-
-
-def _register_tiny_encoders() -> None:
-    from cardiofusion.models import register_cxr_encoder, register_ecg_encoder
-    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
-
-    if "benchmark_test_ecg" not in ECG_ENCODERS:
-        register_ecg_encoder("benchmark_test_ecg")(_TinyECG)
-    if "benchmark_test_cxr" not in CXR_ENCODERS:
-        register_cxr_encoder("benchmark_test_cxr")(_TinyCXR)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +63,7 @@ def test_fusion_benchmark_end_to_end(tiny_cohort, capsys):
         run_fusion_benchmark,
     )
 
-    _register_tiny_encoders()
+    register_stand_in_encoders("benchmark_test_ecg", "benchmark_test_cxr")
     cohort, out = tiny_cohort / "cohort", tiny_cohort / "out"
     assert main(_argv(cohort, out)) == 0
     printed = capsys.readouterr().out

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import build_tiny_cache
+from conftest import build_tiny_cache, register_stand_in_encoders
 from PIL import Image
 from scipy.stats import norm
-from torch import nn
 
 from cardiofusion.calibration import Calibrator, choose_threshold
 from cardiofusion.evaluation import (
@@ -445,38 +443,8 @@ def test_input_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # runs, command line, cross-validation
 # ---------------------------------------------------------------------------------------------------
-class _EvalECG(nn.Module):
-    def __init__(self, leads=(), width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.proj = nn.Linear(3, width)
-        self.gradcam_layer = self.proj
-
-    def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
-        stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
-        return torch.tanh(self.proj(stats)).mean(1)
-
-
-class _EvalCXR(nn.Module):
-    def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
-        self.head = nn.Linear(4, width)
-        self.gradcam_layer = self.conv
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, width)
-        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
-
-
 def _register_encoders():
-    from cardiofusion.models import register_cxr_encoder, register_ecg_encoder
-    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
-
-    if "eval_test_ecg" not in ECG_ENCODERS:
-        register_ecg_encoder("eval_test_ecg")(_EvalECG)
-    if "eval_test_cxr" not in CXR_ENCODERS:
-        register_cxr_encoder("eval_test_cxr")(_EvalCXR)
+    register_stand_in_encoders("eval_test_ecg", "eval_test_cxr")
 
 
 def _train_config(cohort, fusion):

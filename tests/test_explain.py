@@ -58,13 +58,8 @@ WINDOW = 500  # 2 s at 250 Hz
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a busy machine OpenMP
-    threads waiting for each other make them ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (conftest.one_thread)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,11 +20,8 @@ def setup(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (conftest.one_thread)."""
 
 
 def _cli(args, capsys) -> tuple[int, str, str]:

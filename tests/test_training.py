@@ -6,7 +6,7 @@ Runs use two tiny registered stand-in encoders (milliseconds per batch) through 
 
 from __future__ import annotations
 
-from conftest import build_tiny_cache
+from conftest import build_tiny_cache, register_stand_in_encoders
 
 import json
 import math
@@ -17,11 +17,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from cardiofusion.cli import main
 from cardiofusion.errors import ConfigError
-from cardiofusion.models import ModelConfig, register_cxr_encoder, register_ecg_encoder
+from cardiofusion.models import ModelConfig
 from cardiofusion.preprocess import PreprocessConfig
 from cardiofusion.training import (
     TrainConfig,
@@ -33,38 +32,7 @@ from cardiofusion.training import (
 FS, DURATION_S, SIZE = 250.0, 4.0, 32
 
 
-class _TestECG(nn.Module):
-    """Per-lead summary statistics -> linear -> mean over leads (any number of leads)."""
-
-    def __init__(self, leads=(), width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.proj = nn.Linear(3, width)
-        self.gradcam_layer = self.proj
-
-    def forward(self, x, lead_mask=None):  # (B, L, T) -> (B, width)
-        stats = torch.stack([x.mean(-1), x.std(-1), x.abs().amax(-1)], dim=-1)  # (B, L, 3)
-        return torch.tanh(self.proj(stats)).mean(1)
-
-
-class _TestCXR(nn.Module):
-    def __init__(self, pretrained=False, in_chans: int = 1, width: int = 8):
-        super().__init__()
-        self.out_dim = width
-        self.conv = nn.Conv2d(in_chans, 4, 3, stride=2)
-        self.head = nn.Linear(4, width)
-        self.gradcam_layer = self.conv
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, width)
-        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
-
-
-for _name, _register, _cls in (("test_ecg_stats", register_ecg_encoder, _TestECG),
-                               ("test_cxr_conv", register_cxr_encoder, _TestCXR)):
-    from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
-
-    if _name not in ECG_ENCODERS and _name not in CXR_ENCODERS:
-        _register(_name)(_cls)
+register_stand_in_encoders()
 
 
 @pytest.fixture(scope="session")
