@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--prevalence", type=float, default=0.081, help="AS prevalence (paper 0.081)")
     ap.add_argument("--sign-scale", type=float, default=1.0,
                     help="multiply every planted AS sign (ECG LVH/strain, X-ray CTR/calcification) by this")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=None, help="cap on epochs per model (default: the demo's 6 / 4 / 2)")
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--fs", type=float, default=250.0, help="ECG rate of the cache and models (Hz)")
     ap.add_argument("--image-size", type=int, default=128)

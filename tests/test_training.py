@@ -260,3 +260,27 @@ def test_frozen_encoder_epochs_train_only_the_head(cohort, tmp_path):
     assert not torch.equal(after.fusion.head.weight, initial)  # ... while the head learned
     with pytest.raises(ConfigError, match="freeze_encoders_epochs"):
         _config(cohort, freeze_encoders_epochs=-1)
+
+
+def test_warm_start_cooperative_starts_from_late_fusion(cohort, tmp_path):
+    """With both single-modality runs, the warm-started cooperative score is 1/2 + (z_ecg + z_cxr) / 8 of
+    their logits z (the linearised mean of their probabilities); late fusion copies the logits."""
+    from cardiofusion.data import CohortDataModule, collate
+    from cardiofusion.models import build_model
+    from cardiofusion.training import load_run
+    from cardiofusion.training.fit import warm_start
+
+    runs = {m: fit(_config(cohort, m, max_epochs=1), tmp_path / m, progress=False).run_dir for m in ("ecg", "cxr")}
+    cfg = _config(cohort)
+    dm = CohortDataModule(cfg.cache_dir, cfg.manifest, cfg.preprocess, batch_size=8)
+    dm.setup()
+    batch = collate([dm.datasets["val"][i] for i in range(4)])
+    model_batch = {k: batch[k] for k in ("ecg", "ecg_mask", "cxr", "has_ecg", "has_cxr")}
+    with torch.no_grad():
+        z = {m: load_run(r).model.eval()(model_batch).score for m, r in runs.items()}
+        coop = build_model(cfg.model).eval()
+        warm_start(coop, {m: str(r) for m, r in runs.items()})
+        torch.testing.assert_close(coop(model_batch).score, 0.5 + (z["ecg"] + z["cxr"]) / 8, rtol=1e-5, atol=1e-6)
+        late = build_model(_config(cohort, "late").model).eval()
+        warm_start(late, {m: str(r) for m, r in runs.items()})
+        torch.testing.assert_close(late(model_batch).score, (z["ecg"] + z["cxr"]) / 2, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patients", type=int, default=400, help="synthetic patients (default 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic export and of the split")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores, at most 8)")
-    p.add_argument("--max-epochs", type=int, default=8, help="training epochs per model (default 8)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="cap on the training epochs of every model (default: ECG 6, X-ray 4, cooperative 2)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the evaluation (default 1000)")
     p.add_argument("--no-train", action="store_true", help="stop after the cache (no model training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

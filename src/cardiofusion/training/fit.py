@@ -354,8 +354,14 @@ def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, i
     """Copy encoder weights into ``model`` from trained runs: ``{"ecg": run, "cxr": run}``.
 
     The source run's encoder must have the same architecture (names and shapes); returns the number of
-    tensors copied per modality.
+    encoder tensors copied per modality.  When the source is a single-modality run and the target head has
+    a score head for that modality, that head starts from the source's too: ``late`` copies it (both are
+    logits); ``cooperative`` takes it linearised onto its squared-loss scale, ``f = z / 8 + 1/4`` for the
+    source logit ``z``, so that ``f_ecg + f_cxr = 1/2 + (z_ecg + z_cxr) / 8``, the first-order expansion of
+    the mean of the two single-modality probabilities: training starts from late fusion instead of from
+    a random head that would first disturb the pretrained encoders.
     """
+    from ..models.fusion import CooperativeFusion, LateFusion
     from .inference import load_run
 
     copied = {}
@@ -373,6 +379,16 @@ def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, i
                               f"({type(encoder).__name__}) does not match this model's")
         target.load_state_dict(src)
         copied[modality] = len(src)
+        source_head = getattr(loaded.model.fusion, "head", None) if loaded.config.model.fusion == modality else None
+        target_head = getattr(model.fusion, f"{modality}_head", None)
+        if (isinstance(source_head, torch.nn.Linear) and isinstance(target_head, torch.nn.Linear)
+                and source_head.weight.shape == target_head.weight.shape):
+            scale, shift = ((1.0 / 8.0, 0.25) if isinstance(model.fusion, CooperativeFusion) else
+                            (1.0, 0.0) if isinstance(model.fusion, LateFusion) else (None, None))
+            if scale is not None:
+                with torch.no_grad():
+                    target_head.weight.copy_(source_head.weight * scale)
+                    target_head.bias.copy_(source_head.bias * scale + shift)
     return copied
 
 
