@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,3 +54,20 @@ def reject_unknown_fields(cls: type, values: Mapping[str, Any], what: str) -> No
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigError(f"unknown {what} settings: {', '.join(map(str, unknown))}")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: dict keys as strings, tuples / arrays as lists, numpy scalars as Python
+    numbers, NaN and infinities as None (JSON has none), paths as strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..configfile import jsonable
 from .. import __version__
 from ..errors import ConfigError, ReadError
 
@@ -367,20 +368,6 @@ def _interval(iv: Any) -> dict[str, float | None]:
             "n_valid": int(iv.n_valid)}
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (np.floating, np.integer)):
-        return _clean(v.item())
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
 # ---------------------------------------------------------------------------------------------------
 # the benchmark
 # ---------------------------------------------------------------------------------------------------
@@ -649,7 +636,7 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "command": command, "cardiofusion_version": __version__,
     }
-    paths["benchmark_json"].write_text(json.dumps(_clean(info), indent=2) + "\n", encoding="utf-8")
+    paths["benchmark_json"].write_text(json.dumps(jsonable(info), indent=2) + "\n", encoding="utf-8")
     log("")
     log(f"{label}")
     for line in evaluation.summary_lines():

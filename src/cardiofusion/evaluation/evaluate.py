@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..configfile import jsonable
 from ..calibration import Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
 from .bootstrap import (
@@ -495,26 +495,10 @@ def evaluate_tables(
     return result
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (np.floating,)):
-        return _clean(float(v))
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
 def _write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2))
+    tmp.write_text(json.dumps(jsonable(data), indent=2))
     os.replace(tmp, path)
     return path
 

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from ..configfile import jsonable
 from ..errors import ConfigError
 from .attribution import Explanation, RecordScorer, explain_sample
 from .samples import RecordSample
@@ -411,23 +412,10 @@ def write_faithfulness(report: dict[str, Any], out_dir: str | os.PathLike) -> di
     records = report.get("records", [])
     pd.DataFrame(records).to_csv(out / "faithfulness_records.csv", index=False)
     body = {k: v for k, v in report.items() if k != "records"}
-    (out / "faithfulness.json").write_text(json.dumps(_jsonable(body), indent=2))
+    (out / "faithfulness.json").write_text(json.dumps(jsonable(body), indent=2))
     paths = {"json": out / "faithfulness.json", "records": out / "faithfulness_records.csv"}
     if any(m in report for m in ("cxr", "ecg")):
         paths["plot"] = plot_curves(report, out / "faithfulness_curves.png")
     return paths
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        v = float(o)
-        return None if np.isnan(v) else v
-    if isinstance(o, np.integer):
-        return int(o)
-    return o

@@ -41,6 +41,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from .. import __version__
 from ..data import CohortDataModule
+from ..configfile import jsonable
 from ..errors import ConfigError, ReadError
 from .config import RESUME_OVERRIDABLE, TrainConfig
 from .evaluate import auroc, evaluate_scores
@@ -399,17 +400,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(clean(data), indent=2))
+    tmp.write_text(json.dumps(jsonable(data), indent=2))
     os.replace(tmp, path)
 
 
