@@ -28,7 +28,13 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _examples(run, gt, out: Path, n: int) -> list[str]:
+def _layer_arg(value: str):
+    """'last' / '-2' / 'blocks.5' / '-1+-2' (maps of several layers averaged) -> cxr_layer."""
+    parts = [v for v in value.split("+") if v]
+    return None if value == "last" else (parts[0] if len(parts) == 1 else tuple(parts))
+
+
+def _examples(run, gt, out: Path, n: int, cxr_layer=None) -> list[str]:
     """Figures of the n highest-scored AS test records, planted calcification boxes drawn on the X-ray."""
     import json as _json
 
@@ -45,7 +51,7 @@ def _examples(run, gt, out: Path, n: int) -> list[str]:
     paths = []
     size = run.config.preprocess.image_size
     for sample in load_samples(run, ids):
-        expl = explain_sample(run.model, sample)
+        expl = explain_sample(run.model, sample, cxr_layer=cxr_layer)
         head = f"{sample.record_id} | label {int(sample.label)} | P(AS) {expl.probability:.3f}"
         stem = sample.record_id.replace("|", "_")
         if expl.cxr is not None and sample.cxr_exam_id in gt.cxr.index:
@@ -57,7 +63,7 @@ def _examples(run, gt, out: Path, n: int) -> list[str]:
     return paths
 
 
-def _all_as_ground_truth(run, gt, split: str) -> dict:
+def _all_as_ground_truth(run, gt, split: str, cxr_layer=None) -> dict:
     """Pointing game and lead ranking over every AS record of the split (maps only, no perturbations)."""
     from cardiofusion.cache import open_cache
     from cardiofusion.data import split_records
@@ -70,7 +76,8 @@ def _all_as_ground_truth(run, gt, split: str) -> dict:
 
     records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)
     ids = records.loc[records["label"] == 1, "record_id"].astype(str).tolist()
-    maps = [maps_for_ground_truth(s, explain_sample(run.model, s)) for s in load_samples(run, ids)]
+    maps = [maps_for_ground_truth(s, explain_sample(run.model, s, cxr_layer=cxr_layer))
+            for s in load_samples(run, ids)]
     return evaluate_on_ground_truth(maps, gt, run.config.preprocess)
 
 
@@ -105,6 +112,11 @@ def main() -> None:
                     help="skip the pointing game / lead ranking over every AS record of the split")
     ap.add_argument("--allow-unfinished", action="store_true",
                     help="also evaluate runs still training, at their current best checkpoint (interim numbers)")
+    ap.add_argument("--cxr-layer", default="last",
+                    help="X-ray Grad-CAM layer of the faithfulness run and the figures: 'last', a timm stage "
+                         "index (-2) or a module name; 'A+B' averages the maps of several layers")
+    ap.add_argument("--compare-layers", nargs="*", default=[],
+                    help="also run the pointing game over every AS record for these layers (maps only)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy CPU)")
     args = ap.parse_args()
 
@@ -133,11 +145,12 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         run = load_run(run_dir)
-        report = evaluate_faithfulness(run, args.split, n_records=args.n_records or None, config=FaithfulnessConfig(),
-                                       ground_truth=gt)
+        layer = _layer_arg(args.cxr_layer)
+        report = evaluate_faithfulness(run, args.split, n_records=args.n_records or None,
+                                       config=FaithfulnessConfig(cxr_layer=layer), ground_truth=gt)
         write_faithfulness(report, out / name)
-        examples = _examples(run, gt, out / name / "examples", args.n_examples) if args.n_examples else []
-        entry = {"status": "done" if finished else f"interim ({run.checkpoint.name})",
+        examples = _examples(run, gt, out / name / "examples", args.n_examples, layer) if args.n_examples else []
+        entry = {"status": "done" if finished else f"interim ({run.checkpoint.name})", "cxr_layer": args.cxr_layer,
                  "seconds": round(time.perf_counter() - t0, 1), "n_records": report["n_records"],
                  "n_as": report["n_as"], "examples": examples}
         for m in ("cxr", "ecg"):
@@ -159,9 +172,17 @@ def main() -> None:
         _print_ground_truth(entry["ground_truth"])
         if args.all_as:
             t1 = time.perf_counter()
-            entry["ground_truth_all_as"] = _all_as_ground_truth(run, gt, args.split)
+            entry["ground_truth_all_as"] = _all_as_ground_truth(run, gt, args.split, layer)
             print(f"  -- every AS {args.split} record, maps only ({time.perf_counter() - t1:.0f} s):")
             _print_ground_truth(entry["ground_truth_all_as"])
+        if run.model.cxr_encoder is not None:
+            entry["layers"] = {}
+            for other in args.compare_layers:
+                t1 = time.perf_counter()
+                g = _all_as_ground_truth(run, gt, args.split, _layer_arg(other))
+                entry["layers"][other] = {k: g[k] for k in ("pointing_game", "heart_pointing_game") if k in g}
+                print(f"  -- X-ray layer {other}, every AS {args.split} record ({time.perf_counter() - t1:.0f} s):")
+                _print_ground_truth(entry["layers"][other])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nsummary: {out / 'summary.json'}")

@@ -126,6 +126,34 @@ def test_cxr_gradcam_equals_hand_computation():
     torch.testing.assert_close(torch.as_tensor(heat), up, rtol=1e-4, atol=1e-5)
 
 
+def test_cxr_gradcam_at_an_earlier_stage_and_several_layers():
+    """Grad-CAM on a chosen timm stage equals the hand computation on that stage; its grid is finer;
+    several layers average their min-max scaled maps (pytorch-grad-cam's rule); bad names are clear errors."""
+    model, sample = _model(), _sample(3)
+    enc = model.cxr_encoder
+    last_name, _ = enc.feature_layer(None)
+    assert last_name == f"model.{enc.model.feature_info[-1]['module']}"  # MobileNetV3: its last stage
+    name, layer = enc.feature_layer(-2)
+    stages = enc.model.feature_info
+    assert name == f"model.{stages[-2]['module']}" and stages[-2]["reduction"] < stages[-1]["reduction"]
+    scorer = RecordScorer(model, sample)
+    coarse, heat = cxr_gradcam(scorer, layer=-2)
+    ref = _hand_gradcam(model, _batch(sample), layer, "cxr")[0]
+    torch.testing.assert_close(torch.as_tensor(coarse), ref, rtol=1e-4, atol=1e-7)
+    coarse_last, heat_last = cxr_gradcam(scorer)
+    assert coarse.shape[0] == 2 * coarse_last.shape[0]  # stride 16 vs 32: twice the grid
+    _, heat_both = cxr_gradcam(scorer, layer=(None, "-2"))
+    mean = (heat + heat_last) / 2
+    torch.testing.assert_close(torch.as_tensor(heat_both), torch.as_tensor((mean - mean.min()) / (mean.max() - mean.min())),
+                               rtol=1e-5, atol=1e-6)
+    assert explain_sample(model, sample, cxr_layer=-2).cxr.layer == name
+    assert explain_sample(model, sample).summary()["cxr"]["layer"] == last_name
+    with pytest.raises(ConfigError, match="stage 9 does not exist.*stride"):
+        cxr_gradcam(scorer, layer=9)
+    with pytest.raises(ConfigError, match="'no.such' is not a module"):
+        cxr_gradcam(scorer, layer="no.such")
+
+
 def test_ecg_gradcam_per_lead_equals_hand_computation():
     model, sample = _model(), _sample(2)
     coarse, time_map = ecg_gradcam(RecordScorer(model, sample))
@@ -419,6 +447,18 @@ def test_cli_explain_end_to_end(trained, tmp_path, capsys):
     top_as, low_non_as = choose_examples(trained["run"], "test", n_as=1, n_non_as=1)
     assert scores.loc[top_as, "score"] == scores[scores["label"] == 1]["score"].max()
     assert scores.loc[low_non_as, "score"] == scores[scores["label"] == 0]["score"].min()
+
+
+def test_cli_explain_cxr_layer(trained, tmp_path, capsys):
+    rid = trained["test_as"][0]
+    for flags, layer in ((["--cxr-layer", "-2"], "model.blocks.3"),
+                         (["--cxr-layer", "last", "--cxr-layer", "-2"], "model.blocks.5+model.blocks.3")):
+        assert main(["explain", str(trained["run"]), "--record", rid, "--out", str(tmp_path), *flags]) == 0
+        (record,) = json.loads((tmp_path / "explanations.json").read_text())["records"]
+        assert record["cxr_layer"] == layer
+    assert main(["explain", str(trained["run"]), "--record", rid, "--out", str(tmp_path),
+                 "--cxr-layer", "blocks.99"]) == 2
+    assert "blocks.99" in capsys.readouterr().err
 
 
 def test_bad_record_id_is_a_clear_error(trained, tmp_path, capsys):

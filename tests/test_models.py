@@ -161,6 +161,26 @@ def test_cxr_encoder(name):
     _assert_all_grads(enc)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_lite0"])
+def test_cxr_feature_layers_by_stage(name):
+    """Grad-CAM depth by timm stage: 'last' is the activated head conv (bn2, stride 32, same grid as the
+    last stage); -2 the stride-16 stage with twice the grid; a module name works; errors list the stages."""
+    enc = create_cxr_encoder(name)
+    assert enc.feature_layer(None) == ("model.bn2", enc.model.bn2) == enc.feature_layer("last")
+    grids = {}
+    for spec in (None, -1, -2, "blocks.4"):
+        name_, module = enc.feature_layer(spec)
+        acts = []
+        h = module.register_forward_hook(lambda m, i, o: acts.append(o))
+        enc(torch.randn(1, 1, 128, 128))
+        h.remove()
+        grids[spec] = tuple(acts[0].shape[-2:])
+    assert grids[None] == grids[-1] == (4, 4) and grids[-2] == grids["blocks.4"] == (8, 8)
+    assert enc.feature_layer(-2)[0] == "model.blocks.4" == enc.feature_layer("model.blocks.4")[0]
+    with pytest.raises(ConfigError, match="-2 = blocks.4 \\(stride 16\\)"):
+        enc.feature_layer(-9)
+
+
 def test_unknown_cxr_encoder():
     with pytest.raises(ConfigError):
         create_cxr_encoder("no_such_model_xyz")

@@ -39,16 +39,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="explained score: each branch's own score where the head has one (auto, default) "
                         "or the fused score")
     p.add_argument("--rollout", action="store_true", help="lead importance by attention rollout across layers")
+    p.add_argument("--cxr-layer", action="append", metavar="LAYER",
+                   help="X-ray Grad-CAM layer: 'last' (default: the encoder's last feature map), a timm stage "
+                        "index (-2: the stride-16 stage, twice the grid) or a module name; repeat to average "
+                        "the maps of several layers")
     p.add_argument("--cache", metavar="DIR", help="preprocessing cache (default: the run's)")
     p.add_argument("--manifest", metavar="PATH", help="cohort manifest (default: the run's)")
     p.set_defaults(func=run)
+
+
+def _layers(values: list[str] | None) -> str | tuple[str, ...] | None:
+    """``--cxr-layer`` values -> what ``cxr_gradcam`` takes (None: the default layer)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain_records
 
     results = explain_records(args.run, args.record, args.out, cache_dir=args.cache, manifest=args.manifest,
-                              method=args.method, layout=args.layout, target=args.target, rollout=args.rollout)
+                              method=args.method, layout=args.layout, target=args.target, rollout=args.rollout,
+                              cxr_layer=_layers(args.cxr_layer))
     for r in results:
         label = {1: "AS", 0: "no AS", None: "unknown"}[r["label"]]
         print(f"{r['record_id']}  label {label}  P(AS) {r['probability']:.3f}")

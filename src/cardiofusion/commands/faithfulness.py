@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of random maps and the bootstrap (default: 0)")
     p.add_argument("--ground-truth", metavar="DIR",
                    help="a synthetic export's ground_truth folder: also run the pointing game and lead ranking")
+    p.add_argument("--cxr-layer", action="append", metavar="LAYER",
+                   help="X-ray Grad-CAM layer: 'last' (default: the encoder's last feature map), a timm stage "
+                        "index (-2: the stride-16 stage, twice the grid) or a module name; repeat to average "
+                        "the maps of several layers")
     p.add_argument("--cache", metavar="DIR", help="preprocessing cache (default: the run's)")
     p.add_argument("--manifest", metavar="PATH", help="cohort manifest (default: the run's)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
@@ -59,11 +63,12 @@ def _fmt(entry: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..explain import FaithfulnessConfig, evaluate_faithfulness, write_faithfulness
+    from .explain import _layers
 
     if args.n_records is not None and args.n_records < 1:
         raise ConfigError(f"--n-records must be >= 1, got {args.n_records}")
     config = FaithfulnessConfig(percentages=tuple(args.percentages), n_boot=args.n_boot, seed=args.seed,
-                                method=args.method, target=args.target)
+                                method=args.method, target=args.target, cxr_layer=_layers(args.cxr_layer))
 
     def progress(done: int, total: int) -> None:
         if not args.no_progress:
@@ -87,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         pg = gt["pointing_game"]
         print(f"  pointing game (calcifications, n={pg['n']}): hit rate {_fmt(pg['hit_rate'])} vs chance "
               f"{pg['chance']['mean']:.4f}")
+    if "heart_pointing_game" in gt:
+        hp = gt["heart_pointing_game"]
+        print(f"  pointing game (heart box, n={hp['n']}): hit rate {_fmt(hp['hit_rate'])} vs chance "
+              f"{hp['chance']['mean']:.4f}")
     if "lead_ranking" in gt:
         lr = gt["lead_ranking"]
         print(f"  LVH lead mean rank (AS, n={lr['n']}): {_fmt(lr['mean_rank'])} vs chance {lr['chance_rank']:.2f}")

@@ -31,7 +31,7 @@ def load_run_any(run: Any) -> Any:
 
 def explain_record(run: Any, sample_or_record: RecordSample | Mapping[str, Any] | str, *,
                    method: str = "gradcam", target: str = "auto", rollout: bool = False, ig_steps: int = 32,
-                   cache_dir: str | os.PathLike | None = None,
+                   cxr_layer: Any = None, cache_dir: str | os.PathLike | None = None,
                    manifest: str | os.PathLike | pd.DataFrame | None = None) -> Explanation:
     """Explain one record of a trained run.
 
@@ -45,6 +45,8 @@ def explain_record(run: Any, sample_or_record: RecordSample | Mapping[str, Any] 
             ``score`` (the fused score).
         rollout: lead importance by attention rollout across layers instead of the last layer's attention.
         ig_steps: integration steps of integrated gradients.
+        cxr_layer: X-ray Grad-CAM layer(s) (default: the encoder's last feature map; ``-2``: the timm
+            stage before it, twice the grid; see :func:`cardiofusion.explain.cxr_gradcam`).
     """
     loaded = load_run_any(run)
     if isinstance(sample_or_record, RecordSample):
@@ -53,7 +55,8 @@ def explain_record(run: Any, sample_or_record: RecordSample | Mapping[str, Any] 
         sample = sample_from_batch(sample_or_record, loaded.config.preprocess)
     else:
         sample = load_samples(loaded, [str(sample_or_record)], cache_dir=cache_dir, manifest=manifest)[0]
-    return explain_sample(loaded.model, sample, method=method, target=target, rollout=rollout, ig_steps=ig_steps)
+    return explain_sample(loaded.model, sample, method=method, target=target, rollout=rollout, ig_steps=ig_steps,
+                          cxr_layer=cxr_layer)
 
 
 def _safe(name: str) -> str:
@@ -68,7 +71,7 @@ def explain_records(run: Any, record_ids: Iterable[str], out_dir: str | os.PathL
                     cache_dir: str | os.PathLike | None = None,
                     manifest: str | os.PathLike | pd.DataFrame | None = None, method: str = "gradcam",
                     layout: str = "3x4", target: str = "auto", rollout: bool = False,
-                    ig_steps: int = 32) -> list[dict[str, Any]]:
+                    ig_steps: int = 32, cxr_layer: Any = None) -> list[dict[str, Any]]:
     """Explain records and write their figures (``<record>_cxr.png``, ``<record>_ecg.png``) and
     ``explanations.json`` into ``out_dir``.
 
@@ -87,7 +90,7 @@ def explain_records(run: Any, record_ids: Iterable[str], out_dir: str | os.PathL
     results = []
     for sample in samples:
         expl = explain_sample(loaded.model, sample, method=method, target=target, rollout=rollout,
-                              ig_steps=ig_steps)
+                              ig_steps=ig_steps, cxr_layer=cxr_layer)
         stem = _safe(sample.record_id)
         head = (f"{sample.record_id}  |  label: {_label_text(sample.label)}  |  "
                 f"P(AS) = {expl.probability:.3f}  |  {loaded.config.model.fusion}")
@@ -101,6 +104,7 @@ def explain_records(run: Any, record_ids: Iterable[str], out_dir: str | os.PathL
             "record_id": sample.record_id, "patient_id": sample.patient_id, "label": summary["label"],
             "probability": expl.probability, "score": expl.score, "branch_scores": expl.branch_scores,
             "images": images, "method": method,
+            "cxr_layer": expl.cxr.layer if expl.cxr is not None else None,
             "targets": {m: getattr(expl, m).target for m in ("cxr", "ecg") if getattr(expl, m) is not None},
             "lead_importance": summary.get("ecg", {}).get("lead_importance"),
         })

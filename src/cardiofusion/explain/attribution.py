@@ -41,6 +41,7 @@ __all__ = [
     "RecordScorer",
     "cxr_gradcam",
     "cxr_integrated_gradients",
+    "cxr_layers",
     "ecg_gradcam",
     "ecg_integrated_gradients",
     "explain_sample",
@@ -174,22 +175,49 @@ def _min_max(a: np.ndarray) -> np.ndarray:
     return ((a - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(a, dtype=np.float32)
 
 
-def cxr_gradcam(scorer: RecordScorer, target: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM of the X-ray (captum ``LayerGradCam`` on the encoder's ``gradcam_layer``).
+def cxr_layers(encoder: nn.Module, layer: Any = None) -> list[tuple[str, nn.Module]]:
+    """``layer`` (None / ``"last"``, a stage index, a module name, or a sequence of them) -> the
+    ``(name, module)`` pairs of the X-ray ``encoder`` that Grad-CAM hooks."""
+    enc = encoder
+    specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not specs:
+        specs = [None]
+    out = []
+    for spec in specs:
+        if hasattr(enc, "feature_layer"):
+            out.append(enc.feature_layer(spec))
+        elif spec is None or spec == "last":
+            out.append(("gradcam_layer", enc.gradcam_layer))
+        else:
+            raise ConfigError(f"the X-ray encoder {type(enc).__name__} names only its own Grad-CAM layer; "
+                              f"cannot use layer {spec!r}")
+    return out
+
+
+def cxr_gradcam(scorer: RecordScorer, target: str = "auto", layer: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM of the X-ray (captum ``LayerGradCam``), by default on the encoder's ``gradcam_layer``.
+
+    ``layer`` picks another depth (see :func:`cardiofusion.models.cxr.resolve_feature_layer`): a timm
+    ``feature_info`` stage index (``-2``: the stride-16 stage, twice the grid of the last one), a module
+    name, or a sequence of them -- then, as pytorch-grad-cam does with several target layers, each
+    layer's map is upsampled and min-max scaled and the maps are averaged.
 
     Returns:
-        ``(coarse, heatmap)``: the ReLU'd class-activation map on the layer's grid ``(h, w)`` and its
-        bilinear upsampling to the input grid ``(H, W)`` min-max scaled to [0, 1] (all zeros when the
-        map is constant, e.g. nothing in the image raises the score).
+        ``(coarse, heatmap)``: the ReLU'd class-activation map on the (first) layer's grid ``(h, w)`` and
+        the map on the input grid ``(H, W)`` min-max scaled to [0, 1] (all zeros when the map is
+        constant, e.g. nothing in the image raises the score).
     """
-    layer = scorer.model.cxr_encoder.gradcam_layer
-    gc = LayerGradCam(lambda x: scorer.cxr_scores(x, target), layer)
     image = scorer.image.detach().clone()
-    cam = gc.attribute(image, relu_attributions=True)  # (1, 1, h, w)
-    up = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), interpolate_mode="bilinear")  # (1, 1, H, W)
-    coarse = cam[0, 0].detach().cpu().numpy().astype(np.float32)
-    heat = np.clip(up[0, 0].detach().cpu().numpy(), 0, None)
-    return coarse, _min_max(heat)
+    coarse, heats = None, []
+    for _, module in cxr_layers(scorer.model.cxr_encoder, layer):
+        gc = LayerGradCam(lambda x: scorer.cxr_scores(x, target), module)
+        cam = gc.attribute(image, relu_attributions=True)  # (1, 1, h, w)
+        up = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), interpolate_mode="bilinear")  # (1, 1, H, W)
+        if coarse is None:
+            coarse = cam[0, 0].detach().cpu().numpy().astype(np.float32)
+        heats.append(_min_max(np.clip(up[0, 0].detach().cpu().numpy(), 0, None)))
+    heat = heats[0] if len(heats) == 1 else _min_max(np.mean(heats, axis=0))
+    return coarse, heat
 
 
 def cxr_integrated_gradients(scorer: RecordScorer, target: str = "auto", n_steps: int = 32,
@@ -346,6 +374,7 @@ class CXRExplanation:
         method: ``gradcam`` or ``ig``.
         target: the explained score (``branch:cxr`` or ``score``).
         target_score: its value for this record.
+        layer: the hooked module(s) of the encoder (Grad-CAM), e.g. ``model.bn2``; None for IG.
     """
 
     image: np.ndarray
@@ -354,6 +383,7 @@ class CXRExplanation:
     method: str
     target: str
     target_score: float
+    layer: str | None = None
 
 
 @dataclass
@@ -415,6 +445,9 @@ class Explanation:
                              "branch_scores": self.branch_scores, "fusion": self.fusion}
         if self.cxr is not None:
             d["cxr"] = {"method": self.cxr.method, "target": self.cxr.target, "target_score": self.cxr.target_score}
+            if self.cxr.layer is not None:
+                d["cxr"]["layer"] = self.cxr.layer
+                d["cxr"]["grid"] = list(self.cxr.coarse.shape) if self.cxr.coarse is not None else None
         if self.ecg is not None:
             d["ecg"] = {"method": self.ecg.method, "target": self.ecg.target, "target_score": self.ecg.target_score,
                         "lead_importance_source": self.ecg.lead_importance_source,
@@ -432,8 +465,11 @@ def _float(t: Tensor | None) -> float | None:
 
 def explain_sample(model: nn.Module, sample: RecordSample, *, method: str = "gradcam", target: str = "auto",
                    rollout: bool = False, ig_steps: int = 32,
-                   modalities: tuple[str, ...] = ("ecg", "cxr")) -> Explanation:
-    """Explain one record (see :func:`cardiofusion.explain.explain_record` for the run-level entry)."""
+                   modalities: tuple[str, ...] = ("ecg", "cxr"), cxr_layer: Any = None) -> Explanation:
+    """Explain one record (see :func:`cardiofusion.explain.explain_record` for the run-level entry).
+
+    ``cxr_layer``: the X-ray Grad-CAM layer(s) (default: the encoder's last feature map; see
+    :func:`cxr_gradcam`)."""
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
     if target not in TARGETS:
@@ -450,12 +486,15 @@ def explain_sample(model: nn.Module, sample: RecordSample, *, method: str = "gra
     if scorer.has["cxr"] and "cxr" in modalities:
         with torch.no_grad():
             value = float(scorer.cxr_scores(scorer.image, target)[0])
+        layer_name = None
         if method == "gradcam":
-            coarse, heat = cxr_gradcam(scorer, target)
+            coarse, heat = cxr_gradcam(scorer, target, layer=cxr_layer)
+            layer_name = "+".join(name for name, _ in cxr_layers(scorer.model.cxr_encoder, cxr_layer))
         else:
             coarse, heat = None, cxr_integrated_gradients(scorer, target, n_steps=ig_steps)
         expl.cxr = CXRExplanation(image=sample.cxr_grey(), heatmap=heat, coarse=coarse, method=method,
-                                  target=scorer.target_name("cxr", target), target_score=value)
+                                  target=scorer.target_name("cxr", target), target_score=value,
+                                  layer=layer_name)
     if scorer.has["ecg"] and "ecg" in modalities:
         with torch.no_grad():
             value = float(scorer.ecg_scores(scorer.windows.unsqueeze(0), target)[0])

@@ -74,6 +74,9 @@ class FaithfulnessConfig:
         seed: seed of random maps, tie-breaking and the bootstrap.
         method: explanation method (``gradcam`` or ``ig``).
         target: explained score (``auto`` or ``score``).
+        cxr_layer: X-ray Grad-CAM layer(s): None (the encoder's last feature map), a timm stage index
+            (``-2``: stride 16), a module name, or a list of them (maps averaged); see
+            :func:`cardiofusion.explain.cxr_gradcam`.
     """
 
     percentages: tuple[float, ...] = (18, 30, 40, 50)
@@ -85,9 +88,12 @@ class FaithfulnessConfig:
     seed: int = 0
     method: str = "gradcam"
     target: str = "auto"
+    cxr_layer: Any = None
 
     def __post_init__(self) -> None:
         self.percentages = tuple(float(p) for p in self.percentages)
+        if isinstance(self.cxr_layer, list):
+            self.cxr_layer = tuple(self.cxr_layer)
         if not self.percentages or any(not 0 < p <= 100 for p in self.percentages):
             raise ConfigError(f"percentages must be in (0, 100], got {self.percentages}")
         if self.n_boot < 1:
@@ -250,7 +256,8 @@ def record_curves(model: torch.nn.Module, sample: RecordSample, config: Faithful
                   explanation: Explanation | None = None,
                   modalities: Sequence[str] = ("cxr", "ecg")) -> tuple[Explanation, dict[str, Any]]:
     """Explanation and deletion / insertion curves of one record, per modality it has."""
-    expl = explanation or explain_sample(model, sample, method=config.method, target=config.target)
+    expl = explanation or explain_sample(model, sample, method=config.method, target=config.target,
+                                             cxr_layer=config.cxr_layer)
     scorer = RecordScorer(model, sample)
     rng = np.random.default_rng([config.seed, _stable_hash(sample.record_id)])
     curves: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .registry import register_cxr_encoder
 from .weights import load_pretrained_file
 
-__all__ = ["TimmCXREncoder"]
+__all__ = ["TimmCXREncoder", "resolve_gradcam_layer", "resolve_feature_layer"]
 
 
 class TimmCXREncoder(nn.Module):
@@ -63,6 +63,12 @@ class TimmCXREncoder(nn.Module):
         """The module whose output is the last feature map (e.g. EfficientNet's head conv + BN + act)."""
         return resolve_gradcam_layer(self.model)
 
+    def feature_layer(self, spec: int | str | None = None) -> tuple[str, nn.Module]:
+        """A feature-map module chosen by ``spec`` (for Grad-CAM at another depth); see
+        :func:`resolve_feature_layer`.  Returns ``(name, module)``, the name relative to this encoder."""
+        name, module = resolve_feature_layer(self.model, spec)
+        return f"model.{name}", module
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Unpooled feature map ``(B, C, h, w)``."""
         return self.model.forward_features(x)
@@ -93,6 +99,54 @@ def resolve_gradcam_layer(model: nn.Module) -> nn.Module:
     if not convs:
         raise ConfigError(f"cannot find a convolution for Grad-CAM in {type(model).__name__}")
     return convs[-1]
+
+
+def _stages(model: nn.Module) -> list[dict]:
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return []
+    if not isinstance(info, list):  # timm FeatureInfo objects
+        info = list(getattr(info, "info", []))
+    return [d for d in info if isinstance(d, dict) and d.get("module")]
+
+
+def resolve_feature_layer(model: nn.Module, spec: int | str | None = None) -> tuple[str, nn.Module]:
+    """The feature-map module of a timm model named by ``spec``, as ``(module name, module)``.
+
+    ``spec``:
+
+    * ``None`` / ``"last"``: the last feature map (:func:`resolve_gradcam_layer`; EfficientNet: ``bn2``);
+    * an ``int`` (or a string of one): a stage of timm's ``feature_info``, Python-indexed, so ``-1`` is the
+      deepest stage (stride 32 for EfficientNet) and ``-2`` the one before it (stride 16, twice the grid);
+    * any other string: a module name of the timm model (``"blocks.5"``), as ``model.get_submodule``.
+
+    Raises :class:`ConfigError` naming the stages that exist when ``spec`` matches none.
+    """
+    stages = _stages(model)
+    listing = ", ".join(f"{i - len(stages)} = {d['module']} (stride {d.get('reduction', '?')})"
+                        for i, d in enumerate(stages)) or "none"
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "last")):
+        target = resolve_gradcam_layer(model)
+        for name, module in model.named_modules():
+            if module is target:
+                return name, module
+        return "last", target
+    if isinstance(spec, str) and spec.strip().lstrip("+-").isdigit():
+        spec = int(spec.strip())
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not -len(stages) <= spec < len(stages):
+            raise ConfigError(f"X-ray Grad-CAM stage {spec} does not exist in {type(model).__name__}; "
+                              f"stages: {listing}")
+        name = stages[spec]["module"]
+        return name, model.get_submodule(name)
+    if isinstance(spec, str):
+        name = spec.strip().removeprefix("model.")
+        try:
+            return name, model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"X-ray Grad-CAM layer {spec!r} is not a module of {type(model).__name__}; "
+                              f"give a module name or a stage index ({listing})") from None
+    raise ConfigError(f"X-ray Grad-CAM layer must be 'last', a stage index or a module name, got {spec!r}")
 
 
 def _preset(name: str, timm_name: str, doc: str):
