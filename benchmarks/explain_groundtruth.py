@@ -88,10 +88,15 @@ def _print_ground_truth(g: dict) -> None:
               f"hit {_fmt(pg['hit_rate'])} vs chance {pg['chance']['mean']:.3f} "
               f"(x{pg['ratio_to_chance']:.1f}); heat mass in boxes {_fmt(pg['mass_in_boxes'])} vs area "
               f"{pg['box_area']['mean']:.4f}")
+        if "shuffled_hit_rate" in pg:
+            print(f"    location prior (map vs the other X-rays' boxes): {_fmt(pg['shuffled_hit_rate'])}; "
+                  f"hit - prior {_fmt(pg['hit_minus_shuffled'])}")
     if "heart_pointing_game" in g:
         hp = g["heart_pointing_game"]
         print(f"  pointing game, heart box (AS, n={hp['n']}): hit {_fmt(hp['hit_rate'])} vs chance "
               f"{hp['chance']['mean']:.3f}; mass {_fmt(hp['mass_in_box'])} vs area {hp['box_area']['mean']:.3f}")
+        if "shuffled_hit_rate" in hp:
+            print(f"    location prior: {_fmt(hp['shuffled_hit_rate'])}; hit - prior {_fmt(hp['hit_minus_shuffled'])}")
     for key, label in (("lead_ranking", "AS"), ("lead_ranking_non_as", "non-AS")):
         if key in g:
             lr = g[key]
@@ -180,7 +185,7 @@ def main() -> None:
             for other in args.compare_layers:
                 t1 = time.perf_counter()
                 g = _all_as_ground_truth(run, gt, args.split, _layer_arg(other))
-                entry["layers"][other] = {k: g[k] for k in ("pointing_game", "heart_pointing_game") if k in g}
+                entry["layers"][other] = {k: g[k] for k in ("pointing_game", "heart_pointing_game", "tolerance_px") if k in g}
                 print(f"  -- X-ray layer {other}, every AS {args.split} record ({time.perf_counter() - t1:.0f} s):")
                 _print_ground_truth(entry["layers"][other])
     out.mkdir(parents=True, exist_ok=True)

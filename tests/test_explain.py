@@ -42,6 +42,7 @@ from cardiofusion.explain import (
     pointing_game,
     record_curves,
     sample_from_batch,
+    shuffled_hits,
 )
 from cardiofusion.models import (
     ModelConfig,
@@ -380,6 +381,17 @@ def test_map_box_pointing_game_and_lead_ranks():
     assert 32 / 64**2 < r["chance"] < (16 * 12) / 64**2
     assert pointing_game(heat, [[40, 20, 48, 24]], tolerance=2.0)["hit"] == 0.0
     assert pointing_game(np.zeros((8, 8)), [[0, 0, 8, 8]], 0)["hit"] == 0.0  # an empty map never hits
+    # location-prior baseline: map i against the boxes of the other images
+    boxes = [[[0, 0, 4, 4]], [[0, 0, 4, 4]], [[56, 56, 64, 64]]]
+    heats = []
+    for r, c in ((1, 1), (2, 2), (60, 60)):
+        h = np.zeros((64, 64))
+        h[r, c] = 1.0
+        heats.append(h)
+    assert [pointing_game(h, b, 2.0)["hit"] for h, b in zip(heats, boxes)] == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(shuffled_hits(heats, boxes, 2.0), [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(shuffled_hits([np.zeros((64, 64)), heats[0]], boxes[:2], 2.0), [0.0, 1.0])
+    assert np.isnan(shuffled_hits(heats[:1], boxes[:1], 2.0)).all()
     planted = ("I", "aVL", "V1", "V2", "V5", "V6")
     imp = np.array([1.0 if lead in planted else 0.1 for lead in CANONICAL_LEADS])
     lr = lead_ranks(imp + np.linspace(0, 0.01, 12), CANONICAL_LEADS, planted)

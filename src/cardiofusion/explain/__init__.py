@@ -29,6 +29,7 @@ from .attribution import (
     Explanation,
     RecordScorer,
     cxr_gradcam,
+    cxr_layers,
     cxr_integrated_gradients,
     ecg_gradcam,
     ecg_integrated_gradients,
@@ -53,6 +54,7 @@ from .groundtruth import (
     load_ground_truth,
     map_box,
     pointing_game,
+    shuffled_hits,
 )
 from .plot import LAYOUTS, plot_cxr_explanation, plot_ecg_explanation
 from .samples import RecordSample, load_samples, sample_from_batch, windows_from_signal
@@ -72,6 +74,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "choose_examples",
     "cxr_gradcam",
+    "cxr_layers",
     "cxr_integrated_gradients",
     "ecg_gradcam",
     "ecg_integrated_gradients",
@@ -91,6 +94,7 @@ __all__ = [
     "plot_cxr_explanation",
     "plot_ecg_explanation",
     "pointing_game",
+    "shuffled_hits",
     "record_curves",
     "sample_from_batch",
     "stitch_windows",

@@ -14,7 +14,9 @@ side, the model resizes that to ``image_size``, so a box edge ``x`` lands at ``x
 * **Pointing game** (Zhang et al. 2016): a hit when the heat map's maximum lies within ``tolerance`` px
   of a planted calcification box (15 px at 224, scaled with the image size).  Chance = the fraction of
   the image within that tolerance of a box (where a uniformly random point would hit).  Also the
-  share of heat-map mass inside the boxes vs their area share ("mass" variant).
+  share of heat-map mass inside the boxes vs their area share ("mass" variant), and a location-prior
+  baseline (:func:`shuffled_hits`): each map scored against the boxes of the *other* images, which a
+  map that always peaks where the sign usually sits would also win.
 * **Lead ranking**: rank (1 = most important) of the planted LVH leads in the lead importance;
   chance = ``(L + 1) / 2``; and the share of the top-3 leads that are LVH leads (chance: LVH leads / L).
 """
@@ -43,6 +45,7 @@ __all__ = [
     "load_ground_truth",
     "map_box",
     "pointing_game",
+    "shuffled_hits",
 ]
 
 #: The standard pointing-game tolerance: 15 px on a 224 px image.
@@ -111,6 +114,21 @@ def box_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.nda
     return mask
 
 
+def _near(boxes: Sequence[Sequence[float]], shape: tuple[int, int], tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, near)`` masks: pixels inside a box, and within ``tolerance`` px of one."""
+    inside = box_mask(boxes, shape)
+    return inside, ndimage.distance_transform_edt(~inside) <= tolerance
+
+
+def _peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """``(row, col)`` of the map's maximum; None for an all-zero map (which never hits)."""
+    heat = np.asarray(heatmap, dtype=np.float64)
+    if not heat.sum() > 0:
+        return None
+    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(r), int(c)
+
+
 def pointing_game(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], tolerance: float) -> dict[str, float]:
     """One image: is the heat map's maximum within ``tolerance`` px of a box?
 
@@ -118,15 +136,35 @@ def pointing_game(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], toleran
     ``mass`` (share of the heat map inside the boxes) and ``area`` (the boxes' area share).
     """
     heat = np.asarray(heatmap, dtype=np.float64)
-    inside = box_mask(boxes, heat.shape)
-    near = ndimage.distance_transform_edt(~inside) <= tolerance
+    inside, near = _near(boxes, heat.shape, tolerance)
     total = heat.sum()
-    hit = 0.0
-    if total > 0:
-        r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        hit = float(near[r, c])
+    peak = _peak(heat)
+    hit = float(near[peak]) if peak is not None else 0.0
     return {"hit": hit, "chance": float(near.mean()), "mass": float(heat[inside].sum() / total) if total > 0 else 0.0,
             "area": float(inside.mean())}
+
+
+def shuffled_hits(heatmaps: Sequence[np.ndarray], box_lists: Sequence[Sequence[Sequence[float]]],
+                  tolerance: float) -> np.ndarray:
+    """Location-prior baseline of the pointing game: for each map, its hit rate against the boxes of
+    every *other* image (``(n,)``; NaN when n < 2).
+
+    The area chance assumes the peak falls anywhere; planted signs sit at typical places (the valve
+    over the spine, the aortic knob), so a map that always peaks at the usual place of a sign would
+    beat area chance without looking at the image.  Beating this baseline means the map follows the
+    sign in *this* image.
+    """
+    n = len(heatmaps)
+    if n < 2:
+        return np.full(n, np.nan)
+    peaks = [_peak(h) for h in heatmaps]
+    nears = [_near(b, np.asarray(h).shape, tolerance)[1] for h, b in zip(heatmaps, box_lists)]
+    out = np.zeros(n)
+    for i, pk in enumerate(peaks):
+        if pk is None:
+            continue
+        out[i] = np.mean([float(nears[j][pk]) for j in range(n) if j != i and nears[j].shape == nears[i].shape])
+    return out
 
 
 def lead_ranks(importance: np.ndarray, leads: Sequence[str], planted: Sequence[str],
@@ -156,6 +194,13 @@ def _ci(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     return {"mean": float(m), "ci95": [float(lo), float(hi)]}
 
 
+def _shuffled(hits: np.ndarray, maps: list, tol: float, n_boot: int, seed: int) -> dict[str, Any]:
+    if len(maps) < 2:
+        return {}
+    sh = shuffled_hits([h for h, _ in maps], [b for _, b in maps], tol)
+    return {"shuffled_hit_rate": _ci(sh, n_boot, seed), "hit_minus_shuffled": _ci(hits - sh, n_boot, seed)}
+
+
 def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str | os.PathLike | GroundTruth,
                              preprocess: Any, *, kinds: Sequence[str] = ("valve", "knob"), top_k: int = 3,
                              n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -169,7 +214,7 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
     tol = TOLERANCE_AT_224 * size / 224.0
     out: dict[str, Any] = {"cxr_size": gt.cxr_size, "image_size": size, "tolerance_px": tol,
                            "calc_kinds": list(kinds)}
-    pg_rows, heart_rows = [], []
+    pg_rows, heart_rows, pg_maps, heart_maps = [], [], [], []
     for m in maps:
         heat, exam = m.get("cxr_heatmap"), m.get("cxr_exam_id")
         if heat is None or exam is None or exam not in gt.cxr.index or m["label"] != 1:
@@ -180,8 +225,10 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
         boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size) for b, k in zip(boxes, kind) if k in kinds]
         heart = map_box([g["heart_x0"], g["heart_y0"], g["heart_x1"], g["heart_y1"]], (gt.cxr_size, gt.cxr_size), size)
         heart_rows.append(pointing_game(heat, [heart], tol))
+        heart_maps.append((heat, [heart]))
         if boxes:
             pg_rows.append(pointing_game(heat, boxes, tol))
+            pg_maps.append((heat, boxes))
     if pg_rows:
         t = pd.DataFrame(pg_rows)
         out["pointing_game"] = {
@@ -190,12 +237,14 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
             "mass_in_boxes": _ci(t["mass"], n_boot, seed), "box_area": _ci(t["area"], n_boot, seed)}
         out["pointing_game"]["ratio_to_chance"] = (out["pointing_game"]["hit_rate"]["mean"]
                                                    / max(out["pointing_game"]["chance"]["mean"], 1e-12))
+        out["pointing_game"].update(_shuffled(t["hit"].to_numpy(), pg_maps, tol, n_boot, seed))
     if heart_rows:
         t = pd.DataFrame(heart_rows)
         out["heart_pointing_game"] = {"n": len(t), "hit_rate": _ci(t["hit"], n_boot, seed),
                                       "chance": _ci(t["chance"], n_boot, seed),
                                       "mass_in_box": _ci(t["mass"], n_boot, seed),
                                       "box_area": _ci(t["area"], n_boot, seed)}
+        out["heart_pointing_game"].update(_shuffled(t["hit"].to_numpy(), heart_maps, tol, n_boot, seed))
     for group, want in (("lead_ranking", 1), ("lead_ranking_non_as", 0)):
         rows, imps, lead_names = [], [], None
         for m in maps:
