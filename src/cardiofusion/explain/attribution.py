@@ -177,19 +177,19 @@ def _min_max(a: np.ndarray) -> np.ndarray:
 
 def cxr_layers(encoder: nn.Module, layer: Any = None) -> list[tuple[str, nn.Module]]:
     """``layer`` (None / ``"last"``, a stage index, a module name, or a sequence of them) -> the
-    ``(name, module)`` pairs of the X-ray ``encoder`` that Grad-CAM hooks."""
-    enc = encoder
+    ``(name, module)`` pairs of the X-ray ``encoder`` that Grad-CAM hooks (encoders without
+    ``feature_layer`` offer only their own ``gradcam_layer``)."""
     specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     if not specs:
         specs = [None]
     out = []
     for spec in specs:
-        if hasattr(enc, "feature_layer"):
-            out.append(enc.feature_layer(spec))
+        if hasattr(encoder, "feature_layer"):
+            out.append(encoder.feature_layer(spec))
         elif spec is None or spec == "last":
-            out.append(("gradcam_layer", enc.gradcam_layer))
+            out.append(("gradcam_layer", encoder.gradcam_layer))
         else:
-            raise ConfigError(f"the X-ray encoder {type(enc).__name__} names only its own Grad-CAM layer; "
+            raise ConfigError(f"the X-ray encoder {type(encoder).__name__} names only its own Grad-CAM layer; "
                               f"cannot use layer {spec!r}")
     return out
 

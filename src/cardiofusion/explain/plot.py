@@ -47,7 +47,9 @@ def plot_cxr_explanation(expl: CXRExplanation, path: str | os.PathLike, *, title
     axes[1].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
     im = axes[1].imshow(expl.heatmap, cmap=_CMAP, vmin=0, vmax=1, alpha=alpha)
     name = {"gradcam": "Grad-CAM", "ig": "integrated gradients"}.get(expl.method, expl.method)
-    axes[1].set_title(f"{name} of {expl.target} ({expl.target_score:+.3f})", fontsize=9)
+    grid = f", {expl.coarse.shape[0]}x{expl.coarse.shape[1]} grid" if expl.coarse is not None else ""
+    where = f" [{expl.layer.replace('model.', '')}{grid}]" if getattr(expl, "layer", None) else ""
+    axes[1].set_title(f"{name}{where} of {expl.target} ({expl.target_score:+.3f})", fontsize=9)
     for ax in axes:
         for x0, y0, x1, y1 in boxes:
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime", lw=1.2))
