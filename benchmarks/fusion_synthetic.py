@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-train", dest="train", action="store_false",
+                    help="stop after synth -> cohort -> cache (then train with benchmarks/fusion_warmstart.py)")
     args = ap.parse_args()
 
     d = SynthConfig()
@@ -43,7 +45,10 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run_demo(args.out, synth_config=synth, cohort_config=CohortConfig(seed=args.seed),
                       cache_config=CacheConfig(fs=args.fs), workers=args.workers, max_epochs=args.epochs,
-                      patience=args.patience, image_size=args.image_size, progress=False)
+                      patience=args.patience, image_size=args.image_size, progress=False, train=args.train)
+    if not args.train:
+        print(f"oracle AUROC {result.oracle}; cohort and cache in {result.out_dir} ({time.perf_counter() - t0:.0f} s)")
+        return
     c = result.flow["decoding"]["splits"]["val"]
     print()
     print(f"synthetic export: {args.patients} patients, prevalence {args.prevalence}, sign scale {args.sign_scale}; "

