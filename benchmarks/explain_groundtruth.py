@@ -94,6 +94,17 @@ def _all_as_ground_truth(run, gt, split: str, cxr_layer=None) -> dict:
     return evaluate_on_ground_truth(maps, gt, run.config.preprocess)
 
 
+def _sign_removal(run, gt, split: str) -> dict:
+    """Score drop when the planted calcifications are inpainted vs the same boxes moved (every AS X-ray)."""
+    from cardiofusion.cache import open_cache
+    from cardiofusion.data import split_records
+    from cardiofusion.explain import load_samples, sign_removal
+
+    records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)
+    ids = records.loc[records["label"] == 1, "record_id"].astype(str).tolist()
+    return sign_removal(run.model, load_samples(run, ids), gt)
+
+
 def _print_ground_truth(g: dict) -> None:
     if "pointing_game" in g:
         pg = g["pointing_game"]
@@ -130,6 +141,8 @@ def main() -> None:
                     help="skip the pointing game / lead ranking over every AS record of the split")
     ap.add_argument("--no-faithfulness", dest="faithfulness", action="store_false",
                     help="skip the deletion / insertion tests (minutes); only the ground-truth checks of the maps")
+    ap.add_argument("--no-sign-removal", dest="sign_removal", action="store_false",
+                    help="skip the check that inpainting the planted calcifications lowers the X-ray score")
     ap.add_argument("--allow-unfinished", action="store_true",
                     help="also evaluate runs still training, at their current best checkpoint (interim numbers)")
     ap.add_argument("--cxr-layer", default="last",
@@ -197,6 +210,13 @@ def main() -> None:
             entry["ground_truth_all_as"] = _all_as_ground_truth(run, gt, args.split, layer)
             print(f"  -- every AS {args.split} record, maps only ({time.perf_counter() - t1:.0f} s):")
             _print_ground_truth(entry["ground_truth_all_as"])
+        if run.model.cxr_encoder is not None and args.sign_removal:
+            t1 = time.perf_counter()
+            entry["sign_removal"] = sr = _sign_removal(run, gt, args.split)
+            print(f"  -- planted calcifications inpainted, every AS {args.split} X-ray with one (n={sr['n']}, "
+                  f"{time.perf_counter() - t1:.0f} s): score {sr['score']['mean']:+.3f}; drop {_fmt(sr['drop_planted'])} "
+                  f"vs the same boxes moved {_fmt(sr['drop_moved'])}; difference {_fmt(sr['planted_minus_moved'])}; "
+                  f"planted larger in {_fmt(sr['share_planted_wins'])}")
         if run.model.cxr_encoder is not None:
             entry["layers"] = {}
             for other in args.compare_layers:

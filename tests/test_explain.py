@@ -343,6 +343,31 @@ def test_faithfulness_on_a_model_that_sees_one_quadrant():
     assert wins == {"random": 8, "uniform": 8}
 
 
+def test_sign_removal_finds_the_spot_the_model_uses():
+    """Inpainting a planted spot the model sees lowers its score; the same spot where the model does not
+    look, or the boxes moved onto flat background, change nothing."""
+    from cardiofusion.explain import GroundTruth, sign_removal
+
+    model = _known_truth_model("cxr")  # edge energy of the top-left quadrant of a 32 px image
+    samples, rows = [], []
+    for i, (r, c) in enumerate([(6, 7), (8, 5), (24, 25)]):  # two spots the model sees, one it does not
+        img = np.zeros((1, 32, 32), dtype=np.float32)
+        img[0, r - 1:r + 2, c - 1:c + 2] = 3.0
+        sample = dataclasses.replace(_sample(40 + i, size=32, ecg=False), cxr=torch.as_tensor(img),
+                                     record_id=f"s{i}", cxr_exam_id=f"X{i}")
+        samples.append(sample)
+        rows.append({"exam_id": f"X{i}", "calc_bboxes": json.dumps([[c - 1, r - 1, c + 2, r + 2]]), "calc_kinds": "valve"})
+    gt = GroundTruth(cxr=pd.DataFrame(rows).set_index("exam_id"), ecg=pd.DataFrame(), cxr_size=32)
+    seen = sign_removal(model, samples[:2], gt, n_boot=100, margin_px=3.0)
+    assert seen["n"] == 2 and seen["drop_planted"]["mean"] > 0.9 * seen["score"]["mean"] > 0  # the spot was all
+    assert abs(seen["drop_moved"]["mean"]) < 0.02 * seen["drop_planted"]["mean"]  # flat background: nothing lost
+    assert seen["share_planted_wins"]["mean"] == 1.0 and seen["planted_minus_moved"]["ci95"][0] > 0
+    unseen = sign_removal(model, samples[2:], gt, n_boot=100, margin_px=3.0)
+    assert unseen["drop_planted"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="no AS X-ray"):
+        sign_removal(model, [dataclasses.replace(samples[0], label=0.0)], gt)
+
+
 def test_faithfulness_on_a_model_that_reads_one_lead():
     model = _known_truth_model("ecg")
     expl, curves = record_curves(model, _sample(30, cxr=False), FaithfulnessConfig(seed=1))
@@ -366,6 +391,43 @@ def test_aopc_and_bootstrap():
     curves = np.random.default_rng(1).normal(size=(50, 5))
     cm, clo, chi = bootstrap_mean_ci(curves, 1000)
     assert cm.shape == (5,) and (clo <= cm).all() and (cm <= chi).all()
+
+
+def test_cluster_bootstrap_draws_whole_patients():
+    """groups = one per record is the record bootstrap exactly; patients' duplicated records give the CI of
+    the de-duplicated values; ignoring the clustering gives too narrow a CI."""
+    v = np.random.default_rng(0).normal(size=40)
+    assert bootstrap_mean_ci(v, 500, seed=2, groups=np.arange(40)) == bootstrap_mean_ci(v, 500, seed=2)
+    dup, groups = np.repeat(v, 3), np.repeat(np.arange(40), 3)  # every patient has 3 identical records
+    m, lo, hi = bootstrap_mean_ci(dup, 500, seed=2, groups=groups)
+    _, ulo, uhi = bootstrap_mean_ci(v, 500, seed=2, groups=np.arange(40))
+    assert m == pytest.approx(dup.mean()) and (lo, hi) == pytest.approx((ulo, uhi))
+    _, rlo, rhi = bootstrap_mean_ci(dup, 500, seed=2)  # treating duplicates as independent: too narrow
+    assert rhi - rlo < 0.75 * (hi - lo)
+    with pytest.raises(ConfigError, match="groups has 3 entries"):
+        bootstrap_mean_ci(v, 10, groups=[1, 2, 3])
+
+
+def test_ground_truth_counts_images_not_records():
+    """Two records that share an X-ray (and its map) are one image in the pointing game."""
+    from cardiofusion.explain import GroundTruth, evaluate_on_ground_truth
+
+    cxr = pd.DataFrame([{"exam_id": f"X{i}", "calc_bboxes": json.dumps([[10 + 20 * i, 10, 14 + 20 * i, 14]]),
+                         "calc_kinds": "valve", "heart_x0": 0, "heart_y0": 0, "heart_x1": 32, "heart_y1": 32}
+                        for i in range(3)]).set_index("exam_id")
+    gt = GroundTruth(cxr=cxr, ecg=pd.DataFrame(columns=["lvh_leads"]), cxr_size=64)
+    maps = []
+    for i, (r, c) in enumerate([(12, 12), (12, 32), (50, 50)]):  # hits on X0 and X1, a miss on X2
+        heat = np.zeros((64, 64))
+        heat[r, c] = 1.0
+        for copy in range(3 if i == 0 else 1):  # X0 is linked to three ECGs
+            maps.append({"record_id": f"r{i}{copy}", "patient_id": f"p{i}", "label": 1, "cxr_exam_id": f"X{i}",
+                         "cxr_heatmap": heat, "ecg_exam_id": None})
+    res = evaluate_on_ground_truth(maps, gt, PreprocessConfig(image_size=64), n_boot=200)
+    pg = res["pointing_game"]
+    assert (pg["n"], pg["n_records"], pg["n_patients"]) == (3, 5, 3)
+    assert pg["hit_rate"]["mean"] == pytest.approx(2 / 3)  # per image, not 4 / 5 per record
+    assert pg["shuffled_hit_rate"]["mean"] == pytest.approx(0.0)  # no map peaks at another image's spot
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -213,7 +214,11 @@ def test_no_patient_identifiers_in_logs_or_responses(server, shared_data, caplog
         assert status == expect, d
         responses.append(json.dumps(d))
     assert any("predict #" in r.getMessage() for r in caplog.records)  # the service does log requests
+    # PNG figures travel base64-encoded; a 3-letter identifier can occur in such a payload by chance
+    # (it is not text in the figure), so the payloads are set aside before the search.
+    payload = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
     for text in [caplog.text, *responses]:
+        text = payload.sub("<base64>", text)
         for identifier in identifiers:
             assert identifier not in text
 

@@ -55,6 +55,7 @@ from .groundtruth import (
     map_box,
     pointing_game,
     shuffled_hits,
+    sign_removal,
 )
 from .plot import LAYOUTS, plot_cxr_explanation, plot_ecg_explanation
 from .samples import RecordSample, load_samples, sample_from_batch, windows_from_signal
@@ -95,6 +96,7 @@ __all__ = [
     "plot_ecg_explanation",
     "pointing_game",
     "shuffled_hits",
+    "sign_removal",
     "record_curves",
     "sample_from_batch",
     "stitch_windows",

@@ -167,51 +167,80 @@ def aopc(curve: np.ndarray, mode: str) -> np.ndarray:
     return diff.mean(axis=-1)
 
 
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _resample_means(v: np.ndarray, n_boot: int, seed: int, groups: Sequence[Any] | None) -> np.ndarray:
+    """``(n_boot, ...)`` bootstrap means of ``v`` over axis 0; with ``groups``, whole groups (patients) are
+    drawn and the mean is over all records of the drawn groups (a cluster bootstrap)."""
+    n = v.shape[0]
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return v[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
+    g = np.asarray(groups)
+    if len(g) != n:
+        raise ConfigError(f"groups has {len(g)} entries for {n} records")
+    _, inv = np.unique(g, return_inverse=True)
+    n_g = int(inv.max()) + 1
+    sums = np.zeros((n_g, *v.shape[1:]))
+    np.add.at(sums, inv, v)
+    counts = np.bincount(inv, minlength=n_g).astype(np.float64)
+    idx = rng.integers(0, n_g, size=(int(n_boot), n_g))
+    tot = counts[idx].sum(axis=1)  # (n_boot,)
+    return sums[idx].sum(axis=1) / tot.reshape(-1, *([1] * (v.ndim - 1)))
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                      groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over records (axis 0) with a percentile bootstrap CI (vectorised).
+
+    ``groups`` (e.g. patient ids, one per record) makes it a cluster bootstrap: records of one patient
+    are drawn together, as in :mod:`cardiofusion.evaluation` (records sharing a patient -- or an X-ray
+    linked to several ECGs -- are not independent).
 
     Returns ``(mean, low, high)``, each of shape ``values.shape[1:]``.
     """
     v = np.asarray(values, dtype=np.float64)
-    n = v.shape[0]
-    if n == 0:
+    if v.shape[0] == 0:
         nan = np.full(v.shape[1:], np.nan)
         return nan, nan, nan
-    idx = np.random.default_rng(seed).integers(0, n, size=(int(n_boot), n))  # (n_boot, n)
-    boot = v[idx].mean(axis=1)  # (n_boot, ...)
+    boot = _resample_means(v, n_boot, seed, groups)
     a = (1 - level) / 2
     return v.mean(axis=0), np.quantile(boot, a, axis=0), np.quantile(boot, 1 - a, axis=0)
 
 
-def _ci_dict(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    m, lo, hi = bootstrap_mean_ci(values, n_boot, seed)
+def _ci_dict(values: np.ndarray, n_boot: int, seed: int, groups: Sequence[Any] | None = None) -> dict[str, Any]:
+    m, lo, hi = bootstrap_mean_ci(values, n_boot, seed, groups=groups)
     return {"mean": float(m), "ci95": [float(lo), float(hi)], "n": len(values)}
 
 
 def summarise(curves: dict[str, dict[str, np.ndarray]], percentages: Sequence[float], n_boot: int = 1000,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, groups: Sequence[Any] | None = None) -> dict[str, Any]:
     """Report section of one modality from per-record curves ``{mode: {map: (n, 1 + P)}}``.
 
-    Every statistic uses the same bootstrap resamples (same seed), so differences are paired.
+    Every statistic uses the same bootstrap resamples (same seed), so differences are paired; with
+    ``groups`` (patient ids) the resamples draw whole patients.
     """
-    out: dict[str, Any] = {"percentages": [0.0, *map(float, percentages)]}
+    out: dict[str, Any] = {"percentages": [0.0, *map(float, percentages)],
+                           "resampling": "patients" if groups is not None else "records"}
+    if groups is not None:
+        out["n_patients"] = int(len(np.unique(np.asarray(groups))))
     for mode in ("deletion", "insertion"):
         sec: dict[str, Any] = {"curves": {}, "aopc": {}, "difference": {}}
         for name in MAPS:
             c = np.asarray(curves[mode][name])
-            m, lo, hi = bootstrap_mean_ci(c, n_boot, seed)
-            dm, dlo, dhi = bootstrap_mean_ci(c - c[:, :1], n_boot, seed)  # paired change from the start
+            m, lo, hi = bootstrap_mean_ci(c, n_boot, seed, groups=groups)
+            dm, dlo, dhi = bootstrap_mean_ci(c - c[:, :1], n_boot, seed, groups=groups)  # paired change from the start
             sec["curves"][name] = {"mean": m.tolist(), "ci95_low": lo.tolist(), "ci95_high": hi.tolist(),
                                    "change_mean": dm.tolist(), "change_ci95_low": dlo.tolist(),
                                    "change_ci95_high": dhi.tolist()}
-            sec["aopc"][name] = _ci_dict(aopc(c, mode), n_boot, seed)
-            sec.setdefault("mean_score", {})[name] = _ci_dict(c[:, 1:].mean(axis=1), n_boot, seed)
+            sec["aopc"][name] = _ci_dict(aopc(c, mode), n_boot, seed, groups)
+            sec.setdefault("mean_score", {})[name] = _ci_dict(c[:, 1:].mean(axis=1), n_boot, seed, groups)
         for base in ("random", "uniform"):
             d = aopc(curves[mode]["explanation"], mode) - aopc(curves[mode][base], mode)
-            entry = _ci_dict(d, n_boot, seed)
-            idx = np.random.default_rng(seed).integers(0, len(d), size=(int(n_boot), len(d)))
-            entry["p_one_sided"] = float(((d[idx].mean(axis=1) <= 0).sum() + 1) / (n_boot + 1)) if len(d) else None
+            entry = _ci_dict(d, n_boot, seed, groups)
+            if len(d):
+                boot = _resample_means(np.asarray(d, dtype=np.float64), n_boot, seed, groups)
+                entry["p_one_sided"] = float(((boot <= 0).sum() + 1) / (n_boot + 1))
+            else:
+                entry["p_one_sided"] = None
             entry["win_rate"] = float(np.mean(d > 0)) if len(d) else None
             sec["difference"][f"explanation-{base}"] = entry
         out[mode] = sec
@@ -271,7 +300,8 @@ def record_curves(model: torch.nn.Module, sample: RecordSample, config: Faithful
 def maps_for_ground_truth(sample: RecordSample, expl: Explanation) -> dict[str, Any]:
     """What the ground-truth checks need of one explained record (small: no ECG arrays)."""
     return {
-        "record_id": sample.record_id, "label": sample.label, "cxr_exam_id": sample.cxr_exam_id,
+        "record_id": sample.record_id, "patient_id": sample.patient_id, "label": sample.label,
+        "cxr_exam_id": sample.cxr_exam_id,
         "ecg_exam_id": sample.ecg_exam_id,
         "cxr_heatmap": None if expl.cxr is None else expl.cxr.heatmap,
         "cxr_target": None if expl.cxr is None else expl.cxr.target,
@@ -353,15 +383,18 @@ def evaluate_faithfulness(run: Any, split: str = "test", *, n_records: int | Non
         "n_records": len(samples), "n_as": int(np.nansum(labels == 1)), "config": asdict(config),
         "score": "the explained score (positive-class logit): branch score where the head has one, else fused",
     }
+    patients = np.array([str(k["patient_id"]) for k in kept])
+    report["n_patients"] = int(len(np.unique(patients)))
     for m, modes in per.items():
         arrays = {mode: {name: np.stack(v) for name, v in d.items()} for mode, d in modes.items()}
-        report[m] = summarise(arrays, config.percentages, config.n_boot, config.seed)
-        report[m]["target"] = next((k[f"{m}_target"] for k in kept if k.get(f"{m}_target")), None)
         as_rows = np.flatnonzero(np.array([k.get(f"{m}_target") is not None for k in kept]))
+        report[m] = summarise(arrays, config.percentages, config.n_boot, config.seed, groups=patients[as_rows])
+        report[m]["target"] = next((k[f"{m}_target"] for k in kept if k.get(f"{m}_target")), None)
         as_mask = labels[as_rows] == 1
         if as_mask.any():
             sub = {mode: {name: a[as_mask] for name, a in d.items()} for mode, d in arrays.items()}
-            report[m]["as_records"] = summarise(sub, config.percentages, config.n_boot, config.seed)
+            report[m]["as_records"] = summarise(sub, config.percentages, config.n_boot, config.seed,
+                                                groups=patients[as_rows][as_mask])
     report["records"] = rows
     if ground_truth is not None:
         from .groundtruth import evaluate_on_ground_truth

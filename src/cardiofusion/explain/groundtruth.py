@@ -46,6 +46,7 @@ __all__ = [
     "map_box",
     "pointing_game",
     "shuffled_hits",
+    "sign_removal",
 ]
 
 #: The standard pointing-game tolerance: 15 px on a 224 px image.
@@ -145,25 +146,25 @@ def pointing_game(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], toleran
 
 
 def shuffled_hits(heatmaps: Sequence[np.ndarray], box_lists: Sequence[Sequence[Sequence[float]]],
-                  tolerance: float) -> np.ndarray:
+                  tolerance: float, images: Sequence[Any] | None = None) -> np.ndarray:
     """Location-prior baseline of the pointing game: for each map, its hit rate against the boxes of
-    every *other* image (``(n,)``; NaN when n < 2).
+    every *other* image (``(n,)``; NaN when there is no other image).
 
     The area chance assumes the peak falls anywhere; planted signs sit at typical places (the valve
     over the spine, the aortic knob), so a map that always peaks at the usual place of a sign would
     beat area chance without looking at the image.  Beating this baseline means the map follows the
-    sign in *this* image.
+    sign in *this* image.  ``images`` (one id per map, e.g. the X-ray exam) marks maps of the same
+    image, which are not compared with each other.
     """
     n = len(heatmaps)
-    if n < 2:
-        return np.full(n, np.nan)
+    ids = np.arange(n) if images is None else np.asarray([str(i) for i in images])
     peaks = [_peak(h) for h in heatmaps]
     nears = [_near(b, np.asarray(h).shape, tolerance)[1] for h, b in zip(heatmaps, box_lists)]
-    out = np.zeros(n)
+    out = np.full(n, np.nan)
     for i, pk in enumerate(peaks):
-        if pk is None:
-            continue
-        out[i] = np.mean([float(nears[j][pk]) for j in range(n) if j != i and nears[j].shape == nears[i].shape])
+        others = [j for j in range(n) if ids[j] != ids[i] and nears[j].shape == nears[i].shape]
+        if others:
+            out[i] = 0.0 if pk is None else np.mean([float(nears[j][pk]) for j in others])
     return out
 
 
@@ -189,16 +190,32 @@ def lead_ranks(importance: np.ndarray, leads: Sequence[str], planted: Sequence[s
             "top_share": float(hit[top].mean()), "chance_top_share": float(hit.mean())}
 
 
-def _ci(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    m, lo, hi = bootstrap_mean_ci(np.asarray(values, dtype=np.float64), n_boot, seed)
+def _ci(values: Any, n_boot: int, seed: int, groups: Any = None) -> dict[str, Any]:
+    m, lo, hi = bootstrap_mean_ci(np.asarray(values, dtype=np.float64), n_boot, seed, groups=groups)
     return {"mean": float(m), "ci95": [float(lo), float(hi)]}
 
 
-def _shuffled(hits: np.ndarray, maps: list, tol: float, n_boot: int, seed: int) -> dict[str, Any]:
-    if len(maps) < 2:
-        return {}
-    sh = shuffled_hits([h for h, _ in maps], [b for _, b in maps], tol)
-    return {"shuffled_hit_rate": _ci(sh, n_boot, seed), "hit_minus_shuffled": _ci(hits - sh, n_boot, seed)}
+def _per_image(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-record results -> one row per image (``unit``): records that share an X-ray (one X-ray linked
+    to several ECGs) or an ECG are one observation, averaged; ``patient`` kept for the cluster bootstrap."""
+    t = pd.DataFrame(rows)
+    num = [c for c in t.columns if c not in ("unit", "patient")]
+    return t.groupby("unit", sort=True).agg({**{c: "mean" for c in num}, "patient": "first"}).reset_index()
+
+
+def _game_summary(rows: list[dict[str, Any]], n_boot: int, seed: int, *, mass_key: str) -> dict[str, Any]:
+    t = _per_image(rows)
+    g = t["patient"].to_numpy()
+    res = {"n": len(t), "n_records": len(rows), "n_patients": int(t["patient"].nunique()),
+           "hit_rate": _ci(t["hit"], n_boot, seed, g), "chance": _ci(t["chance"], n_boot, seed, g),
+           "hit_minus_chance": _ci(t["hit"] - t["chance"], n_boot, seed, g),
+           mass_key: _ci(t["mass"], n_boot, seed, g),
+           "box_area": _ci(t["area"], n_boot, seed, g)}
+    if t["shuffled"].notna().all():
+        res["shuffled_hit_rate"] = _ci(t["shuffled"], n_boot, seed, g)
+        res["hit_minus_shuffled"] = _ci(t["hit"] - t["shuffled"], n_boot, seed, g)
+    res["ratio_to_chance"] = res["hit_rate"]["mean"] / max(res["chance"]["mean"], 1e-12)
+    return res
 
 
 def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str | os.PathLike | GroundTruth,
@@ -208,13 +225,15 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
 
     X-ray: AS records whose X-ray has at least one visible calcification of ``kinds``; ECG: AS
     records (their LVH leads carry the planted voltage sign), with non-AS records as a contrast.
+    The unit is the image (``n``: distinct X-ray / ECG exams; records sharing one are averaged) and the
+    CIs come from a cluster bootstrap over patients.
     """
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     size = int(preprocess.image_size)
     tol = TOLERANCE_AT_224 * size / 224.0
     out: dict[str, Any] = {"cxr_size": gt.cxr_size, "image_size": size, "tolerance_px": tol,
                            "calc_kinds": list(kinds)}
-    pg_rows, heart_rows, pg_maps, heart_maps = [], [], [], []
+    games: dict[str, list] = {"pointing_game": [], "heart_pointing_game": []}
     for m in maps:
         heat, exam = m.get("cxr_heatmap"), m.get("cxr_exam_id")
         if heat is None or exam is None or exam not in gt.cxr.index or m["label"] != 1:
@@ -224,27 +243,17 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
         kind = str(g["calc_kinds"]).split(",") if isinstance(g["calc_kinds"], str) else []
         boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size) for b, k in zip(boxes, kind) if k in kinds]
         heart = map_box([g["heart_x0"], g["heart_y0"], g["heart_x1"], g["heart_y1"]], (gt.cxr_size, gt.cxr_size), size)
-        heart_rows.append(pointing_game(heat, [heart], tol))
-        heart_maps.append((heat, [heart]))
+        patient = str(m.get("patient_id", exam))
+        games["heart_pointing_game"].append((heat, [heart], str(exam), patient))
         if boxes:
-            pg_rows.append(pointing_game(heat, boxes, tol))
-            pg_maps.append((heat, boxes))
-    if pg_rows:
-        t = pd.DataFrame(pg_rows)
-        out["pointing_game"] = {
-            "n": len(t), "hit_rate": _ci(t["hit"], n_boot, seed), "chance": _ci(t["chance"], n_boot, seed),
-            "hit_minus_chance": _ci(t["hit"] - t["chance"], n_boot, seed),
-            "mass_in_boxes": _ci(t["mass"], n_boot, seed), "box_area": _ci(t["area"], n_boot, seed)}
-        out["pointing_game"]["ratio_to_chance"] = (out["pointing_game"]["hit_rate"]["mean"]
-                                                   / max(out["pointing_game"]["chance"]["mean"], 1e-12))
-        out["pointing_game"].update(_shuffled(t["hit"].to_numpy(), pg_maps, tol, n_boot, seed))
-    if heart_rows:
-        t = pd.DataFrame(heart_rows)
-        out["heart_pointing_game"] = {"n": len(t), "hit_rate": _ci(t["hit"], n_boot, seed),
-                                      "chance": _ci(t["chance"], n_boot, seed),
-                                      "mass_in_box": _ci(t["mass"], n_boot, seed),
-                                      "box_area": _ci(t["area"], n_boot, seed)}
-        out["heart_pointing_game"].update(_shuffled(t["hit"].to_numpy(), heart_maps, tol, n_boot, seed))
+            games["pointing_game"].append((heat, boxes, str(exam), patient))
+    for key, items in games.items():
+        if not items:
+            continue
+        shuffled = shuffled_hits([h for h, *_ in items], [b for _, b, *_ in items], tol, [e for _, _, e, _ in items])
+        rows = [{**pointing_game(h, b, tol), "shuffled": sh, "unit": e, "patient": pt}
+                for (h, b, e, pt), sh in zip(items, shuffled)]
+        out[key] = _game_summary(rows, n_boot, seed, mass_key="mass_in_boxes" if key == "pointing_game" else "mass_in_box")
     for group, want in (("lead_ranking", 1), ("lead_ranking_non_as", 0)):
         rows, imps, lead_names = [], [], None
         for m in maps:
@@ -252,14 +261,17 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
             if imp is None or exam is None or exam not in gt.ecg.index or m["label"] != want:
                 continue
             planted = str(gt.ecg.loc[exam, "lvh_leads"]).split(",")
-            rows.append(lead_ranks(imp, m["leads"], planted, m.get("lead_mask"), top_k=top_k))
+            rows.append({**lead_ranks(imp, m["leads"], planted, m.get("lead_mask"), top_k=top_k),
+                         "unit": str(exam), "patient": str(m.get("patient_id", exam))})
             imps.append(np.asarray(imp, dtype=np.float64))
             lead_names = list(m["leads"])
         if rows:
-            t = pd.DataFrame(rows)
-            out[group] = {"n": len(t), "planted": "lvh_leads", "mean_rank": _ci(t["mean_rank"], n_boot, seed),
+            t = _per_image(rows)
+            pg = t["patient"].to_numpy()
+            out[group] = {"n": len(t), "n_records": len(rows), "n_patients": int(t["patient"].nunique()),
+                          "planted": "lvh_leads", "mean_rank": _ci(t["mean_rank"], n_boot, seed, pg),
                           "chance_rank": float(t["chance_rank"].mean()),
-                          f"top{top_k}_share": _ci(t["top_share"], n_boot, seed),
+                          f"top{top_k}_share": _ci(t["top_share"], n_boot, seed, pg),
                           f"chance_top{top_k}_share": float(t["chance_top_share"].mean()),
                           "mean_importance_by_lead": {lead: round(float(v), 5) for lead, v in
                                                       zip(lead_names, np.mean(imps, axis=0))}}
@@ -267,3 +279,78 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
         raise ConfigError("no explained AS record matched the ground truth (is it the export this cohort was "
                           "built from?)")
     return out
+
+
+def _inpaint(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Fill ``mask`` pixels from their surroundings: normalised Gaussian convolution of the unmasked
+    pixels (the masked ones never bleed into the fill)."""
+    keep = (~mask).astype(np.float64)
+    num = ndimage.gaussian_filter(image * keep, sigma, mode="nearest")
+    den = ndimage.gaussian_filter(keep, sigma, mode="nearest")
+    fill = np.where(den > 1e-6, num / np.maximum(den, 1e-6), float(image[~mask].mean() if (~mask).any() else 0.0))
+    return np.where(mask, fill, image)
+
+
+def sign_removal(model: Any, samples: Sequence[Any], ground_truth: str | os.PathLike | GroundTruth, *,
+                 kinds: Sequence[str] = ("valve", "knob"), target: str = "auto", n_random: int = 8,
+                 shift_px: tuple[float, float] = (16.0, 40.0), margin_px: float = 2.0, n_boot: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Does the model use the planted calcifications?  The premise of the pointing game, tested directly.
+
+    For every AS X-ray with a visible planted calcification: the explained X-ray score of the image as is,
+    with the calcification boxes (grown by ``margin_px``, at 224 scale) inpainted from their surroundings,
+    and -- the control -- with the same boxes moved by a random ``shift_px`` (at 224 scale) and inpainted
+    there, ``n_random`` times (the same area of nearby anatomy removed).  Reported: mean score drop for the
+    planted boxes, for the moved boxes, their paired difference and the share of images where removing
+    the planted spots lowers the score more than the average control; one row per X-ray exam (the first
+    record of an X-ray linked to several ECGs), CIs by a bootstrap over patients.
+    """
+    import torch
+
+    from .attribution import RecordScorer
+
+    gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
+    rng = np.random.default_rng(seed)
+    rows, seen = [], set()
+    for sample in samples:
+        if sample.cxr is None or sample.label != 1 or sample.cxr_exam_id not in gt.cxr.index:
+            continue
+        if sample.cxr_exam_id in seen:  # one X-ray linked to several ECGs: one image
+            continue
+        seen.add(sample.cxr_exam_id)
+        g = gt.cxr.loc[sample.cxr_exam_id]
+        boxes = json.loads(g["calc_bboxes"]) if isinstance(g["calc_bboxes"], str) else []
+        kind = str(g["calc_kinds"]).split(",") if isinstance(g["calc_kinds"], str) else []
+        image = sample.cxr[0].detach().cpu().numpy().astype(np.float64)  # (H, W) normalised model input
+        size = image.shape[-1]
+        scale = size / 224.0
+        m = margin_px * scale
+        boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size) for b, k in zip(boxes, kind) if k in kinds]
+        if not boxes:
+            continue
+        grown = [[x0 - m, y0 - m, x1 + m, y1 + m] for x0, y0, x1, y1 in boxes]
+        sigma = 3.0 * scale
+        versions = [image, _inpaint(image, box_mask(grown, image.shape), sigma)]
+        for _ in range(n_random):
+            r = rng.uniform(*shift_px) * scale
+            a = rng.uniform(0, 2 * np.pi)
+            dx, dy = r * np.cos(a), r * np.sin(a)
+            moved = [[x0 + dx, y0 + dy, x1 + dx, y1 + dy] for x0, y0, x1, y1 in grown]
+            versions.append(_inpaint(image, box_mask(moved, image.shape), sigma))
+        scorer = RecordScorer(model, sample)
+        batch = torch.as_tensor(np.stack(versions)[:, None], dtype=torch.float32, device=scorer.device)
+        with torch.no_grad():
+            s = scorer.cxr_scores(batch, target).cpu().numpy().astype(np.float64)
+        drop, drop_random = s[0] - s[1], float(np.mean(s[0] - s[2:]))
+        rows.append({"record_id": sample.record_id, "patient": str(sample.patient_id), "score": s[0], "drop": drop,
+                     "drop_random": drop_random, "wins": float(drop > drop_random)})
+    if not rows:
+        raise ConfigError("no AS X-ray with a visible planted calcification among the samples")
+    t = pd.DataFrame(rows)
+    g = t["patient"].to_numpy()
+    return {"n": len(t), "n_patients": int(t["patient"].nunique()), "kinds": list(kinds), "target": target,
+            "n_random": n_random, "shift_px_at_224": list(shift_px), "margin_px_at_224": margin_px,
+            "score": _ci(t["score"], n_boot, seed, g), "drop_planted": _ci(t["drop"], n_boot, seed, g),
+            "drop_moved": _ci(t["drop_random"], n_boot, seed, g),
+            "planted_minus_moved": _ci(t["drop"] - t["drop_random"], n_boot, seed, g),
+            "share_planted_wins": _ci(t["wins"], n_boot, seed, g)}

@@ -179,7 +179,7 @@ def read_csv(path: Path, *, fs: float | None, units: str | None, resolution_uv: 
         raise ReadError(path, "CSV file has a header but no data rows")
     columns = [str(c).strip() for c in df.columns] if has_header else [f"column {i}" for i in range(df.shape[1])]
     for i, col in enumerate(df.columns):
-        if df[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(df[col]):  # object (pandas < 3) or the str dtype (pandas >= 3)
             bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
             if bad.any():
                 row = int(np.argmax(bad.to_numpy()))
