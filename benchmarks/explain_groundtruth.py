@@ -15,14 +15,15 @@ The README's numbers (runs of ``benchmarks/fusion_warmstart.py``'s docstring in 
 ``cxr128`` at 128 px), each row from one of::
 
     export OMP_NUM_THREADS=1; B=benchmarks/explain_groundtruth.py
-    python $B --runs ROOT --names cxr256 --cxr-layer last --no-all-as --out OUT/last
+    python $B --runs ROOT --names cxr256 --cxr-layer last --no-all-as --no-sign-removal --out OUT/last
     python $B --runs ROOT --names cxr256 --cxr-layer=-2 --compare-layers last last+-2 --out OUT/stage-2
-    python $B --runs ROOT --names cxr256 --cxr-layer last+-2 --n-examples 0 --no-all-as --out OUT/both
+    python $B --runs ROOT --names cxr256 --cxr-layer last+-2 --n-examples 0 --no-all-as --no-sign-removal \\
+        --out OUT/both
     python $B --runs ROOT --names coop256 ecg --cxr-layer last+-2 --compare-layers last -2 --out OUT/coop
     python $B --runs ROOT --names cxr128 --no-faithfulness --cxr-layer last --compare-layers -2 last+-2 --out OUT/128
 
-(about 6 min per X-ray run and 13 min for the cooperative one on this 2-core machine, the maps-only
-checks seconds).
+(about 6 min per X-ray run and 8 min for the cooperative one on this 2-core machine, two at a time; the
+maps-only checks and the sign removal take seconds).
 """
 
 from __future__ import annotations
