@@ -447,7 +447,8 @@ class Explanation:
             d["cxr"] = {"method": self.cxr.method, "target": self.cxr.target, "target_score": self.cxr.target_score}
             if self.cxr.layer is not None:
                 d["cxr"]["layer"] = self.cxr.layer
-                d["cxr"]["grid"] = list(self.cxr.coarse.shape) if self.cxr.coarse is not None else None
+                if self.cxr.coarse is not None and "+" not in self.cxr.layer:  # one layer: its grid
+                    d["cxr"]["grid"] = list(self.cxr.coarse.shape)
         if self.ecg is not None:
             d["ecg"] = {"method": self.ecg.method, "target": self.ecg.target, "target_score": self.ecg.target_score,
                         "lead_importance_source": self.ecg.lead_importance_source,
