@@ -86,6 +86,14 @@ def test_predict_explain_writes_heat_maps(setup, tmp_path, capsys):
         assert path.parent == out_dir and path.name == f"P_7_{kind}.png"
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    # another Grad-CAM depth reaches the explanation; a layer the encoder lacks is a one-line error
+    default_png = (out_dir / "P_7_cxr.png").read_bytes()
+    rc, out, _ = _cli(["predict", setup["bundle"], "--cxr", row["cxr_path"], "--explain", out_dir, "--json",
+                       "--patient-id", "P 7", "--cxr-layer", "-2"], capsys)
+    assert rc == 0 and (out_dir / "P_7_cxr.png").read_bytes() != default_png
+    rc, _, err = _cli(["predict", setup["bundle"], "--cxr", row["cxr_path"], "--explain", out_dir,
+                       "--cxr-layer", "blocks.99"], capsys)
+    assert rc == 2 and "blocks.99" in err and len(err.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _float_or_none(value: Any, what: str) -> float | None:
 
 def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, out: str | os.PathLike, *,
                   chunk: int = 8, progress: bool = True, explain: str | os.PathLike | None = None,
-                  on_row: Callable[[int, dict[str, Any]], None] | None = None) -> BatchReport:
+                  on_row: Callable[[int, dict[str, Any]], None] | None = None, cxr_layer: Any = None) -> BatchReport:
     """Predict every row of a patient table and write one output row per input row.
 
     Args:
@@ -100,6 +100,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
         progress: show a progress bar.
         explain: also write each patient's heat maps into this folder (``<patient_id>_cxr.png`` ...).
         on_row: called with ``(row_number, output_row)`` as rows finish (for callers that stream).
+        cxr_layer: X-ray Grad-CAM layer(s) of the explanations (see :meth:`Screener.explain`).
     """
     from tqdm.auto import tqdm
 
@@ -124,7 +125,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                 d = r.to_dict()
                 if explain is not None:
                     try:
-                        d["explanations"] = screener.explain(p, explain, r)
+                        d["explanations"] = screener.explain(p, explain, r, cxr_layer=cxr_layer)
                     except CardiofusionError as e:
                         d["warnings"] = [*d["warnings"], f"no explanation: {e}"]
                 rows[i] = {"patient_id": d.get("patient_id"), "status": "ok", "probability": d["probability"],

@@ -239,7 +239,7 @@ class Screener:
     def predict(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
                 *, explain: str | os.PathLike | None = None, patient_id: str | None = None,
                 ecg_fs: float | None = None, ecg_units: str | None = None,
-                ecg_resolution_uv: float | None = None) -> Prediction:
+                ecg_resolution_uv: float | None = None, cxr_layer: Any = None) -> Prediction:
         """Screen one patient.
 
         Args:
@@ -247,6 +247,8 @@ class Screener:
             cxr: an X-ray file (DICOM, PNG, JPEG) or a :class:`CXRImage`.
             explain: a folder to write the heat maps into (``cxr.png``: Grad-CAM overlay; ``ecg.png``:
                 12-lead heat map), named ``<patient_id>_cxr.png`` when a patient id is given.
+            cxr_layer: X-ray Grad-CAM layer(s) of the explanation (default: the last feature map; ``-2``:
+                the stride-16 stage, finer; see :func:`cardiofusion.explain.cxr_gradcam`).
             patient_id: echoed in the result (and used for figure names); never read from files.
             ecg_fs, ecg_units, ecg_resolution_uv: for headerless ECG files (CSV, NumPy, HDF5); default:
                 the training export's (``manifest["ecg_reader_defaults"]``).
@@ -255,12 +257,12 @@ class Screener:
                                ecg_resolution_uv=ecg_resolution_uv)
         result = self.predict_prepared([patient])[0]
         if explain is not None:
-            result.explanations = self.explain(patient, explain, result)
+            result.explanations = self.explain(patient, explain, result, cxr_layer=cxr_layer)
         return result
 
     # -- explanations --------------------------------------------------------------------------------
     def explain(self, patient: PreparedPatient, out_dir: str | os.PathLike, result: Prediction | None = None,
-                *, stem: str | None = None) -> dict[str, str]:
+                *, stem: str | None = None, cxr_layer: Any = None) -> dict[str, str]:
         """Write the X-ray Grad-CAM overlay and the 12-lead heat map of one patient (PyTorch model; the
         same weights as the ONNX graph).  Returns ``{"cxr": path, "ecg": path}`` for what was drawn."""
         try:
@@ -286,7 +288,7 @@ class Screener:
                               window_samples=pp.window_samples, fs=pp.fs, leads=tuple(pp.leads),
                               cxr=patient.cxr.image if patient.cxr is not None else None,
                               image_mean=pp.image_mean, image_std=pp.image_std)
-        expl = explain_sample(self.model, sample, method="gradcam")
+        expl = explain_sample(self.model, sample, method="gradcam", cxr_layer=cxr_layer)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         prefix = stem or (_safe_stem(patient.patient_id) + "_" if patient.patient_id else "")

@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _layers(values: list[str] | None) -> str | tuple[str, ...] | None:
+def cxr_layer_arg(values: list[str] | None) -> str | tuple[str, ...] | None:
     """``--cxr-layer`` values -> what ``cxr_gradcam`` takes (None: the default layer)."""
     if not values:
         return None
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = explain_records(args.run, args.record, args.out, cache_dir=args.cache, manifest=args.manifest,
                               method=args.method, layout=args.layout, target=args.target, rollout=args.rollout,
-                              cxr_layer=_layers(args.cxr_layer))
+                              cxr_layer=cxr_layer_arg(args.cxr_layer))
     for r in results:
         label = {1: "AS", 0: "no AS", None: "unknown"}[r["label"]]
         print(f"{r['record_id']}  label {label}  P(AS) {r['probability']:.3f}")

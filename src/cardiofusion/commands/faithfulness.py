@@ -63,12 +63,12 @@ def _fmt(entry: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..explain import FaithfulnessConfig, evaluate_faithfulness, write_faithfulness
-    from .explain import _layers
+    from .explain import cxr_layer_arg
 
     if args.n_records is not None and args.n_records < 1:
         raise ConfigError(f"--n-records must be >= 1, got {args.n_records}")
     config = FaithfulnessConfig(percentages=tuple(args.percentages), n_boot=args.n_boot, seed=args.seed,
-                                method=args.method, target=args.target, cxr_layer=_layers(args.cxr_layer))
+                                method=args.method, target=args.target, cxr_layer=cxr_layer_arg(args.cxr_layer))
 
     def progress(done: int, total: int) -> None:
         if not args.no_progress:

@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", metavar="TABLE", help="CSV/Parquet of patients (patient_id, ecg, cxr)")
     p.add_argument("--out", metavar="FILE", help="output of --batch (.csv or .jsonl)")
     p.add_argument("--explain", metavar="DIR", help="write the heat maps (X-ray Grad-CAM, 12-lead map) as PNGs here")
+    p.add_argument("--cxr-layer", action="append", metavar="LAYER",
+                   help="X-ray Grad-CAM layer of --explain: 'last' (default), a timm stage index (-2: stride 16, "
+                        "finer) or a module name; repeat to average several")
     p.add_argument("--json", action="store_true", help="print one JSON object per patient")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="PyTorch (default) or ONNX Runtime on the bundle's model.onnx")
@@ -42,6 +45,7 @@ def _fmt(x) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..bundle import load, predict_batch
+    from .explain import cxr_layer_arg
 
     if args.batch:
         if args.ecg or args.cxr:
@@ -52,13 +56,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --ecg FILE and/or --cxr FILE (or --batch TABLE --out FILE)")
     screener = load(args.bundle, runtime=args.runtime)
     if args.batch:
-        report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain)
+        report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain,
+                               cxr_layer=cxr_layer_arg(args.cxr_layer))
         print(f"predicted {report.n_ok} of {report.n_rows} patients -> {report.out}", file=sys.stderr)
         for _, f in report.failures.iterrows():
             print(f"  row {f['row']} ({f['patient_id']}): {f['error']}", file=sys.stderr)
         return 0 if report.n_ok == report.n_rows else 1
     result = screener.predict(ecg=args.ecg, cxr=args.cxr, explain=args.explain, patient_id=args.patient_id,
-                              ecg_fs=args.ecg_fs, ecg_units=args.ecg_units, ecg_resolution_uv=args.ecg_resolution_uv)
+                              ecg_fs=args.ecg_fs, ecg_units=args.ecg_units, ecg_resolution_uv=args.ecg_resolution_uv,
+                              cxr_layer=cxr_layer_arg(args.cxr_layer))
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
         return 0
