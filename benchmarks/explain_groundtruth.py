@@ -50,13 +50,11 @@ def _layer_arg(value: str):
 
 def _examples(run, gt, out: Path, n: int, cxr_layer=None) -> list[str]:
     """Figures of the n highest-scored AS test records, planted calcification boxes drawn on the X-ray."""
-    import json as _json
-
     from cardiofusion.explain import (
+        calc_boxes,
         choose_examples,
         explain_sample,
         load_samples,
-        map_box,
         plot_cxr_explanation,
         plot_ecg_explanation,
     )
@@ -69,8 +67,7 @@ def _examples(run, gt, out: Path, n: int, cxr_layer=None) -> list[str]:
         head = f"{sample.record_id} | label {int(sample.label)} | P(AS) {expl.probability:.3f}"
         stem = sample.record_id.replace("|", "_")
         if expl.cxr is not None and sample.cxr_exam_id in gt.cxr.index:
-            boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size)
-                     for b in _json.loads(gt.cxr.loc[sample.cxr_exam_id, "calc_bboxes"])]
+            boxes = calc_boxes(gt, sample.cxr_exam_id, size)
             paths.append(str(plot_cxr_explanation(expl.cxr, out / f"{stem}_cxr.png", title=head, boxes=boxes)))
         if expl.ecg is not None:
             paths.append(str(plot_ecg_explanation(expl.ecg, out / f"{stem}_ecg.png", title=head)))

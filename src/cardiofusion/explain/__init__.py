@@ -49,6 +49,7 @@ from .faithfulness import (
 )
 from .groundtruth import (
     GroundTruth,
+    calc_boxes,
     evaluate_on_ground_truth,
     lead_ranks,
     load_ground_truth,
@@ -73,6 +74,7 @@ __all__ = [
     "RecordScorer",
     "aopc",
     "bootstrap_mean_ci",
+    "calc_boxes",
     "choose_examples",
     "cxr_gradcam",
     "cxr_integrated_gradients",

@@ -40,6 +40,7 @@ from .faithfulness import bootstrap_mean_ci
 __all__ = [
     "GroundTruth",
     "box_mask",
+    "calc_boxes",
     "evaluate_on_ground_truth",
     "lead_ranks",
     "load_ground_truth",
@@ -99,6 +100,15 @@ def map_box(box: Sequence[float], source_shape: tuple[int, int], image_size: int
     s = image_size / side
     x0, y0, x1, y1 = (float(v) for v in box)
     return [(x0 - left) * s, (y0 - top) * s, (x1 - left) * s, (y1 - top) * s]
+
+
+def calc_boxes(gt: GroundTruth, exam_id: str, image_size: int,
+               kinds: Sequence[str] = ("valve", "knob")) -> list[list[float]]:
+    """The planted calcification boxes of X-ray ``exam_id`` of ``kinds``, on the model's input grid."""
+    g = gt.cxr.loc[exam_id]
+    boxes = json.loads(g["calc_bboxes"]) if isinstance(g["calc_bboxes"], str) else []
+    kind = str(g["calc_kinds"]).split(",") if isinstance(g["calc_kinds"], str) else []
+    return [map_box(b, (gt.cxr_size, gt.cxr_size), image_size) for b, k in zip(boxes, kind) if k in kinds]
 
 
 def box_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
@@ -239,9 +249,7 @@ def evaluate_on_ground_truth(maps: Sequence[dict[str, Any]], ground_truth: str |
         if heat is None or exam is None or exam not in gt.cxr.index or m["label"] != 1:
             continue
         g = gt.cxr.loc[exam]
-        boxes = json.loads(g["calc_bboxes"]) if isinstance(g["calc_bboxes"], str) else []
-        kind = str(g["calc_kinds"]).split(",") if isinstance(g["calc_kinds"], str) else []
-        boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size) for b, k in zip(boxes, kind) if k in kinds]
+        boxes = calc_boxes(gt, exam, size, kinds)
         heart = map_box([g["heart_x0"], g["heart_y0"], g["heart_x1"], g["heart_y1"]], (gt.cxr_size, gt.cxr_size), size)
         patient = str(m.get("patient_id", exam))
         games["heart_pointing_game"].append((heat, [heart], str(exam), patient))
@@ -318,14 +326,11 @@ def sign_removal(model: Any, samples: Sequence[Any], ground_truth: str | os.Path
         if sample.cxr_exam_id in seen:  # one X-ray linked to several ECGs: one image
             continue
         seen.add(sample.cxr_exam_id)
-        g = gt.cxr.loc[sample.cxr_exam_id]
-        boxes = json.loads(g["calc_bboxes"]) if isinstance(g["calc_bboxes"], str) else []
-        kind = str(g["calc_kinds"]).split(",") if isinstance(g["calc_kinds"], str) else []
         image = sample.cxr[0].detach().cpu().numpy().astype(np.float64)  # (H, W) normalised model input
         size = image.shape[-1]
         scale = size / 224.0
         m = margin_px * scale
-        boxes = [map_box(b, (gt.cxr_size, gt.cxr_size), size) for b, k in zip(boxes, kind) if k in kinds]
+        boxes = calc_boxes(gt, sample.cxr_exam_id, size, kinds)
         if not boxes:
             continue
         grown = [[x0 - m, y0 - m, x1 + m, y1 + m] for x0, y0, x1, y1 in boxes]
