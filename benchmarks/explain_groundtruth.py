@@ -74,33 +74,23 @@ def _examples(run, gt, out: Path, n: int, cxr_layer=None) -> list[str]:
     return paths
 
 
-def _all_as_ground_truth(run, gt, split: str, cxr_layer=None) -> dict:
-    """Pointing game and lead ranking over every AS record of the split (maps only, no perturbations)."""
+def _as_samples(run, split: str) -> list:
+    """Every AS record of the split, read once per run (the maps-only checks below share them)."""
     from cardiofusion.cache import open_cache
     from cardiofusion.data import split_records
-    from cardiofusion.explain import (
-        evaluate_on_ground_truth,
-        explain_sample,
-        load_samples,
-    )
+    from cardiofusion.explain import load_samples
+
+    records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)
+    return load_samples(run, records.loc[records["label"] == 1, "record_id"].astype(str).tolist())
+
+
+def _all_as_ground_truth(run, gt, samples: list, cxr_layer=None) -> dict:
+    """Pointing game and lead ranking over the AS records ``samples`` (maps only, no perturbations)."""
+    from cardiofusion.explain import evaluate_on_ground_truth, explain_sample
     from cardiofusion.explain.faithfulness import maps_for_ground_truth
 
-    records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)
-    ids = records.loc[records["label"] == 1, "record_id"].astype(str).tolist()
-    maps = [maps_for_ground_truth(s, explain_sample(run.model, s, cxr_layer=cxr_layer))
-            for s in load_samples(run, ids)]
+    maps = [maps_for_ground_truth(s, explain_sample(run.model, s, cxr_layer=cxr_layer)) for s in samples]
     return evaluate_on_ground_truth(maps, gt, run.config.preprocess)
-
-
-def _sign_removal(run, gt, split: str) -> dict:
-    """Score drop when the planted calcifications are inpainted vs the same boxes moved (every AS X-ray)."""
-    from cardiofusion.cache import open_cache
-    from cardiofusion.data import split_records
-    from cardiofusion.explain import load_samples, sign_removal
-
-    records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)
-    ids = records.loc[records["label"] == 1, "record_id"].astype(str).tolist()
-    return sign_removal(run.model, load_samples(run, ids), gt)
 
 
 def _print_ground_truth(g: dict) -> None:
@@ -158,6 +148,7 @@ def main() -> None:
         FaithfulnessConfig,
         evaluate_faithfulness,
         load_ground_truth,
+        sign_removal,
         write_faithfulness,
     )
     from cardiofusion.training import load_run
@@ -203,14 +194,15 @@ def main() -> None:
                     print(f"  {label:5s} {mode:9s} AOPC map {_fmt(e['explanation'])}  random {_fmt(e['random'])}  "
                           f"uniform {_fmt(e['uniform'])}  map-random {_fmt(e['explanation-random'])}")
         _print_ground_truth(entry.get("ground_truth", {}))
+        as_samples = _as_samples(run, args.split) if (args.all_as or args.sign_removal or args.compare_layers) else []
         if args.all_as:
             t1 = time.perf_counter()
-            entry["ground_truth_all_as"] = _all_as_ground_truth(run, gt, args.split, layer)
+            entry["ground_truth_all_as"] = _all_as_ground_truth(run, gt, as_samples, layer)
             print(f"  -- every AS {args.split} record, maps only ({time.perf_counter() - t1:.0f} s):")
             _print_ground_truth(entry["ground_truth_all_as"])
         if run.model.cxr_encoder is not None and args.sign_removal:
             t1 = time.perf_counter()
-            entry["sign_removal"] = sr = _sign_removal(run, gt, args.split)
+            entry["sign_removal"] = sr = sign_removal(run.model, as_samples, gt)
             print(f"  -- planted calcifications inpainted, every AS {args.split} X-ray with one (n={sr['n']}, "
                   f"{time.perf_counter() - t1:.0f} s): score {sr['score']['mean']:+.3f}; drop {_fmt(sr['drop_planted'])} "
                   f"vs the same boxes moved {_fmt(sr['drop_moved'])}; difference {_fmt(sr['planted_minus_moved'])}; "
@@ -219,7 +211,7 @@ def main() -> None:
             entry["layers"] = {}
             for other in args.compare_layers:
                 t1 = time.perf_counter()
-                g = _all_as_ground_truth(run, gt, args.split, _layer_arg(other))
+                g = _all_as_ground_truth(run, gt, as_samples, _layer_arg(other))
                 entry["layers"][other] = {k: g[k] for k in ("pointing_game", "heart_pointing_game", "tolerance_px") if k in g}
                 print(f"  -- X-ray layer {other}, every AS {args.split} record ({time.perf_counter() - t1:.0f} s):")
                 _print_ground_truth(entry["layers"][other])

@@ -47,9 +47,9 @@ def plot_cxr_explanation(expl: CXRExplanation, path: str | os.PathLike, *, title
     axes[1].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
     im = axes[1].imshow(expl.heatmap, cmap=_CMAP, vmin=0, vmax=1, alpha=alpha)
     name = {"gradcam": "Grad-CAM", "ig": "integrated gradients"}.get(expl.method, expl.method)
-    single = expl.coarse is not None and "+" not in (getattr(expl, "layer", None) or "")
+    single = expl.coarse is not None and "+" not in (expl.layer or "")
     grid = f", {expl.coarse.shape[0]}x{expl.coarse.shape[1]} grid" if single else ""  # one layer: its grid
-    where = f" [{expl.layer.replace('model.', '')}{grid}]" if getattr(expl, "layer", None) else ""
+    where = f" [{expl.layer.replace('model.', '')}{grid}]" if expl.layer else ""
     axes[1].set_title(f"{name}{where} of {expl.target} ({expl.target_score:+.3f})", fontsize=9)
     for ax in axes:
         for x0, y0, x1, y1 in boxes:

@@ -89,12 +89,9 @@ def resolve_gradcam_layer(model: nn.Module) -> nn.Module:
         getattr(model, "bn2", None), nn.Module
     ):
         return model.bn2
-    info = getattr(model, "feature_info", None)
-    if info:
-        last = info[-1] if isinstance(info, list) else None
-        name = last.get("module") if isinstance(last, dict) else None
-        if name:
-            return model.get_submodule(name)
+    stages = _stages(model)
+    if stages:
+        return model.get_submodule(stages[-1]["module"])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ConfigError(f"cannot find a convolution for Grad-CAM in {type(model).__name__}")
