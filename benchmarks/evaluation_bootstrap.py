@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="repeats of the vectorised path (best is reported)")
     args = ap.parse_args()
 
-    from cardiofusion.calibration import Calibrator
+    from cardiofusion.evaluation.calibration import Calibrator
     from cardiofusion.evaluation.bootstrap import bootstrap_weights, resample_indices
     from cardiofusion.evaluation.metrics import (
         METRICS,

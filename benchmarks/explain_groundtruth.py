@@ -77,7 +77,7 @@ def _examples(run, gt, out: Path, n: int, cxr_layer=None) -> list[str]:
 def _as_samples(run, split: str) -> list:
     """Every AS record of the split, read once per run (the maps-only checks below share them)."""
     from cardiofusion.cache import open_cache
-    from cardiofusion.data import split_records
+    from cardiofusion.data.dataset import split_records
     from cardiofusion.explain import load_samples
 
     records = split_records(open_cache(run.config.cache_dir), run.config.manifest, split)

@@ -15,7 +15,7 @@ import time
 
 from cardiofusion.cache import CacheConfig
 from cardiofusion.cohort import CohortConfig
-from cardiofusion.demo import run_demo
+from cardiofusion.recipes.demo import run_demo
 from cardiofusion.synth import SynthConfig
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 
-from cardiofusion.demo import demo_cxr_weights, demo_train_config
+from cardiofusion.recipes.demo import demo_cxr_weights, demo_train_config
 from cardiofusion.training import fit
 
 

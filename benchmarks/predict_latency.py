@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from cardiofusion.bundle.onnx import OnnxRunner, export_onnx
-    from cardiofusion.preprocess import PreprocessConfig, window_starts
+    from cardiofusion.transforms.preprocess import PreprocessConfig, window_starts
 
     torch.set_num_threads(args.threads)
     if args.bundle:

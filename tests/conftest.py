@@ -59,7 +59,7 @@ def train_tiny_runs(root: Path, cohort: dict[str, Path], *, fusions=("ecg", "cxr
     """
     import dataclasses
 
-    from cardiofusion.demo import demo_train_config
+    from cardiofusion.recipes.demo import demo_train_config
     from cardiofusion.training import fit
 
     runs = {}

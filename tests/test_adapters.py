@@ -474,7 +474,7 @@ def test_pseudo_pairs_seeded_and_without_replacement(ptbxl, nih):
 def test_pseudo_paired_cli_cache_and_fit_end_to_end(shared_data, tmp_path, capsys):
     from cardiofusion.cache import CacheConfig, build_cache, open_cache
     from cardiofusion.models import ModelConfig
-    from cardiofusion.preprocess import PreprocessConfig
+    from cardiofusion.transforms.preprocess import PreprocessConfig
     from cardiofusion.training import TrainConfig, fit
 
     ecg_dir, cxr_dir, cohort = tmp_path / "ptbxl", tmp_path / "nih", tmp_path / "pseudo"

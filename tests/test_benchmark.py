@@ -57,7 +57,7 @@ def _argv(cohort, out):
 
 
 def test_fusion_benchmark_end_to_end(tiny_cohort, capsys):
-    from cardiofusion.benchmark import (
+    from cardiofusion.recipes import (
         PSEUDO_LABEL,
         BenchmarkConfig,
         run_fusion_benchmark,
@@ -132,7 +132,7 @@ def test_fusion_benchmark_end_to_end(tiny_cohort, capsys):
 
 
 def test_benchmark_bad_arguments(tiny_cohort, tmp_path, capsys):
-    from cardiofusion.benchmark import BenchmarkConfig
+    from cardiofusion.recipes import BenchmarkConfig
     from cardiofusion.errors import ConfigError
 
     assert main(["benchmark", "fusion", "--cohort", str(tmp_path), "--out", str(tmp_path / "o")]) == 2

@@ -242,7 +242,7 @@ def test_unknown_architecture_refused(setup, tmp_path):
 # --------------------------------------------------------------------------------------------------
 def test_export_takes_calibration_from_an_evaluation_folder(setup, tmp_path):
     from cardiofusion.bundle import export_bundle, load
-    from cardiofusion.calibration import Calibrator, Threshold
+    from cardiofusion.evaluation.calibration import Calibrator, Threshold
 
     evaldir = tmp_path / "eval"
     (evaldir / "models" / "coop").mkdir(parents=True)

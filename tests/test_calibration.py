@@ -11,7 +11,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
 
-from cardiofusion.calibration import Calibrator, Threshold, choose_threshold
+from cardiofusion.evaluation.calibration import Calibrator, Threshold, choose_threshold
 from cardiofusion.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardiofusion.criteria import (
+from cardiofusion.transforms.criteria import (
     CORNELL_THRESHOLD_MV,
     SOKOLOW_LYON_THRESHOLD_MV,
     cornell_lvh,

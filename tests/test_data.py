@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cardiofusion.cache import open_cache
-from cardiofusion.data import (
+from cardiofusion.data.dataset import (
     CohortDataModule,
     CohortDataset,
     EpochSampler,
@@ -19,7 +19,7 @@ from cardiofusion.data import (
     split_records,
 )
 from cardiofusion.errors import ConfigError
-from cardiofusion.preprocess import PreprocessConfig, window_starts
+from cardiofusion.transforms.preprocess import PreprocessConfig, window_starts
 from cardiofusion.records import LIMB_LEADS
 
 FS, DURATION_S, SIZE = 250.0, 5.0, 64
@@ -36,15 +36,15 @@ def tiny_cache(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def no_raw_reading(monkeypatch):
     """Any attempt to parse a raw ECG / X-ray file fails the test."""
-    import cardiofusion.cache as cache_mod
+    import cardiofusion.transforms.decode as decode_mod
     import cardiofusion.io.cxr as cxr_io
     import cardiofusion.io.ecg as ecg_io
 
     def boom(*args, **kwargs):
         raise AssertionError("the data pipeline must read the cache, never raw files")
 
-    for module, name in ((ecg_io, "read_ecg"), (cxr_io, "read_cxr"), (cache_mod, "decode_ecg"),
-                         (cache_mod, "decode_cxr")):
+    for module, name in ((ecg_io, "read_ecg"), (cxr_io, "read_cxr"), (decode_mod, "decode_ecg"),
+                         (decode_mod, "decode_cxr")):
         monkeypatch.setattr(module, name, boom)
 
 

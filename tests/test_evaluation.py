@@ -16,7 +16,7 @@ from conftest import build_tiny_cache, register_stand_in_encoders
 from PIL import Image
 from scipy.stats import norm
 
-from cardiofusion.calibration import Calibrator, choose_threshold
+from cardiofusion.evaluation.calibration import Calibrator, choose_threshold
 from cardiofusion.evaluation import (
     METRICS,
     RankedScores,
@@ -36,7 +36,7 @@ from cardiofusion.evaluation import (
     subgroup_levels,
     summarize_folds,
 )
-from cardiofusion.evaluation.crossval import fold_manifest
+from cardiofusion.evaluation.folds import fold_manifest
 
 FS, DURATION_S, SIZE = 250.0, 4.0, 32
 
@@ -449,7 +449,7 @@ def _register_encoders():
 
 def _train_config(cohort, fusion):
     from cardiofusion.models import ModelConfig
-    from cardiofusion.preprocess import PreprocessConfig
+    from cardiofusion.transforms.preprocess import PreprocessConfig
     from cardiofusion.training import TrainConfig
 
     _register_encoders()

@@ -51,7 +51,7 @@ from cardiofusion.models import (
     register_ecg_encoder,
 )
 from cardiofusion.models.registry import CXR_ENCODERS, ECG_ENCODERS
-from cardiofusion.preprocess import PreprocessConfig, window_starts
+from cardiofusion.transforms.preprocess import PreprocessConfig, window_starts
 from cardiofusion.records import CANONICAL_LEADS
 
 FS, DURATION_S, SIZE = 250.0, 4.0, 64
@@ -484,7 +484,7 @@ def test_figures_render(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A tiny cohort (export kept for its ground truth) and one tiny trained cooperative run."""
-    from cardiofusion.demo import demo_train_config
+    from cardiofusion.recipes.demo import demo_train_config
     from cardiofusion.training import fit
 
     root = tmp_path_factory.mktemp("explain")

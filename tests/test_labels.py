@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from cardiofusion.errors import ConfigError
-from cardiofusion.labels import ASCriteria, SeverityGrades, as_label, as_severity
+from cardiofusion.cohort.labels import ASCriteria, SeverityGrades, as_label, as_severity
 
 nan = float("nan")
 

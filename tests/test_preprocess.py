@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cardiofusion.errors import ConfigError
-from cardiofusion.preprocess import (
+from cardiofusion.transforms.preprocess import (
     IMAGENET_GRAY_MEAN,
     IMAGENET_GRAY_STD,
     PreprocessConfig,

@@ -21,7 +21,7 @@ import yaml
 from cardiofusion.cli import main
 from cardiofusion.errors import ConfigError
 from cardiofusion.models import ModelConfig
-from cardiofusion.preprocess import PreprocessConfig
+from cardiofusion.transforms.preprocess import PreprocessConfig
 from cardiofusion.training import (
     TrainConfig,
     fit,
@@ -265,7 +265,7 @@ def test_frozen_encoder_epochs_train_only_the_head(cohort, tmp_path):
 def test_warm_start_cooperative_starts_from_late_fusion(cohort, tmp_path):
     """With both single-modality runs, the warm-started cooperative score is 1/2 + (z_ecg + z_cxr) / 8 of
     their logits z (the linearised mean of their probabilities); late fusion copies the logits."""
-    from cardiofusion.data import CohortDataModule, collate
+    from cardiofusion.data.dataset import CohortDataModule, collate
     from cardiofusion.models import build_model
     from cardiofusion.training import load_run
     from cardiofusion.training.fit import warm_start

@@ -1,4 +1,4 @@
-"""Bayesian tuning (``cardiofusion.tuning``, ``cardiofusion tune``).
+"""Bayesian tuning (``cardiofusion.training.tuning``, ``cardiofusion tune``).
 
 Most tests run real Optuna studies (SQLite in tmp_path) with a fake ``fit`` that "trains" by feeding
 per-epoch metrics through the callbacks it is given, exactly as Lightning would; one test runs the
@@ -29,7 +29,7 @@ import torch
 from optuna.trial import TrialState
 
 from cardiofusion.errors import ConfigError
-from cardiofusion.tuning import (
+from cardiofusion.training.tuning import (
     PruningCallback,
     TuneConfig,
     apply_params,
@@ -343,7 +343,7 @@ def test_tune_end_to_end_cli(tiny_cache, tmp_path, capsys):
     # kernel set-up per tensor shape on CPU, which dominates this test
     from cardiofusion.cli import main
     from cardiofusion.models import ModelConfig
-    from cardiofusion.preprocess import PreprocessConfig
+    from cardiofusion.transforms.preprocess import PreprocessConfig
     from cardiofusion.training import TrainConfig
 
     base = TrainConfig(

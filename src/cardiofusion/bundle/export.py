@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
+from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
 from .format import FORMAT_NAME, FORMAT_VERSION, ONNX_GRAPH, WEIGHTS, write_manifest
 
@@ -80,7 +80,7 @@ def _reader_defaults(config: Any, manifest_table: pd.DataFrame | None, cache_con
 
 def _label_definition(manifest_path: str) -> dict[str, Any]:
     """The aortic stenosis rule of the cohort (``cohort/config.json`` beside the manifest, else the default)."""
-    from ..labels import ASCriteria
+    from ..cohort.labels import ASCriteria
 
     criteria: dict[str, Any] | None = None
     source = None

@@ -1,10 +1,10 @@
 """Raw files -> model inputs, exactly as the training data was made.
 
 A training record went through two steps: the preprocessing cache decoded the raw file
-(:func:`cardiofusion.cache.decode_ecg` / :func:`~cardiofusion.cache.decode_cxr`: resampling, lead
+(:func:`cardiofusion.transforms.decode.decode_ecg` / :func:`~cardiofusion.transforms.decode.decode_cxr`: resampling, lead
 standardisation, baseline removal, cut to ``duration_s``, float16 storage; X-ray to an ``S x S`` uint8
 square) and the data loader turned the cached arrays into evaluation inputs
-(:func:`cardiofusion.preprocess.ecg_eval_windows`, :func:`~cardiofusion.preprocess.cxr_eval_transform`).
+(:func:`cardiofusion.transforms.preprocess.ecg_eval_windows`, :func:`~cardiofusion.transforms.preprocess.cxr_eval_transform`).
 Prediction calls the same functions with the settings the bundle carries, so a file scores exactly as
 its cached copy did during validation (tested).
 """
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import CacheConfig, decode_cxr, decode_ecg, standardize_ecg_record
-from ..preprocess import PreprocessConfig, cxr_eval_transform, ecg_eval_windows
+from ..transforms.decode import CacheConfig, decode_cxr, decode_ecg, standardize_ecg_record
+from ..transforms.preprocess import PreprocessConfig, cxr_eval_transform, ecg_eval_windows
 from ..records import CANONICAL_LEADS, CXRImage, ECGRecord
 
 

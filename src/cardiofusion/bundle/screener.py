@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..calibration import Calibrator, Threshold
+from ..evaluation.calibration import Calibrator, Threshold
 from ..errors import ConfigError
 from ..records import CXRImage, ECGRecord
 from .format import ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
@@ -100,9 +100,9 @@ class Screener:
 
     def __init__(self, path: Path, manifest: dict[str, Any], model: torch.nn.Module, *, runtime: str = "torch",
                  onnx_runner: Any = None):
-        from ..cache import CacheConfig
+        from ..transforms.decode import CacheConfig
         from ..models import ModelConfig
-        from ..preprocess import PreprocessConfig
+        from ..transforms.preprocess import PreprocessConfig
 
         self.path = path
         self.manifest = manifest
@@ -164,7 +164,7 @@ class Screener:
 
     # -- scoring -------------------------------------------------------------------------------------
     def _window_batch(self, patients: Sequence[PreparedPatient]) -> dict[str, Any]:
-        """The window-level batch of ``cardiofusion.data.collate`` for prepared patients (plus per-record
+        """The window-level batch of ``cardiofusion.data.dataset.collate`` for prepared patients (plus per-record
         X-rays for the ONNX graph)."""
         pp = self.preprocess
         n_leads, width, size = len(pp.leads), pp.window_samples, pp.image_size
@@ -274,7 +274,7 @@ class Screener:
             from ..explain.samples import RecordSample
         except ImportError as e:  # pragma: no cover - the explain package ships with the library
             raise ConfigError(f"explanations are unavailable ({e})") from None
-        from ..preprocess import window_starts
+        from ..transforms.preprocess import window_starts
 
         pp = self.preprocess
         signal = mask = starts = None
@@ -337,7 +337,7 @@ def load(bundle: str | os.PathLike, *, runtime: str = "torch", threads: int | No
             runner = OnnxRunner(str(root / ONNX_GRAPH), threads=threads)
         else:
             pp = manifest["preprocess"]
-            from ..preprocess import PreprocessConfig
+            from ..transforms.preprocess import PreprocessConfig
 
             pc = PreprocessConfig.from_dict(pp)
             graph, _ = export_onnx(model, leads=len(pc.leads), window=pc.window_samples, image_size=pc.image_size)

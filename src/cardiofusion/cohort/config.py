@@ -9,7 +9,7 @@ from typing import Any, Literal, Mapping
 
 from ..configfile import read_mapping_file
 from ..errors import ConfigError
-from ..labels import ASCriteria, SeverityGrades
+from .labels import ASCriteria, SeverityGrades
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from ..labels import SEVERITY_LEVELS
+from .labels import SEVERITY_LEVELS
 from .config import SPLIT_NAMES
 from .tables import TABLE_KINDS, TABLE_NAMES
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from ..labels import MEASUREMENTS, label_expr, severity_expr
+from .labels import MEASUREMENTS, label_expr, severity_expr
 from .config import CohortConfig
 from .tables import TABLE_KINDS
 

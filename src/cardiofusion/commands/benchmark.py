@@ -1,6 +1,6 @@
 """``cardiofusion benchmark fusion``: every fusion method and the clinical ECG criteria on one cohort.
 
-A thin layer over :func:`cardiofusion.benchmark.run_fusion_benchmark` (``docs/benchmark_fusion.md``).
+A thin layer over :func:`cardiofusion.recipes.run_fusion_benchmark` (``docs/benchmark_fusion.md``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
-    from ..benchmark import BenchmarkConfig
+    from ..recipes.fusion_benchmark import BenchmarkConfig
 
     d = BenchmarkConfig()
     parser = subparsers.add_parser(
@@ -78,8 +78,8 @@ def parse_rhos(text: str) -> tuple[float, ...]:
 
 
 def run_fusion(args: argparse.Namespace) -> int:
-    from ..benchmark import BenchmarkConfig, run_fusion_benchmark
-    from ..benchmark.fusion import command_line
+    from ..recipes.fusion_benchmark import BenchmarkConfig, run_fusion_benchmark
+    from ..recipes.fusion_benchmark import command_line
 
     config = BenchmarkConfig(
         fs=args.fs, duration_s=args.duration_s, image_size=args.image_size, window_s=args.window_s,

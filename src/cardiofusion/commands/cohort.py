@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..labels import ASCriteria
+from ..cohort.labels import ASCriteria
 
 _INDEX_KINDS = ("ecg", "cxr", "echo")
 

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import cross_validate
+    from ..recipes.crossval import cross_validate
     from ..training import TrainConfig
 
     config = TrainConfig.from_file(args.config)

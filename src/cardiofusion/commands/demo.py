@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..cohort import CohortConfig
-    from ..demo import demo_synth_config, run_demo
+    from ..recipes.demo import demo_synth_config, run_demo
 
     workers = args.workers or min(8, os.cpu_count() or 1)
     run_demo(

@@ -78,7 +78,7 @@ def _limit(value: float) -> int | float:
 
 def config_from_args(args: argparse.Namespace, base=None):
     """The TrainConfig an argument list describes (``base``: a saved or --config one)."""
-    from ..preprocess import PreprocessConfig
+    from ..transforms.preprocess import PreprocessConfig
     from ..training import TrainConfig
 
     config = base if base is not None else (TrainConfig.from_file(args.config) if args.config else TrainConfig())

@@ -48,7 +48,7 @@ resuming:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..tuning import PRUNERS, TuneConfig, field_help
+    from ..training.tuning import PRUNERS, TuneConfig, field_help
 
     d = TuneConfig()
     h = field_help(TuneConfig)
@@ -105,7 +105,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tuning import TuneConfig, load_base_config, override_config, tune
+    from ..training.tuning import TuneConfig, load_base_config, override_config, tune
 
     base = load_base_config(args.config)
     if args.set:

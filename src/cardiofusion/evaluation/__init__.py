@@ -3,7 +3,7 @@ DeLong), calibration, subgroups, cross-validation, figures and a self-contained 
 
 The statistics (:mod:`.metrics`, :mod:`.bootstrap`, :mod:`.delong`) need only numpy/scipy and work on
 arrays; :func:`evaluate_tables` works on score tables (any model); :func:`evaluate_runs` on run folders;
-:func:`cross_validate` trains one run per patient-grouped fold (see ``docs/evaluation.md``).
+:func:`cardiofusion.recipes.crossval.cross_validate` trains one run per patient-grouped fold (see ``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from .bootstrap import (
     percentile_summary,
     resample_indices,
 )
-from .crossval import (
+from .folds import (
     CrossValResult,
-    cross_validate,
     evaluate_folds,
     fold_splits,
     summarize_folds,
@@ -59,7 +58,6 @@ __all__ = [
     "RankedScores",
     "bootstrap_p_value",
     "bootstrap_weights",
-    "cross_validate",
     "delong_ci",
     "delong_covariance",
     "delong_test",

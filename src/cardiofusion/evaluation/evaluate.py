@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..configfile import jsonable
-from ..calibration import Calibrator, Threshold, choose_threshold
+from .calibration import Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
 from .bootstrap import (
     Difference,
@@ -296,7 +296,7 @@ def evaluate_tables(
         flow: the cohort flow (``flow.json`` dict or path); default: ``flow.json`` beside the manifest.
         split: name of the evaluated split (for the report).
         threshold_rule: ``youden``, ``sensitivity``, ``specificity`` or ``fixed``
-            (:func:`cardiofusion.calibration.choose_threshold`).
+            (:func:`cardiofusion.evaluation.calibration.choose_threshold`).
         target: target sensitivity / specificity (or the fixed threshold).
         calibration: ``platt``, ``isotonic`` or ``none``.
         subgroups: cohort columns (``"age,sex"``, ``["age:40/60/80"]`` or ``{"age": (50, 65, 75)}``);

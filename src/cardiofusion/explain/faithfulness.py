@@ -341,7 +341,7 @@ def evaluate_faithfulness(run: Any, split: str = "test", *, n_records: int | Non
         deletion / insertion curves, AOPC, differences to the baselines, and ``ground_truth``.
     """
     from ..cache import open_cache
-    from ..data import split_records
+    from ..data.dataset import split_records
     from .api import load_run_any
     from .samples import load_samples
 

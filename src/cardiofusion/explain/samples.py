@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, ReadError
-from ..preprocess import PreprocessConfig, cxr_eval_transform, window_starts
+from ..transforms.preprocess import PreprocessConfig, cxr_eval_transform, window_starts
 
 __all__ = ["RecordSample", "load_samples", "sample_from_batch", "windows_from_signal"]
 
@@ -108,7 +108,7 @@ def load_samples(run: Any, record_ids: Iterable[str], *, cache_dir: str | os.Pat
         ReadError: a record has none of the modalities the model uses.
     """
     from ..cache import load_manifest, open_cache
-    from ..data import check_cache
+    from ..data.dataset import check_cache
 
     config = run.config
     pp: PreprocessConfig = config.preprocess
@@ -157,7 +157,7 @@ def load_samples(run: Any, record_ids: Iterable[str], *, cache_dir: str | os.Pat
 def sample_from_batch(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> RecordSample:
     """A :class:`RecordSample` from one record's sample dict (``docs/model_contract.md`` keys).
 
-    ``batch["ecg"]`` is ``(n_w, L, W)`` (an evaluation sample of :class:`cardiofusion.data.CohortDataset`)
+    ``batch["ecg"]`` is ``(n_w, L, W)`` (an evaluation sample of :class:`cardiofusion.data.dataset.CohortDataset`)
     or ``(L, T)``; windows are taken as consecutive unless ``window_start`` gives their first samples.
     ``has_ecg`` / ``has_cxr`` False (or a missing key) mark an absent modality.
     """

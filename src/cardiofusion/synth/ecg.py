@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import fftconvolve
 
-from ..criteria import sokolow_lyon_mv  # noqa: F401  (re-exported: per-beat Sokolow-Lyon voltage)
+from ..transforms.criteria import sokolow_lyon_mv  # noqa: F401  (re-exported: per-beat Sokolow-Lyon voltage)
 from ..records import CANONICAL_LEADS
 
 #: precordial per-wave amplitudes (mV), V1..V6, for a normal adult heart.

@@ -12,7 +12,7 @@ from typing import Any
 from ..configfile import read_mapping_file
 from ..configfile import reject_unknown_fields
 from ..errors import ConfigError
-from ..preprocess import PreprocessConfig
+from ..transforms.preprocess import PreprocessConfig
 
 #: Accepted ``precision`` values ("auto": 16-mixed on CUDA, 32-true elsewhere).
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "64-true")
@@ -42,7 +42,7 @@ class TrainConfig:
         cache_dir: preprocessing cache folder (``cardiofusion cache build``).
         manifest: cohort manifest (``manifest.parquet``) with ``split`` and ``label``.
         model: architecture (``cardiofusion.models.ModelConfig``).
-        preprocess: windows, augmentation, normalisation (``cardiofusion.preprocess.PreprocessConfig``).
+        preprocess: windows, augmentation, normalisation (``cardiofusion.transforms.preprocess.PreprocessConfig``).
         batch_size: training batch size (paper: 64 or 128; ECG-only 32).
         eval_batch_size: records per validation batch (each brings all its windows); None: batch_size.
         lr: Adam learning rate.

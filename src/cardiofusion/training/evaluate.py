@@ -72,7 +72,7 @@ def move_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, A
 def evaluate_scores(model: torch.nn.Module, dataloader: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Deterministic record-level scores of a model over an evaluation loader.
 
-    Each record's scores are the means over its evaluation windows (``cardiofusion.data``).
+    Each record's scores are the means over its evaluation windows (``cardiofusion.data.dataset``).
 
     Returns:
         One row per record: ``record_id``, ``patient_id``, ``label``, ``score``, ``prob``,

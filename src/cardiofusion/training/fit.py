@@ -40,7 +40,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger
 
 from .. import __version__
-from ..data import CohortDataModule
+from ..data.dataset import CohortDataModule
 from ..configfile import jsonable
 from ..errors import ConfigError, ReadError
 from .config import RESUME_OVERRIDABLE, TrainConfig

@@ -115,7 +115,7 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
     Returns:
         The columns of :data:`~cardiofusion.training.evaluate.SCORE_COLUMNS` plus ``split``.
     """
-    from ..data import CohortDataModule
+    from ..data.dataset import CohortDataModule
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")

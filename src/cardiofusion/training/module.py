@@ -1,7 +1,7 @@
 """The LightningModule: a ``cardiofusion.models`` model, its loss, Adam + cosine schedule, and the
 per-epoch validation metrics.
 
-Validation is deterministic and uses the same windows as final evaluation (``cardiofusion.data``):
+Validation is deterministic and uses the same windows as final evaluation (``cardiofusion.data.dataset``):
 ``val_loss`` is the model's loss over all evaluation windows of the validation records (each window a
 row, weighted equally); ``val_auroc`` is the ROC AUC of the record scores, each the mean of its windows'
 scores.
@@ -49,7 +49,7 @@ class CardioFusionModule(L.LightningModule):
 
     @property
     def preprocess(self):
-        """The :class:`~cardiofusion.preprocess.PreprocessConfig` this model expects."""
+        """The :class:`~cardiofusion.transforms.preprocess.PreprocessConfig` this model expects."""
         return self.config.preprocess
 
     def forward(self, batch: dict[str, Any]):

@@ -3,7 +3,7 @@
 :class:`CohortDataset` serves the records of one split of a cohort manifest whose ECG and X-ray both
 decoded (:meth:`PreprocessedCache.records`), as dict samples with the batch keys fixed in
 ``docs/model_contract.md``.  A training sample holds one random ECG window; an evaluation sample holds
-every evaluation window of its record (:func:`cardiofusion.preprocess.ecg_eval_windows`).
+every evaluation window of its record (:func:`cardiofusion.transforms.preprocess.ecg_eval_windows`).
 
 **Batch layout.**  :func:`collate` always returns a *window-level* batch that follows the contract:
 every row is one ECG window with its record's X-ray, mask, flags, label and identifiers, plus
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._compat import ensure_torchvision
+from .._compat import ensure_torchvision
 
 ensure_torchvision()  # lightning imports torchmetrics -> torchvision
 
@@ -43,9 +43,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .cache import PreprocessedCache, open_cache
-from .errors import ConfigError
-from .preprocess import (
+from ..cache import PreprocessedCache, open_cache
+from ..errors import ConfigError
+from ..transforms.preprocess import (
     PreprocessConfig,
     cxr_eval_transform,
     cxr_train_transform,

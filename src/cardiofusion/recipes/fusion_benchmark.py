@@ -13,7 +13,7 @@
    best-validation-loss checkpoint's, as ``fit`` reports it; ties: the first in grid order).  The test
    split is never looked at for that choice;
 4. **baselines**: the Sokolow-Lyon and Cornell voltages of the same validation and test ECGs
-   (:func:`cardiofusion.criteria.score_ecgs`) as scores;
+   (:func:`cardiofusion.transforms.criteria.score_ecgs`) as scores;
 5. **evaluate** all seven with :func:`cardiofusion.evaluation.evaluate_tables` (calibration and threshold
    on validation, patient bootstrap CIs on test, paired comparisons against the cooperative model) into
    ``OUT/evaluation/``; and once more with the ECG donor as the resampling unit (``OUT/evaluation_ecg_donor/``),
@@ -209,7 +209,7 @@ def train_config(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest
     (so their own ``cxr_pretrained`` is False: the weights would be overwritten anyway).
     """
     from ..models import ModelConfig
-    from ..preprocess import PreprocessConfig
+    from ..transforms.preprocess import PreprocessConfig
     from ..training import TrainConfig
 
     if fusion not in MODEL_NAMES:
@@ -297,7 +297,7 @@ def criteria_tables(manifest: pd.DataFrame, splits: Sequence[str] = ("val", "tes
         ``({"sokolow_lyon": {split: table}, "cornell": {...}}, per-record criteria)``; tables have
         ``record_id, patient_id, label, score`` plus the published binary criterion ``criterion``.
     """
-    from ..criteria import (
+    from ..transforms.criteria import (
         CORNELL_THRESHOLD_MV,
         SOKOLOW_LYON_THRESHOLD_MV,
         normalise_sex,

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import polars as pl
 
-from .cache import CacheConfig, build_cache, open_cache
-from .cohort import CohortConfig, add_decoding_step, build_cohort, format_flow
-from .synth import SynthConfig, generate_export
+from ..cache import CacheConfig, build_cache, open_cache
+from ..cohort import CohortConfig, add_decoding_step, build_cohort, format_flow
+from ..synth import SynthConfig, generate_export
 
 
 #: The demo's models: small variants of the paper's architectures, so that CPU training takes minutes.
@@ -68,9 +68,9 @@ def demo_train_config(cache_dir: str | os.PathLike, manifest: str | os.PathLike,
     with lr 3e-4; without, ``cxr_tiny`` from scratch at lr 1e-3.  ``init_from`` warm-starts a fusion
     model from the single-modality runs (their encoders; the X-ray weights then come from that run).
     """
-    from .models import ModelConfig
-    from .preprocess import PreprocessConfig
-    from .training import TrainConfig
+    from ..models import ModelConfig
+    from ..transforms.preprocess import PreprocessConfig
+    from ..training import TrainConfig
 
     pretrained = bool(cxr_weights)
     uses_cxr = fusion != "ecg"
@@ -203,7 +203,7 @@ def run_demo(
     val_auroc: dict[str, float] = {}
     report_path: str | None = None
     if train:
-        from .training import fit
+        from ..training import fit
 
         t0 = time.perf_counter()
         cxr_weights = demo_cxr_weights()
@@ -241,7 +241,7 @@ def run_demo(
             log(f"  {title:<28} {val_auroc[fusion]:.3f}")
 
         t0 = time.perf_counter()
-        from .explain import choose_examples, explain_records
+        from ..explain import choose_examples, explain_records
 
         log("")
         log("[5/6] explain: Grad-CAM on the X-ray, lead attention x 1D Grad-CAM on the ECG, for two AS and two "
@@ -256,7 +256,7 @@ def run_demo(
         seconds["explain"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        from .evaluation import evaluate_runs
+        from ..evaluation import evaluate_runs
 
         log("")
         log(f"[6/6] evaluate: test split, threshold and calibration chosen on validation, {n_boot:,} patient-level "
@@ -297,7 +297,7 @@ def run_demo(
 
 def _same_config(run_dir: Path, config: Any) -> bool:
     """True when ``run_dir`` was trained with ``config`` (so it can be reused or resumed)."""
-    from .training import TrainConfig
+    from ..training import TrainConfig
 
     saved = run_dir / "config.yaml"
     if not saved.exists():

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configfile import reject_unknown_fields
-from .errors import ConfigError
+from ..configfile import reject_unknown_fields
+from ..errors import ConfigError
 
 #: pruner names accepted by :attr:`TuneConfig.pruner`.
 PRUNERS = ("median", "none", "hyperband")
@@ -169,7 +169,7 @@ class TuneConfig:
         reject_unknown_fields(cls, data, "tuning")
         kw = dict(data)
         if isinstance(kw.get("base"), Mapping):
-            from .training import TrainConfig
+            from . import TrainConfig
 
             kw["base"] = TrainConfig.from_dict(kw["base"])
         return cls(**kw)
@@ -284,7 +284,7 @@ def auroc_at_lowest_val_loss(history: Iterable[Mapping[str, Any]]) -> tuple[floa
 
 
 def _lightning_callback_base() -> type:
-    from ._compat import ensure_torchvision
+    from .._compat import ensure_torchvision
 
     ensure_torchvision()
     from lightning.pytorch.callbacks import Callback
@@ -411,7 +411,7 @@ def load_base_config(base: Any) -> Any:
         raise ConfigError("a base training config is needed (TuneConfig.base / --config)")
     if not isinstance(base, (str, os.PathLike)):
         return base
-    from .training import TrainConfig
+    from . import TrainConfig
 
     return TrainConfig.from_file(base)
 
@@ -573,7 +573,7 @@ def make_objective(config: TuneConfig, base: Any, out_dir: str | os.PathLike, *,
 
         fit_fn = fit
         if fit_fn is None:
-            from .training import fit as fit_fn
+            from . import fit as fit_fn
         params = suggest_params(trial, config, tune_rho=tune_rho)
         run_dir = trial_dir(out, trial.number)
         if run_dir.exists() and any(run_dir.iterdir()):

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .configfile import reject_unknown_fields
-from .errors import ConfigError
-from .records import CANONICAL_LEADS
+from ..configfile import reject_unknown_fields
+from ..errors import ConfigError
+from ..records import CANONICAL_LEADS
 
 #: Single-channel ImageNet statistics (means of the RGB channel statistics).
 IMAGENET_GRAY_MEAN = 0.449

@@ -1,6 +1,6 @@
 """Benchmarks of the library's methods on public data (``docs/benchmark_fusion.md``).
 
-    from cardiofusion.benchmark import BenchmarkConfig, run_fusion_benchmark
+    from cardiofusion.recipes import BenchmarkConfig, run_fusion_benchmark
     result = run_fusion_benchmark("pseudo/", "bench/", BenchmarkConfig(max_epochs=4))
     print(result.table_md.read_text())
 
@@ -12,7 +12,7 @@ scores the Sokolow-Lyon and Cornell voltage criteria on the same records and eva
 
 from __future__ import annotations
 
-from .fusion import (
+from .fusion_benchmark import (
     BASELINES,
     MODEL_NAMES,
     PSEUDO_LABEL,

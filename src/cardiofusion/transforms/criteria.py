@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ReadError
-from .records import CANONICAL_LEADS, ECGRecord
+from ..errors import ReadError
+from ..records import CANONICAL_LEADS, ECGRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -284,7 +284,7 @@ def score_ecgs(table: Any, *, path_col: str = "path", id_col: str = "exam_id", s
     """
     import pandas as pd
 
-    from .io.ecg import read_ecg
+    from ..io.ecg import read_ecg
 
     df = table.to_pandas() if hasattr(table, "to_pandas") and not isinstance(table, pd.DataFrame) else table
     rows = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 CALIBRATION_METHODS = ("none", "platt", "isotonic")
 THRESHOLD_RULES = ("youden", "sensitivity", "specificity", "fixed")

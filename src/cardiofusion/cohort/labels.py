@@ -50,7 +50,7 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: The three echo measurements, in the order used everywhere.
 MEASUREMENTS: tuple[str, ...] = ("peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2")
