@@ -4,6 +4,7 @@
 #
 #   bash dev.sh demo [OUT_DIR]     # whole pipeline on the built-in synthetic hospital export
 #   bash dev.sh test [PYTEST_ARGS] # the test suite
+#   bash dev.sh lint               # ruff (configured in pyproject.toml), run by .ci/run before the tests
 #
 # PYTHON=python3.12 bash dev.sh ... picks the interpreter (>= 3.11) used to create .venv.
 # constraints.txt pins torch so that pip never swaps in another build (see the README).
@@ -35,5 +36,6 @@ cmd=${1:-}
 case "$cmd" in
     demo) exec .venv/bin/cardiofusion demo --out "${1:-runs/demo}" ;;
     test) exec .venv/bin/python -m pytest -q "$@" ;;
-    *) echo "usage: bash dev.sh demo [OUT_DIR] | bash dev.sh test [PYTEST_ARGS]" >&2; exit 2 ;;
+    lint) exec .venv/bin/ruff check --no-cache src tests benchmarks "$@" ;;
+    *) echo "usage: bash dev.sh demo [OUT_DIR] | bash dev.sh test [PYTEST_ARGS] | bash dev.sh lint" >&2; exit 2 ;;
 esac
