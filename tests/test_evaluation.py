@@ -20,6 +20,8 @@ from cardiofusion.evaluation.calibration import Calibrator, choose_threshold
 from cardiofusion.evaluation import (
     METRICS,
     RankedScores,
+    bootstrap_mean_ci,
+    bootstrap_means,
     bootstrap_p_value,
     bootstrap_weights,
     delong_ci,
@@ -146,6 +148,26 @@ def test_patient_bootstrap_keeps_patients_together():
     np.testing.assert_array_equal(bootstrap_weights(patients[perm], 500, seed=3), w[:, perm])
     idx = resample_indices(w[0])
     assert len(idx) == int(w[0].sum())
+
+
+def test_cluster_bootstrap_mean_uses_the_patient_resamples():
+    """bootstrap_means is the mean over the records of each bootstrap_weights resample (a reference loop
+    over resample_indices), so it keeps patients together exactly as the metric bootstrap does."""
+    rng = np.random.default_rng(4)
+    patients = np.array(["c", "a", "a", "b", "c", "c", "d", "a", "e"])
+    v = rng.normal(size=(9, 3))
+    boot = bootstrap_means(v, 200, seed=5, groups=patients)
+    w = bootstrap_weights(patients, 200, seed=5)
+    ref = np.stack([v[resample_indices(row)].mean(axis=0) for row in w])
+    np.testing.assert_allclose(boot, ref, rtol=1e-12)
+    m, lo, hi = bootstrap_mean_ci(v, 200, seed=5, groups=patients)
+    np.testing.assert_allclose(m, v.mean(axis=0))
+    np.testing.assert_allclose(lo, np.quantile(ref, 0.025, axis=0))
+    np.testing.assert_allclose(hi, np.quantile(ref, 0.975, axis=0))
+    # no groups: every record its own patient
+    np.testing.assert_array_equal(bootstrap_means(v[:, 0], 50, seed=1), bootstrap_means(v[:, 0], 50, seed=1,
+                                                                                        groups=np.arange(9)))
+    assert all(np.isnan(x) for x in bootstrap_mean_ci(np.zeros(0)))
 
 
 def test_bootstrap_p_value_definition():

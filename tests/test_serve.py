@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def _get(url: str) -> tuple[int, dict, bytes]:
 
 def _post(url: str, files: list[tuple[str, str, bytes]], fields: dict | None = None) -> tuple[int, dict]:
     """POST multipart/form-data; returns (status, JSON body)."""
+    body, content_type = _multipart(files, fields)
+    request = urllib.request.Request(url + "/api/predict", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _multipart(files: list[tuple[str, str, bytes]], fields: dict | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type."""
     boundary = uuid.uuid4().hex
     body = io.BytesIO()
     for name, value in (fields or {}).items():
@@ -97,13 +110,23 @@ def _post(url: str, files: list[tuple[str, str, bytes]], fields: dict | None = N
         body.write(data)
         body.write(b"\r\n")
     body.write(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(url + "/api/predict", data=body.getvalue(), method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def _raw(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+         ) -> tuple[int, dict, bytes]:
+    """One request with http.client (which lets the test set the Host header): (status, headers, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=120)
     try:
-        with urllib.request.urlopen(request, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
 
 
 def _wfdb(shared: Path) -> list[tuple[str, str, bytes]]:
@@ -221,6 +244,173 @@ def test_no_patient_identifiers_in_logs_or_responses(server, shared_data, caplog
         text = payload.sub("<base64>", text)
         for identifier in identifiers:
             assert identifier not in text
+
+
+MARKER = "ZQXMARK7"  # a valid DICOM CS value (uppercase letters and digits) found nowhere else
+MARKER_UID = "1.2.826.0.1.8675309.4242"  # a UID-shaped marker
+
+
+def _assert_no_marker(status: int, headers: dict, body: bytes, *markers: str) -> None:
+    text = (body.decode("utf-8", "replace") + json.dumps(headers)).lower()
+    for marker in markers:
+        assert marker.lower() not in text, (status, body[:300])
+
+
+def _tagged_dicom(shared: Path, tmp_path: Path, name: str, **values) -> tuple[Path, bytes]:
+    """The real DICOM with patient identifiers and ``values`` set to markers."""
+    import pydicom
+
+    ds = pydicom.dcmread(shared / DICOM)
+    ds.PatientName, ds.PatientID, ds.StudyDescription = f"{MARKER}^{MARKER}", MARKER, MARKER
+    ds.InstitutionName, ds.ReferringPhysicianName = MARKER, MARKER
+    for key, value in values.items():
+        if key == "TransferSyntaxUID":
+            ds.file_meta.TransferSyntaxUID = value
+        else:
+            setattr(ds, key, value)
+    path = tmp_path / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the odd values: that is the point
+        ds.save_as(path, enforce_file_format=False)
+    return path, path.read_bytes()
+
+
+def test_error_responses_never_echo_file_values(server, shared_data, tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from cardiofusion.errors import ReadError
+    from cardiofusion.io.cxr import read_cxr
+
+    cases: list[tuple[str, list[tuple[str, str, bytes]], str]] = []
+    # X-ray: Modality and Photometric Interpretation that the reader quotes in its reason
+    path, data = _tagged_dicom(shared_data, tmp_path, "modality.dcm", Modality=MARKER)
+    with pytest.raises(ReadError) as raised:
+        read_cxr(path)
+    assert MARKER in raised.value.reason  # the library's own message quotes the value ...
+    cases.append(("cxr modality", [("cxr", f"{MARKER}.dcm", data)], "not a radiograph"))
+    path, data = _tagged_dicom(shared_data, tmp_path, "photometric.dcm", PhotometricInterpretation=MARKER)
+    with pytest.raises(ReadError) as raised:
+        read_cxr(path)
+    assert MARKER in raised.value.reason
+    cases.append(("cxr photometric", [("cxr", "p.dcm", data)], "The X-ray file:"))
+    _, data = _tagged_dicom(shared_data, tmp_path, "syntax.dcm", TransferSyntaxUID=MARKER_UID)
+    cases.append(("cxr transfer syntax", [("cxr", "t.dcm", data)], "The X-ray file"))
+    # ECG: DICOM waveform whose channel label and units are markers
+    ds = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+    ds.PatientName, ds.PatientID = MARKER, MARKER
+    for group in ds.WaveformSequence:
+        for channel in group.ChannelDefinitionSequence:
+            channel.ChannelLabel = MARKER
+            channel.ChannelSensitivityUnitsSequence[0].CodeValue = MARKER
+            channel.ChannelSensitivityUnitsSequence[0].CodeMeaning = MARKER
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    cases.append(("dicom ecg units", [("ecg", "e.dcm", buf.getvalue())], "unknown signal units"))
+    # ECG: CSV whose column names, or one cell, are markers
+    signal = np.round(np.random.default_rng(0).normal(0, 200, (2500, 12))).astype(int)
+    rows = "\n".join(",".join(map(str, r)) for r in signal)
+    header = ",".join(f"{MARKER}{i}" for i in range(12))
+    cases.append(("csv columns", [("ecg", "c.csv", f"{header}\n{rows}\n".encode())], "no standard ECG lead"))
+    lines = rows.split("\n")
+    lines[7] = ",".join([MARKER] + lines[7].split(",")[1:])
+    body = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6\n" + "\n".join(lines) + "\n"
+    cases.append(("csv cell", [("ecg", "c.csv", body.encode())], "non-numeric value"))
+    # ECG: NumPy archives whose entry names or units entry are markers
+    npz = io.BytesIO()
+    np.savez(npz, **{f"{MARKER}a": signal.T.astype(float), f"{MARKER}b": signal.T.astype(float)})
+    cases.append(("npz entries", [("ecg", "n.npz", npz.getvalue())], "cannot find the ECG array"))
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f[f"{MARKER}a"], f[f"{MARKER}b"] = signal.T.astype(float), signal.T.astype(float)
+    cases.append(("hdf5 datasets", [("ecg", "e.h5", (tmp_path / "e.h5").read_bytes())],
+                  "cannot find the ECG dataset"))
+    # ECG: a WFDB header naming a signal file that was not uploaded (its name is file content)
+    hea = f"{MARKER} 1 500 5000\n{MARKER}.dat 16 200 16 0 0 0 0 I\n".encode()
+    cases.append(("wfdb signal name", [("ecg", "r.hea", hea), ("ecg", "a.dat", b"\0" * 64),
+                                       ("ecg", "b.dat", b"\0" * 64)], "needs its signal file"))
+
+    for what, files, expected in cases:
+        body, content_type = _multipart(files)
+        status, headers, answer = _raw(server.url, "POST", "/api/predict", body, {"Content-Type": content_type})
+        assert status in (415, 422), (what, status, answer[:300])
+        message = json.loads(answer)["error"]
+        assert expected in message, (what, message)
+        _assert_no_marker(status, headers, answer, MARKER, MARKER_UID)  # ... the service's never does
+    assert not _leftover_upload_dirs()
+
+
+def test_public_messages_withhold_unknown_reasons():
+    from cardiofusion.serve.messages import _READER_REASONS, public_error, public_read_error
+
+    assert public_read_error(f"modality {MARKER} is not a radiograph (accepted: CR, DX, RG, OT)",
+                             "The X-ray file") == ("The X-ray file: the DICOM modality is not a radiograph "
+                                                   "(accepted: CR, DX, RG, OT)")
+    unknown = public_read_error(f"something new about {MARKER}", "The ECG file")
+    assert unknown.startswith("The ECG file cannot be read") and MARKER not in unknown
+    assert MARKER not in public_error(f"signal quality: lead {MARKER} looks odd")
+    assert public_error("give an ECG, an X-ray or both") == "give an ECG, an X-ray or both"
+    assert public_error("this model (cooperative) needs an ECG and an X-ray").endswith("an X-ray")
+    for _, message in _READER_REASONS:  # fixed sentences, nothing substituted
+        assert "{" not in message and "%" not in message
+
+
+# --------------------------------------------------------------------------------------------------
+# Host header (DNS rebinding)
+# --------------------------------------------------------------------------------------------------
+def test_only_allowed_host_names_are_answered(server):
+    port = server.url.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", f"localhost.evil.example:{port}", "127.0.0.2"):
+        status, headers, body = _raw(server.url, "GET", "/api/info", headers={"Host": host})
+        assert status == 400 and b"model" not in body, (host, body[:200])
+        assert headers["cache-control"] == "no-store"
+    # a prediction request from a rebinding page is refused before the upload is read
+    body, content_type = _multipart([("ecg", "a.csv", b"I,II\n1,2\n")])
+    status, _, answer = _raw(server.url, "POST", "/api/predict", body,
+                             {"Host": "evil.example", "Content-Type": content_type})
+    assert status == 400 and b"Invalid host header" in answer
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+        status, _, body = _raw(server.url, "GET", "/api/info", headers={"Host": host})
+        assert status == 200 and json.loads(body)["modalities"] == ["ecg", "cxr"], host
+
+
+def _asgi_status(app, host: str) -> int:
+    """GET /healthz through the ASGI interface (no HTTP client needed)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/healthz", "raw_path": b"/healthz", "query_string": b"", "root_path": "",
+             "headers": [(b"host", host.encode())], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def test_allowed_hosts_option(setup, capsys):
+    from cardiofusion.bundle import load
+    from cardiofusion.cli import main
+    from cardiofusion.serve import allowed_host_names, create_app
+
+    assert allowed_host_names() == ["localhost", "127.0.0.1", "[::1]"]
+    assert allowed_host_names("0.0.0.0", ["Screen.Hospital.org", "::1", "fe80::1", "*.ward.example"]) == [
+        "localhost", "127.0.0.1", "[::1]", "screen.hospital.org", "[fe80::1]", "*.ward.example"]
+    assert allowed_host_names("10.1.2.3")[-1] == "10.1.2.3"  # the bound address
+    for bad in ("http://x.org", "x.org:8000", "*", "a b"):
+        with pytest.raises(ValueError):
+            allowed_host_names(None, [bad])
+    app = create_app(load(setup["bundle"]), allowed_hosts=allowed_host_names("127.0.0.1", ["screen.hospital.org"]))
+    assert _asgi_status(app, "screen.hospital.org:8000") == 200
+    assert _asgi_status(app, "localhost:8000") == 200
+    assert _asgi_status(app, "other.hospital.org") == 400
+    assert main(["serve", str(setup["bundle"]), "--allowed-host", "http://screen.hospital.org"]) == 2
+    assert "not a host name" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
     print(format_flow(result.flow))
 
 Modules: :mod:`.tables` (loading, column maps), :mod:`.linkage` (the joins and exclusion reasons),
-:mod:`.split` (patient-level split, folds), :mod:`.flow` (the Figure-1 counts), :mod:`.build`.
+:mod:`.split` (patient-level split, folds), :mod:`.flow` (the Figure-1 counts), :mod:`.build`,
+:mod:`.values` (strict numbers: decimal comma, units, plausibility ranges).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from .tables import (
     load_index,
     normalise_index,
 )
+from .values import DEFAULT_RANGES, ValueRules
 
 __all__ = [
     "DEFAULT_FILENAMES",
+    "DEFAULT_RANGES",
     "ECG_READER_COLUMNS",
     "MANIFEST_CORE_COLUMNS",
     "OPTIONAL_COLUMNS",
@@ -52,4 +55,5 @@ __all__ = [
     "normalise_index",
     "patient_table",
     "split_records",
+    "ValueRules",
 ]

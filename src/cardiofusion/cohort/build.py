@@ -5,7 +5,7 @@ Output folder::
     manifest.parquet     one row per (ECG, X-ray, echo) record (docs/data_layout.md)
     flow.json            the flow table (cardiofusion.cohort.flow)
     config.json          {"config": resolved CohortConfig, "inputs": {...}, "column_map": ..., "cardiofusion_version"}
-    exclusions.parquet   every excluded row: table, exam_id, patient_id, row, step, reason
+    exclusions.parquet   every excluded row: table, exam_id, patient_id, row, step, reason, file, column, raw_value
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .flow import cohort_flow
 from .linkage import MANIFEST_CORE_COLUMNS, link_exams
 from .split import split_records
 from .tables import ColumnMap, load_index, normalise_index
+from .values import ValueRules
 
 IndexInput = str | os.PathLike | pl.DataFrame
 OUTPUT_FILES: dict[str, str] = {
@@ -55,11 +56,11 @@ class CohortResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _load(src: IndexInput, kind: str, cmap: ColumnMap) -> tuple[pl.DataFrame, str]:
+def _load(src: IndexInput, kind: str, cmap: ColumnMap, rules: ValueRules) -> tuple[pl.DataFrame, str]:
     if isinstance(src, pl.DataFrame) or type(src).__name__ == "DataFrame":
         # in-memory frames: relative paths are relative to the current folder
-        return normalise_index(src, kind, column_map=cmap), f"<{kind} DataFrame>"
-    return load_index(src, kind, cmap), str(Path(src).resolve())
+        return normalise_index(src, kind, column_map=cmap, rules=rules), f"<{kind} DataFrame>"
+    return load_index(src, kind, cmap, rules=rules), str(Path(src).resolve())
 
 
 def assemble_manifest(records: pl.DataFrame, config: CohortConfig) -> pl.DataFrame:
@@ -89,7 +90,8 @@ def build_cohort(
         column_map: export column names (:class:`~cardiofusion.cohort.tables.ColumnMap`, dict or file).
 
     Raises:
-        ReadError: an index table cannot be read or lacks required columns.
+        ReadError: an index table cannot be read, lacks required columns, or most non-empty values of
+            one of its date or number columns are invalid.
         ConfigError: invalid settings.
     """
     if config is None:
@@ -97,11 +99,12 @@ def build_cohort(
     elif not isinstance(config, CohortConfig):
         config = CohortConfig.from_dict(config)
     cmap = ColumnMap.load(column_map)
-    ecg, ecg_src = _load(ecg_index, "ecg", cmap)
-    cxr, cxr_src = _load(cxr_index, "cxr", cmap)
-    echo, echo_src = _load(echo_index, "echo", cmap)
+    rules = config.value_rules
+    ecg, ecg_src = _load(ecg_index, "ecg", cmap, rules)
+    cxr, cxr_src = _load(cxr_index, "cxr", cmap, rules)
+    echo, echo_src = _load(echo_index, "echo", cmap, rules)
 
-    linked = link_exams(ecg, cxr, echo, config)
+    linked = link_exams(ecg, cxr, echo, config, sources={"ecg": ecg_src, "cxr": cxr_src, "echo": echo_src})
     manifest = assemble_manifest(linked.records, config)
     flow = cohort_flow(linked.flow, manifest)
     result = CohortResult(manifest=manifest, flow=flow, exclusions=linked.exclusions, config=config)

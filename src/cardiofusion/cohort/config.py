@@ -10,6 +10,7 @@ from typing import Any, Literal, Mapping
 from ..configfile import read_mapping_file
 from ..errors import ConfigError
 from .labels import ASCriteria, SeverityGrades
+from .values import DEFAULT_RANGES, ValueRules, check_decimal_comma, resolve_ranges
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 
@@ -43,6 +44,13 @@ class CohortConfig:
         duplicate_exam_ids: what to do with rows sharing an ``exam_id`` but differing in content:
             ``"drop"`` every such row (the id is ambiguous), or keep the ``"first"`` in file order.
             Rows that are exact copies are always reduced to one (the copies are excluded, counted).
+        decimal_comma: numeric columns (our names, any table) written with a decimal comma
+            (``"3,14"``); a dot is then refused in those columns.  Default: none (a comma is invalid).
+        plausible_ranges: inclusive ``[low, high]`` per numeric column, in the column's unit; the
+            given columns override :data:`~cardiofusion.cohort.values.DEFAULT_RANGES` (Vmax 0.5-7 m/s,
+            mean gradient 0-150 mmHg, AVA 0.2-6 cm2, LVEF 5-90 %, age 0-120 years, ECG fs 50-20000 Hz,
+            resolution 0.001-1000 uV); ``None`` switches a column's check off.  A row with an
+            unparseable or implausible value is excluded with the reason (``docs/data_layout.md``).
     """
 
     cxr_within_days: float = 90.0
@@ -60,15 +68,20 @@ class CohortConfig:
     n_folds: int | None = None
     fold_scope: Literal["all", "train_val"] = "all"
     duplicate_exam_ids: Literal["drop", "first"] = "drop"
+    decimal_comma: tuple[str, ...] = ()
+    plausible_ranges: dict[str, tuple[float, float] | None] = field(default_factory=lambda: dict(DEFAULT_RANGES))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "decimal_comma", check_decimal_comma(self.decimal_comma))
+        object.__setattr__(self, "plausible_ranges", resolve_ranges(self.plausible_ranges))
         for name in ("cxr_within_days", "ecg_within_days"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a non-negative number of days, got {v!r}")
         if self.window_basis not in ("date", "datetime"):
             raise ConfigError(f"window_basis must be 'date' or 'datetime', got {self.window_basis!r}")
-        if isinstance(self.min_age, bool) or not isinstance(self.min_age, (int, float)) or not math.isfinite(self.min_age) or self.min_age < 0:
+        age = self.min_age
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
             raise ConfigError(f"min_age must be a non-negative number, got {self.min_age!r}")
         if not isinstance(self.criteria, ASCriteria):
             raise ConfigError("criteria must be an ASCriteria")
@@ -89,6 +102,11 @@ class CohortConfig:
         if self.duplicate_exam_ids not in ("drop", "first"):
             raise ConfigError(f"duplicate_exam_ids must be 'drop' or 'first', got {self.duplicate_exam_ids!r}")
 
+    @property
+    def value_rules(self) -> ValueRules:
+        """How the index tables' numbers are read (decimal comma, plausibility ranges)."""
+        return ValueRules(decimal_comma=self.decimal_comma, ranges=self.plausible_ranges)
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (criteria and grades nested)."""
@@ -99,6 +117,8 @@ class CohortConfig:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif isinstance(v, dict):
+                v = {k: (list(r) if r is not None else None) for k, r in v.items()}
             out[f.name] = v
         return out
 

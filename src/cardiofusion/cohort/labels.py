@@ -19,8 +19,14 @@ Missing-value policy (:func:`as_label`):
   ``<NA>`` in pandas, ``NaN`` in NumPy arrays.  It is never treated as 0; the cohort builder
   excludes such echoes with a reason.
 
-A measurement is *missing* when empty/null, NaN, infinite or not positive (a 0 m/s velocity or a
-0 cm2 valve area is an export artefact, not a measurement: the data layout forbids 0 for missing).
+A measurement is *missing* here when empty/null, NaN, infinite, negative, or 0 for the velocity or
+the valve area (a 0 m/s velocity or a 0 cm2 area is an export artefact, not a measurement; a 0 mmHg
+mean gradient is a measurement).  These functions never turn such a value into a ``0`` by
+themselves, but they cannot tell a missing value from a wrong one: the cohort builder checks every
+value first (:mod:`cardiofusion.cohort.values`: strict parsing, units, plausibility ranges) and
+*excludes* an echo with an unparseable or implausible measurement instead of labelling it from its
+other measurements, so an AS echo whose only abnormal value was written ``"2.5 m/s"`` or ``265`` is
+never relabelled "no AS".
 
 Severity (:func:`as_severity`) uses the ACC/AHA cut-offs of :class:`SeverityGrades` on the **worst**
 available measurement::
@@ -145,10 +151,16 @@ class SeverityGrades:
 
 
 # ----------------------------------------------------------------------------- Polars expressions
+#: Measurements for which 0 is a value (a mean gradient of 0 mmHg); for the others 0 is unusable.
+_ZERO_IS_A_VALUE: frozenset[str] = frozenset({"mean_gradient_mmhg"})
+
+
 def measurement_expr(name: str) -> pl.Expr:
-    """Column ``name`` as Float64 with every unusable value (null, NaN, inf, <= 0) turned into null."""
+    """Column ``name`` as Float64 with every unusable value (null, NaN, inf, < 0, and 0 except for the
+    mean gradient) turned into null."""
     x = pl.col(name).cast(pl.Float64, strict=False)
-    return pl.when(x.is_finite() & (x > 0)).then(x).otherwise(None)
+    usable = (x >= 0) if name in _ZERO_IS_A_VALUE else (x > 0)
+    return pl.when(x.is_finite() & usable).then(x).otherwise(None)
 
 
 def label_expr(criteria: ASCriteria | None = None, *, require_all_measurements: bool = False) -> pl.Expr:
@@ -224,7 +236,8 @@ def _as_frame(data: Any, kwargs: dict[str, Any]) -> tuple[pl.DataFrame, str, Any
     if pd is not None and isinstance(data, pd.DataFrame):
         cols = {}
         for m in MEASUREMENTS:
-            cols[m] = pd.to_numeric(data[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if m in data.columns else np.full(len(data), np.nan)
+            cols[m] = (pd.to_numeric(data[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                       if m in data.columns else np.full(len(data), np.nan))
         return pl.DataFrame(cols), "pandas", data.index
     if data is not None:
         if not isinstance(data, Mapping):

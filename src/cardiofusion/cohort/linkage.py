@@ -5,7 +5,9 @@ All work is columnar (Polars joins, as-of joins and expressions); nothing loops 
 Steps, per table, in order (the first failing check gives a row's exclusion reason):
 
 1. **Row validity** (all tables): missing ``patient_id``, missing ``exam_id``, missing or
-   unparseable ``exam_datetime``, missing ``path`` (ECG and X-ray).  Exact copies of a row are
+   unparseable ``exam_datetime``, missing ``path`` (ECG and X-ray), then an invalid value (an
+   unparseable or implausible number, an unparseable ``birth_date``: :mod:`cardiofusion.cohort.values`;
+   the reason names the first such column, ``exclusions.parquet`` its raw value).  Exact copies of a row are
    reduced to one (``exact duplicate row``); rows sharing an ``exam_id`` with different content are
    all dropped (``CohortConfig.duplicate_exam_ids="drop"``) or all but the first are
    (``"first"``).
@@ -55,8 +57,9 @@ _CONSUMED = {
 }
 _EXCLUSION_SCHEMA = {
     "table": pl.String, "exam_id": pl.String, "patient_id": pl.String, "row": pl.Int64,
-    "step": pl.Int32, "reason": pl.String,
+    "step": pl.Int32, "reason": pl.String, "file": pl.String, "column": pl.String, "raw_value": pl.String,
 }
+_INVALID_COLUMNS = ("_invalid_column", "_invalid_raw", "_invalid_reason")
 _DAY_US = 86_400_000_000
 
 
@@ -101,7 +104,8 @@ class LinkResult:
     Attributes:
         records: one row per (ECG, X-ray, echo) link, manifest columns except ``split``/``fold``.
         exclusions: every excluded row: ``table``, ``exam_id``, ``patient_id``, ``row`` (0-based row
-            in its table), ``step`` and ``reason``.
+            in its table), ``step``, ``reason``, ``file`` (the table's source), and for an unparseable
+            or implausible value the ``column`` (ours) and its ``raw_value`` as written.
         flow: counts per table and per linkage step (see :mod:`cardiofusion.cohort.flow`).
     """
 
@@ -113,15 +117,18 @@ class LinkResult:
 class _Ledger:
     """Collects excluded rows per table and step."""
 
-    def __init__(self) -> None:
+    def __init__(self, sources: dict[str, str] | None = None) -> None:
         self.parts: list[pl.DataFrame] = []
         self.step = 0
+        self.sources = dict(sources or {})
 
-    def add(self, table: str, rows: pl.DataFrame, reason: str | pl.Expr) -> None:
+    def add(self, table: str, rows: pl.DataFrame, reason: str | pl.Expr, *, detail: bool = False) -> None:
+        """Record ``rows`` as excluded; ``detail``: copy the offending cell (column, raw value)."""
         self.step += 1
         if rows.height == 0:
             return
         reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+        has_detail = detail and "_invalid_column" in rows.columns
         self.parts.append(
             rows.select(
                 pl.lit(table).alias("table"),
@@ -130,6 +137,9 @@ class _Ledger:
                 pl.col("_row").alias("row"),
                 pl.lit(self.step, pl.Int32).alias("step"),
                 reason_expr.cast(pl.String).alias("reason"),
+                pl.lit(self.sources.get(table), pl.String).alias("file"),
+                (pl.col("_invalid_column") if has_detail else pl.lit(None, pl.String)).alias("column"),
+                (pl.col("_invalid_raw") if has_detail else pl.lit(None, pl.String)).alias("raw_value"),
             )
         )
 
@@ -147,6 +157,7 @@ def _basis(config: CohortConfig) -> pl.Expr:
 def _clean(df: pl.DataFrame, kind: str, config: CohortConfig, ledger: _Ledger, why: dict[str, str]) -> pl.DataFrame:
     """Step 1: drop invalid rows and duplicates, recording why."""
     unparseable = pl.col("_exam_datetime_unparseable") if "_exam_datetime_unparseable" in df.columns else pl.lit(False)
+    invalid = pl.col("_invalid_reason") if "_invalid_reason" in df.columns else pl.lit(None, pl.String)
     chain = (
         pl.when(pl.col("patient_id").is_null()).then(pl.lit(why["missing_patient_id"]))
         .when(pl.col("exam_id").is_null()).then(pl.lit(why["missing_exam_id"]))
@@ -155,13 +166,15 @@ def _clean(df: pl.DataFrame, kind: str, config: CohortConfig, ledger: _Ledger, w
     )
     if kind in ("ecg", "cxr"):
         chain = chain.when(pl.col("path").is_null()).then(pl.lit(why["missing_path"]))
+    chain = chain.when(invalid.is_not_null()).then(pl.lit("_invalid"))
     df = df.with_columns(chain.otherwise(None).alias("_reason"))
     bad = df.filter(pl.col("_reason").is_not_null())
     for key in ("missing_patient_id", "missing_exam_id", "bad_datetime", "missing_datetime", "missing_path"):
-        ledger.add(kind, bad.filter(pl.col("_reason") == why[key]), why[key])
+        ledger.add(kind, bad.filter(pl.col("_reason") == why[key]), why[key], detail=key == "bad_datetime")
+    # unparseable / implausible values: one step, the reason names the column (cohort.values)
+    ledger.add(kind, bad.filter(pl.col("_reason") == "_invalid"), invalid, detail=True)
     df = df.filter(pl.col("_reason").is_null()).drop("_reason")
-    if "_exam_datetime_unparseable" in df.columns:
-        df = df.drop("_exam_datetime_unparseable")
+    df = df.drop([c for c in ("_exam_datetime_unparseable", *_INVALID_COLUMNS) if c in df.columns])
 
     # exact copies share their exam_id: compare whole rows only where the id repeats (cheap)
     content = [c for c in df.columns if c != "_row"]
@@ -290,8 +303,17 @@ def _passthrough_names(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, s
     return out
 
 
-def link_exams(ecg: pl.DataFrame, cxr: pl.DataFrame, echo: pl.DataFrame, config: CohortConfig | None = None) -> LinkResult:
+def link_exams(
+    ecg: pl.DataFrame,
+    cxr: pl.DataFrame,
+    echo: pl.DataFrame,
+    config: CohortConfig | None = None,
+    *,
+    sources: dict[str, str] | None = None,
+) -> LinkResult:
     """Link normalised index tables (see :func:`cardiofusion.cohort.tables.load_index`) into records.
+
+    ``sources`` (table kind -> file name) fills the ``file`` column of the exclusions.
 
     Returns records sorted by patient, echo time, X-ray, ECG time and ECG id; ``record_id`` is
     ``"<ecg_exam_id>|<cxr_exam_id>|<echo_exam_id>"`` (a counter is appended in the unlikely case
@@ -299,7 +321,7 @@ def link_exams(ecg: pl.DataFrame, cxr: pl.DataFrame, echo: pl.DataFrame, config:
     """
     config = config or CohortConfig()
     why = reasons(config)
-    ledger = _Ledger()
+    ledger = _Ledger(sources)
     raw = {"ecg": ecg.height, "cxr": cxr.height, "echo": echo.height}
     tables_in = {"ecg": ecg, "cxr": cxr, "echo": echo}
     for kind, df in tables_in.items():
@@ -337,7 +359,9 @@ def link_exams(ecg: pl.DataFrame, cxr: pl.DataFrame, echo: pl.DataFrame, config:
     n_echo_linked = echo_l.height
 
     # -- 4. X-ray -> every ECG in the window --------------------------------------------------------
-    linked_cxr = echo_l.select(pl.col("_cxr_exam_id").alias("cxr_exam_id"), "patient_id", pl.col("_cxr_t").alias("_ct")).unique("cxr_exam_id")
+    linked_cxr = echo_l.select(
+        pl.col("_cxr_exam_id").alias("cxr_exam_id"), "patient_id", pl.col("_cxr_t").alias("_ct")
+    ).unique("cxr_exam_id")
     ecg_k = ecg_v.select("patient_id", pl.col("exam_id").alias("ecg_exam_id"), pl.col("_t").alias("_et"))
     cxr_ecg = (
         linked_cxr.lazy()
@@ -376,7 +400,7 @@ def link_exams(ecg: pl.DataFrame, cxr: pl.DataFrame, echo: pl.DataFrame, config:
     flow: dict[str, Any] = {"tables": {}, "linkage": {}}
     for kind in TABLE_KINDS:
         ex = exclusions.filter(pl.col("table") == kind)
-        counts = ex.group_by("step", "reason").agg(pl.len().alias("count")).sort("step")
+        counts = ex.group_by("step", "reason").agg(pl.len().alias("count")).sort("step", "reason")
         items = [{"reason": r, "count": int(n)} for r, n in zip(counts["reason"], counts["count"])]
         excluded = sum(i["count"] for i in items)
         assert raw[kind] == used[kind] + excluded, (
@@ -452,7 +476,8 @@ def _assemble(
     )
     if df["record_id"].n_unique() != df.height:
         n = pl.int_range(pl.len()).over("record_id")
-        df = df.with_columns(pl.when(n > 0).then(pl.col("record_id") + "#" + n.cast(pl.String)).otherwise(pl.col("record_id")).alias("record_id"))
+        suffixed = pl.col("record_id") + "#" + n.cast(pl.String)
+        df = df.with_columns(pl.when(n > 0).then(suffixed).otherwise(pl.col("record_id")).alias("record_id"))
     core = [c for c in MANIFEST_CORE_COLUMNS if c not in ("split", "fold")]
     reader = [c for c in ECG_READER_COLUMNS if c in df.columns]
     extras = [n for kind in TABLE_KINDS for n in passthrough[kind].values()] + ["age_source"]

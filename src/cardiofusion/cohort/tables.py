@@ -22,14 +22,20 @@ Normalisation done by :func:`load_index`:
 * ids (``patient_id``, ``exam_id``) become stripped strings (leading zeros kept: CSV cells are read
   as text); empty -> null.
 * ``exam_datetime`` (and ``birth_date``) become ``Datetime[us]``: ISO 8601 date or date-time, or the
-  mapped ``datetime_format``.  A non-empty value that does not parse becomes null and is flagged in
-  the hidden column ``_exam_datetime_unparseable`` so that linkage can give the right reason.
+  mapped ``datetime_format``.  A non-empty value that does not parse becomes null and is flagged
+  (``_exam_datetime_unparseable``, ``_invalid_*`` below) so that linkage excludes the row with the
+  reason; when more than half of a column's non-empty values do not parse (``13/01/2020`` without
+  ``datetime_format``) the table is a :class:`ReadError` naming the file and the column.
 * ``path`` is made absolute against the folder holding the table (absolute paths and URLs such as
   ``s3://...`` are left alone).
 * ``sex`` becomes ``F`` / ``M`` (``female``, ``woman``, ``w`` -> F; ``male``, ``man`` -> M; anything
   else -> null); ``pacemaker`` / ``atrial_fibrillation`` become Int8 0/1 (``1/0``, ``true/false``,
   ``yes/no``, ``y/n``); numbers (``age``, measurements, ``fs``, ``resolution_uv``, ``lvef_pct``)
-  become Float64 (unparseable -> null).
+  become Float64, read strictly by :mod:`cardiofusion.cohort.values` (decimal-comma columns, unit
+  suffixes such as ``2.5 m/s`` or ``250 cm/s``, plausibility ranges): an unparseable or implausible
+  value becomes null *and* is recorded in the hidden ``_invalid_column`` / ``_invalid_raw`` /
+  ``_invalid_reason`` (the row's first invalid cell), which linkage turns into an exclusion.  A
+  column that is mostly invalid is a :class:`ReadError`.
 * a hidden ``_row`` column keeps the 0-based row number in the file, for the exclusion report.
 """
 
@@ -44,6 +50,7 @@ import polars as pl
 
 from ..configfile import read_mapping_file
 from ..errors import ConfigError, ReadError
+from .values import MAJORITY, NUMERIC_COLUMNS, NUMERIC_UNITS, ValueRules, number_exprs
 
 TABLE_KINDS: tuple[str, ...] = ("ecg", "cxr", "echo")
 TABLE_NAMES: dict[str, str] = {"ecg": "ECG index", "cxr": "X-ray index", "echo": "echo index"}
@@ -62,7 +69,9 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 _ID_COLUMNS = ("patient_id", "exam_id")
-_FLOAT_COLUMNS = ("age", "fs", "resolution_uv", "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2", "lvef_pct")
+_FLOAT_COLUMNS = NUMERIC_COLUMNS
+#: Hidden columns added by :func:`normalise_index` (kept when an already normalised table is normalised again).
+INTERNAL_COLUMNS: tuple[str, ...] = ("_row", "_exam_datetime_unparseable", "_invalid_column", "_invalid_raw", "_invalid_reason")
 _FLAG_COLUMNS = ("pacemaker", "atrial_fibrillation")
 _DATETIME_COLUMNS = ("exam_datetime", "birth_date")
 _SEX_MAP = {
@@ -232,6 +241,7 @@ def normalise_index(
     source: str | os.PathLike | None = None,
     base_dir: str | os.PathLike | None = None,
     column_map: ColumnMap | Mapping[str, Any] | str | os.PathLike | None = None,
+    rules: ValueRules | None = None,
 ) -> pl.DataFrame:
     """Rename, validate and normalise an already-read index table (see the module docstring).
 
@@ -241,9 +251,12 @@ def normalise_index(
         source: name used in error messages (the file, usually).
         base_dir: folder that relative ``path`` values are relative to (default: the current folder).
         column_map: ours -> theirs names.
+        rules: decimal-comma columns and plausibility ranges (default: no decimal comma, the
+            default ranges of :mod:`cardiofusion.cohort.values`).
 
     Raises:
-        ReadError: a required column is missing (the message names the table and the columns).
+        ReadError: a required column is missing, or most non-empty values of a date or number column
+            are invalid (the message names the table or file and the column).
     """
     if kind not in TABLE_KINDS:
         raise ConfigError(f"unknown index table kind '{kind}' (expected one of {', '.join(TABLE_KINDS)})")
@@ -253,9 +266,12 @@ def normalise_index(
             df = pl.from_pandas(df)
         except Exception as e:
             raise ReadError(source or f"<{kind} index>", f"not a table: {e}") from None
+    rules = rules or ValueRules()
     where = str(source) if source is not None else f"<{TABLE_NAMES[kind]}>"
-    internal = [c for c in ("_row", "_exam_datetime_unparseable") if c in df.columns]
-    if internal:  # an already normalised table: normalise again from its visible columns
+    internal = [c for c in INTERNAL_COLUMNS if c in df.columns]
+    previous: pl.DataFrame | None = None
+    if internal:  # an already normalised table: normalise again from its visible columns, keep its flags
+        previous = df.select([c for c in internal if c != "_row"])
         df = df.drop(internal)
     mapping = cmap.for_table(kind)
     rename: dict[str, str] = {}
@@ -284,6 +300,7 @@ def normalise_index(
     fmt = cmap.datetime_format_for(kind)
     schema = df.schema
     exprs: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")]
+    checked: list[str] = []  # columns with a _bad_<name> / _raw_<name> pair, exam_datetime first
     for name in df.columns:
         dtype = schema[name]
         if name in _ID_COLUMNS:
@@ -291,10 +308,17 @@ def normalise_index(
         elif name in _DATETIME_COLUMNS:
             parsed = _parse_datetimes(df[name], fmt)
             exprs.append(pl.lit(parsed).alias(name))
+            raw = pl.col(name).cast(pl.String).str.strip_chars()
+            present = raw.is_not_null() & (raw.str.len_chars() > 0)
+            bad = present & pl.lit(parsed).is_null()
             if name == "exam_datetime":
-                raw = pl.col(name).cast(pl.String).str.strip_chars()
-                present = raw.is_not_null() & (raw.str.len_chars() > 0)
-                exprs.append((present & pl.lit(parsed).is_null()).alias("_exam_datetime_unparseable"))
+                exprs.append(bad.alias("_exam_datetime_unparseable"))
+            exprs.append(pl.when(bad).then(pl.lit(f"unparseable {name}")).otherwise(None).alias(f"_bad_{name}"))
+            exprs.append(raw.alias(f"_raw_{name}"))
+            if name == "exam_datetime":
+                checked.insert(0, name)
+            else:
+                checked.append(name)
         elif name == "path":
             exprs.append(_path_expr(base))
         elif name == "sex":
@@ -304,33 +328,97 @@ def normalise_index(
             s = pl.col(name).cast(pl.String).str.strip_chars().str.to_uppercase()
             exprs.append(s.replace_strict(_FLAG_MAP, default=None, return_dtype=pl.Int8).alias(name))
         elif name in _FLOAT_COLUMNS:
-            exprs.append(pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False).alias(name)
-                         if dtype == pl.String else pl.col(name).cast(pl.Float64, strict=False).alias(name))
+            exprs.extend(number_exprs(name, dtype, rules))
+            checked.append(name)
         elif name == "units":
             s = pl.col(name).cast(pl.String).str.strip_chars()
             exprs.append(pl.when(s.str.len_chars() > 0).then(s).otherwise(None).alias(name))
         else:
             exprs.append(pl.col(name))
-    return df.select(exprs)
+    out = df.select(exprs)
+    _check_majority(out, checked, where, mapping, fmt, rules)
+    return _record_invalid(out, checked, previous)
+
+
+def _check_majority(
+    df: pl.DataFrame, checked: list[str], where: str, mapping: dict[str, str], fmt: str | None, rules: ValueRules
+) -> None:
+    """A column where most non-empty values are invalid is a layout mistake: raise, naming it."""
+    for name in checked:
+        bad = df[f"_bad_{name}"]
+        n_bad = bad.len() - bad.null_count()
+        if n_bad == 0:
+            continue
+        if name in _DATETIME_COLUMNS:
+            n = int(df[f"_raw_{name}"].str.len_chars().fill_null(0).gt(0).sum())
+        else:
+            n = n_bad + df[name].len() - df[name].null_count()
+        if n_bad <= MAJORITY * n:
+            continue
+        first = int(bad.is_not_null().arg_true()[0])
+        example, reason = df[f"_raw_{name}"][first], bad[first]
+        label = f"column '{name}'" + (f" (export column '{mapping[name]}')" if name in mapping else "")
+        if name in _DATETIME_COLUMNS:
+            hint = (f"they do not match datetime_format {fmt!r}" if fmt else
+                    "they are not ISO 8601 dates (YYYY-MM-DD[ HH:MM[:SS]]); give the export's layout as "
+                    "datetime_format in the column map, e.g. '%d/%m/%Y %H:%M'")
+        elif reason.startswith("implausible"):
+            hint = f"the column must hold {NUMERIC_UNITS[name]}; check its unit or plausible_ranges in the cohort config"
+        elif "," in str(example) and name not in rules.decimal_comma:
+            hint = f"for a decimal comma, list '{name}' under decimal_comma in the cohort config"
+        else:
+            hint = ""
+        raise ReadError(
+            where,
+            f"{label}: {n_bad} of {n} non-empty values are invalid (first: {example!r} in row {first}: {reason})"
+            + (f"; {hint}" if hint else ""),
+        )
+
+
+def _record_invalid(df: pl.DataFrame, checked: list[str], previous: pl.DataFrame | None) -> pl.DataFrame:
+    """Replace the per-column ``_bad_*`` / ``_raw_*`` helpers by the row's first invalid cell."""
+    bad = [pl.col(f"_bad_{n}") for n in checked]
+    column = pl.coalesce([pl.when(pl.col(f"_bad_{n}").is_not_null()).then(pl.lit(n)) for n in checked] + [pl.lit(None, pl.String)])
+    raw = pl.coalesce([pl.when(pl.col(f"_bad_{n}").is_not_null()).then(pl.col(f"_raw_{n}")) for n in checked]
+                      + [pl.lit(None, pl.String)])
+    reason = pl.coalesce(bad + [pl.lit(None, pl.String)])
+    out = df.with_columns(column.alias("_invalid_column"), raw.alias("_invalid_raw"), reason.alias("_invalid_reason"))
+    out = out.drop([c for n in checked for c in (f"_bad_{n}", f"_raw_{n}")])
+    if "_exam_datetime_unparseable" not in out.columns:
+        out = out.with_columns(pl.lit(False).alias("_exam_datetime_unparseable"))
+    if previous is not None and previous.height == out.height:  # flags of an earlier normalisation win
+        keep = []
+        if "_exam_datetime_unparseable" in previous.columns:
+            keep.append((pl.col("_exam_datetime_unparseable") | previous["_exam_datetime_unparseable"].fill_null(False))
+                        .alias("_exam_datetime_unparseable"))
+        if "_invalid_reason" in previous.columns:
+            had = previous["_invalid_reason"].is_not_null()
+            for c in ("_invalid_column", "_invalid_raw", "_invalid_reason"):
+                if c in previous.columns:
+                    keep.append(pl.when(pl.lit(had)).then(pl.lit(previous[c].cast(pl.String))).otherwise(pl.col(c)).alias(c))
+        out = out.with_columns(keep)
+    return out
 
 
 def load_index(
     path: str | os.PathLike,
     kind: str,
     column_map: ColumnMap | Mapping[str, Any] | str | os.PathLike | None = None,
+    rules: ValueRules | None = None,
 ) -> pl.DataFrame:
     """Read one index table (CSV, TSV or Parquet) and normalise it (see the module docstring).
 
     Relative ``path`` values are resolved against the folder that holds the table.
 
     Raises:
-        ReadError: unreadable file or missing required columns.
+        ReadError: unreadable file, missing required columns, or a date / number column whose
+            non-empty values are mostly invalid.
     """
     p = Path(path)
     if not p.is_file():
         raise ReadError(p, f"{TABLE_NAMES.get(kind, kind)} not found" if not p.exists() else "not a file")
     raw = _read_raw(p)
-    return normalise_index(raw, kind, source=p, base_dir=p.resolve().parent, column_map=column_map)
+    return normalise_index(raw, kind, source=p, base_dir=p.resolve().parent, column_map=column_map, rules=rules)
 
 
 __all__ = [

@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
                         help="folder holding ecg_index.csv, cxr_index.csv and echo_index.csv (or .parquet); "
                              "an explicit --*-index overrides")
     inputs.add_argument("--column-map", metavar="YAML", help="column names of the export (ours -> theirs), YAML or JSON")
+    inputs.add_argument("--decimal-comma", action="append", metavar="COLUMN",
+                        help="a numeric column (our name, e.g. ava_cm2) written with a decimal comma ('3,14'); "
+                             "repeat for several; plausibility ranges go in --config (plausible_ranges)")
     b.add_argument("--out", required=True, metavar="DIR", help="output folder")
     b.add_argument("--config", metavar="FILE", help="CohortConfig as JSON/YAML (e.g. a previous config.json)")
 
@@ -110,6 +113,8 @@ def config_from_args(args: argparse.Namespace):
             changes[field] = v
     if args.split is not None:
         changes["split_fractions"] = tuple(args.split)
+    if getattr(args, "decimal_comma", None):
+        changes["decimal_comma"] = tuple(dict.fromkeys([*cfg.decimal_comma, *args.decimal_comma]))
     if args.no_stratify:
         changes["stratify"] = False
     crit = {k: v for k, v in (("peak_velocity_m_s", args.as_peak_velocity), ("mean_gradient_mmhg", args.as_mean_gradient),

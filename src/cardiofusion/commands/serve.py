@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="model bundle folder (cardiofusion export)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", dest="allowed_hosts",
+                   help="a host name clients use to reach the service (repeatable; '*.example.org' for a domain). "
+                   "Requests whose Host header names another host get 400, which defeats DNS rebinding. Always "
+                   "allowed: localhost, 127.0.0.1, [::1] and the --host address")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request accepted, MB (default: 50)")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="model runtime (default: torch)")
     p.add_argument("--no-explain", action="store_true", help="no heat maps (faster)")
@@ -30,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..serve import serve
+        from ..serve import allowed_host_names, serve
     except ImportError as e:
         raise ConfigError(f"the web service needs the serve extra: pip install 'cardiofusion[serve]' ({e})") from None
     if not 0 < args.port < 65536:
@@ -38,13 +42,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.max_upload_mb > 0:
         raise ConfigError("--max-upload-mb must be positive")
     try:
+        hosts = allowed_host_names(args.host, args.allowed_hosts)
+    except ValueError as e:
+        raise ConfigError(f"--host / --allowed-host: {e}") from None
+    try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
         loopback = args.host == "localhost"
     if not loopback:
         print(f"cardiofusion: warning: listening on {args.host}, reachable from other machines; put the service "
               "behind TLS and authentication", file=sys.stderr)
-    print(f"cardiofusion: serving {args.bundle} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    print(f"cardiofusion: serving {args.bundle} on http://{args.host}:{args.port}/ (Ctrl+C to stop); "
+          f"accepted host names: {', '.join(hosts)}", file=sys.stderr)
     serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
-          explain=not args.no_explain, log_level=args.log_level)
+          explain=not args.no_explain, log_level=args.log_level, allowed_hosts=args.allowed_hosts)
     return 0

@@ -10,7 +10,22 @@ from typing import Any
 
 from ..errors import ConfigError
 
-FUSIONS = ("cooperative", "early", "late", "ecg", "cxr")
+
+class _FusionChoices:
+    """``--fusion`` choices: the fusion heads registered in :mod:`cardiofusion.models` (read from the
+    registry when argparse checks a value or prints help, so building the parser imports no model code)."""
+
+    @staticmethod
+    def _names() -> list[str]:
+        from ..models import list_fusions
+
+        return list_fusions()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "--tensorboard may change)")
     p.add_argument("--config", metavar="YAML", help="training config (a run's config.yaml or a hand-written subset)")
     m = p.add_argument_group("model")
-    m.add_argument("--fusion", choices=FUSIONS, help="fusion head (default: cooperative)")
+    m.add_argument("--fusion", choices=_FusionChoices(), metavar="NAME",
+                   help="registered fusion head: %(choices)s (default: cooperative)")
     m.add_argument("--ecg-encoder", help="registered ECG encoder name (default: ecg_resnet50_transformer)")
     m.add_argument("--cxr-encoder", help="X-ray encoder preset or timm model name (default: efficientnet_b0)")
     m.add_argument("--cxr-weights", metavar="PATH|timm|none",

@@ -9,7 +9,6 @@ from .dataset import (
     EpochSampler,
     check_cache,
     collate,
-    modalities_for_fusion,
     split_records,
 )
 
@@ -20,6 +19,5 @@ __all__ = [
     "EpochSampler",
     "check_cache",
     "collate",
-    "modalities_for_fusion",
     "split_records",
 ]

@@ -200,11 +200,6 @@ def split_records(cache: PreprocessedCache, manifest: str | os.PathLike | pd.Dat
     return records[records["split"].astype(str) == split].reset_index(drop=True)
 
 
-def modalities_for_fusion(fusion: str) -> tuple[str, ...]:
-    """The modalities a fusion name needs (``ecg`` / ``cxr`` single modality, anything else both)."""
-    return (fusion,) if fusion in MODALITIES else MODALITIES
-
-
 class CohortDataModule(L.LightningDataModule):
     """Train / val / test loaders over a cache and a cohort manifest.
 
@@ -292,6 +287,5 @@ __all__ = [
     "EpochSampler",
     "check_cache",
     "collate",
-    "modalities_for_fusion",
     "split_records",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from .bootstrap import (
     Difference,
     Interval,
+    bootstrap_mean_ci,
+    bootstrap_means,
     bootstrap_p_value,
     bootstrap_weights,
     paired_differences,
@@ -30,9 +32,9 @@ from .evaluate import (
     ModelEvaluation,
     evaluate_runs,
     evaluate_tables,
-    format_p,
     run_tables,
 )
+from .formatting import format_ci, format_interval, format_p, format_value
 from .metrics import (
     METRIC_LABELS,
     METRICS,
@@ -56,6 +58,8 @@ __all__ = [
     "Interval",
     "ModelEvaluation",
     "RankedScores",
+    "bootstrap_mean_ci",
+    "bootstrap_means",
     "bootstrap_p_value",
     "bootstrap_weights",
     "delong_ci",
@@ -65,7 +69,10 @@ __all__ = [
     "evaluate_runs",
     "evaluate_tables",
     "fold_splits",
+    "format_ci",
+    "format_interval",
     "format_p",
+    "format_value",
     "metric_matrix",
     "paired_differences",
     "parse_subgroups",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from .metrics import METRICS
 
 
@@ -132,5 +133,40 @@ def paired_differences(point_a: np.ndarray, point_b: np.ndarray, boot_a: np.ndar
             for j, (m, s) in enumerate(zip(metrics, summary))}
 
 
-__all__ = ["Difference", "Interval", "bootstrap_p_value", "bootstrap_weights", "paired_differences",
-           "patient_codes", "percentile_summary", "resample_indices"]
+def bootstrap_means(values: Any, n_boot: int = 1000, seed: int = 0, groups: Any = None) -> np.ndarray:
+    """``(n_boot, ...)`` means over records (axis 0) on the resamples of :func:`bootstrap_weights`.
+
+    ``groups`` (patient ids, one per record) makes it the cluster bootstrap of the module docstring: whole
+    patients are drawn and a resample's mean is over all records of the drawn patients.  Without ``groups``
+    every record is its own patient (the record bootstrap; the same as ``groups=range(n)``).  The same
+    ``seed`` and ``groups`` give the same resamples, so means of different quantities are paired.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[0]
+    if groups is None:
+        groups = np.arange(n)
+    elif len(groups) != n:
+        raise ConfigError(f"groups has {len(groups)} entries for {n} records")
+    if n == 0:
+        return np.full((int(n_boot), *v.shape[1:]), np.nan)
+    w = bootstrap_weights(groups, n_boot, seed)  # (B, n)
+    return (w @ v.reshape(n, -1) / w.sum(axis=1, keepdims=True)).reshape(-1, *v.shape[1:])
+
+
+def bootstrap_mean_ci(values: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                      groups: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over records (axis 0) with the percentile CI of :func:`bootstrap_means`.
+
+    Returns ``(mean, low, high)``, each of shape ``values.shape[1:]`` (NaN for no records).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[0] == 0:
+        nan = np.full(v.shape[1:], np.nan)
+        return nan, nan, nan
+    boot = bootstrap_means(v, n_boot, seed, groups)
+    a = (1 - level) / 2
+    return v.mean(axis=0), np.quantile(boot, a, axis=0), np.quantile(boot, 1 - a, axis=0)
+
+
+__all__ = ["Difference", "Interval", "bootstrap_mean_ci", "bootstrap_means", "bootstrap_p_value", "bootstrap_weights",
+           "paired_differences", "patient_codes", "percentile_summary", "resample_indices"]

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .formatting import format_ci
+
 DPI = 150
 
 
@@ -36,14 +38,6 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def _ci_text(value: float, low: float, high: float, digits: int = 3) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ({low:.{digits}f}\u2013{high:.{digits}f})"
-
-
 def roc_figure(curves: Mapping[str, dict[str, Any]], path: str | os.PathLike, *, title: str = "ROC curves") -> Path:
     """All models' ROC curves on one plot; legend ``name: AUROC value (CI)``.
 
@@ -54,7 +48,7 @@ def roc_figure(curves: Mapping[str, dict[str, Any]], path: str | os.PathLike, *,
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     for color, (name, c) in zip(_colors(len(curves)), curves.items()):
         ax.plot(c["fpr"], c["tpr"], color=color, lw=2,
-                label=f"{name}: AUROC {_ci_text(c['value'], c.get('ci_low'), c.get('ci_high'))}")
+                label=f"{name}: AUROC {format_ci(c['value'], c.get('ci_low'), c.get('ci_high'))}")
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="chance")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="False positive rate (1 - specificity)",
            ylabel="True positive rate (sensitivity)", title=title)
@@ -75,7 +69,7 @@ def pr_figure(curves: Mapping[str, dict[str, Any]], prevalence: float, path: str
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     for color, (name, c) in zip(_colors(len(curves)), curves.items()):
         ax.step(c["recall"], c["precision"], where="post", color=color, lw=2,
-                label=f"{name}: AUPRC {_ci_text(c['value'], c.get('ci_low'), c.get('ci_high'))}")
+                label=f"{name}: AUPRC {format_ci(c['value'], c.get('ci_low'), c.get('ci_high'))}")
     ax.axhline(prevalence, color="0.6", lw=1, ls="--", label=f"prevalence {prevalence:.3f}")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="Recall (sensitivity)", ylabel="Precision (PPV)",
            title=title)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from .formatting import format_ci, format_interval, format_p, format_value
 from .metrics import METRIC_LABELS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluate import EvaluationResult
+    from .results import EvaluationResult
 
 #: Table 2 columns (the paper's order) and the extra ones after them.
 TABLE2_METRICS = ("auroc", "auprc", "accuracy", "precision", "recall", "specificity", "f1", "npv", "brier")
@@ -48,25 +49,7 @@ def _n(x: Any) -> str:
     return f"{x:,}" if isinstance(x, (int, np.integer)) else _e(x)
 
 
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def _ci(v: Any, lo: Any, hi: Any, digits: int = 3) -> str:
-    """``value (low-high)``; ``value (low to high)`` when a bound is negative (differences)."""
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{v:.{digits}f}"
-    sep = " to " if min(lo, hi) < 0 else "&ndash;"
-    return f"{v:.{digits}f} ({lo:.{digits}f}{sep}{hi:.{digits}f})"
-
-
 def _p(p: Any) -> str:
-    from .evaluate import format_p
-
     return _e(format_p(p))
 
 
@@ -170,7 +153,7 @@ def _table2(result: EvaluationResult) -> str:
     rows, classes = [], []
     for name in names:
         m = result.models[name]
-        rows.append([_e(name)] + [_ci(m.metrics[k].value, m.metrics[k].ci_low, m.metrics[k].ci_high)
+        rows.append([_e(name)] + [_e(format_interval(m.metrics[k]))
                                   for k in TABLE2_METRICS])
         classes.append("ref" if name == ref else "")
         if name != ref:
@@ -186,7 +169,8 @@ def _table2(result: EvaluationResult) -> str:
                "Threshold metrics (accuracy to NPV) use each model's threshold chosen on the validation split. "
                "The bootstrap medians (the paper reports medians) are in the next table and in metrics.json.")
     medians = _table(["Model"] + [METRIC_LABELS[m] for m in TABLE2_METRICS],
-                     [[_e(n)] + [_num(result.models[n].metrics[k].median) for k in TABLE2_METRICS] for n in names])
+                     [[_e(n)] + [format_value(result.models[n].metrics[k].median) for k in TABLE2_METRICS]
+                      for n in names])
     return (_table(header, rows, row_class=classes) + f"<p class='small muted'>{caption}</p>"
             + "<h3>Bootstrap medians</h3>" + medians)
 
@@ -196,14 +180,14 @@ def _comparisons(result: EvaluationResult) -> str:
     for c in result.comparisons.values():
         d = c.differences
         dl = c.delong or {}
+        diff = {k: _e(format_ci(d[k].difference, d[k].ci_low, d[k].ci_high)) for k in d}
         rows.append([f"{_e(c.model_a)} &minus; {_e(c.model_b)}",
-                     _ci(d["auroc"].difference, d["auroc"].ci_low, d["auroc"].ci_high), _p(d["auroc"].p_value),
-                     _ci(dl.get("difference"), dl.get("ci_low"), dl.get("ci_high")) if dl else "n/a",
-                     _num(dl.get("z"), 2) if dl else "n/a", _p(dl.get("p_value")) if dl else "n/a",
-                     _ci(d["auprc"].difference, d["auprc"].ci_low, d["auprc"].ci_high), _p(d["auprc"].p_value),
-                     _ci(d["recall"].difference, d["recall"].ci_low, d["recall"].ci_high), _p(d["recall"].p_value),
-                     _ci(d["specificity"].difference, d["specificity"].ci_low, d["specificity"].ci_high),
-                     _p(d["specificity"].p_value)])
+                     diff["auroc"], _p(d["auroc"].p_value),
+                     _e(format_ci(dl.get("difference"), dl.get("ci_low"), dl.get("ci_high"))) if dl else "n/a",
+                     format_value(dl.get("z"), 2) if dl else "n/a", _p(dl.get("p_value")) if dl else "n/a",
+                     diff["auprc"], _p(d["auprc"].p_value),
+                     diff["recall"], _p(d["recall"].p_value),
+                     diff["specificity"], _p(d["specificity"].p_value)])
     if not rows:
         return "<p class='muted'>One model only: nothing to compare.</p>"
     header = ["difference", "AUROC (bootstrap CI)", "p", "AUROC (DeLong CI)", "DeLong z", "DeLong p",
@@ -217,11 +201,12 @@ def _thresholds(result: EvaluationResult) -> str:
     rows = []
     for name, m in result.models.items():
         t = m.threshold
-        rows.append([_e(name), _e(m.calibrator.method), _e(t.describe()), _num(t.sensitivity), _num(t.specificity),
-                     _ci(m.metrics["recall"].value, m.metrics["recall"].ci_low, m.metrics["recall"].ci_high),
-                     _ci(m.metrics["specificity"].value, m.metrics["specificity"].ci_low, m.metrics["specificity"].ci_high),
-                     _ci(m.brier_uncalibrated.value, m.brier_uncalibrated.ci_low, m.brier_uncalibrated.ci_high),
-                     _ci(m.metrics["brier"].value, m.metrics["brier"].ci_low, m.metrics["brier"].ci_high)])
+        rows.append([_e(name), _e(m.calibrator.method), _e(t.describe()), format_value(t.sensitivity),
+                     format_value(t.specificity),
+                     _e(format_interval(m.metrics["recall"])),
+                     _e(format_interval(m.metrics["specificity"])),
+                     _e(format_interval(m.brier_uncalibrated)),
+                     _e(format_interval(m.metrics["brier"]))])
     split = _e(result.settings["split"])
     return _table(["model", "calibration", "decision rule (chosen on validation)", "val sensitivity",
                    "val specificity", f"{split} sensitivity", f"{split} specificity", "Brier before", "Brier after"],
@@ -241,7 +226,8 @@ def _subgroup_table(result: EvaluationResult) -> str:
         for n in names:
             for k in ("auroc", "recall", "specificity"):
                 r = part[(part["model"] == n) & (part["metric"] == k)]
-                row.append(_ci(r["value"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0]) if len(r) else "n/a")
+                row.append(_e(format_ci(r["value"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0]))
+                           if len(r) else "n/a")
         rows.append(row)
     return _table(header, rows, left=2)
 
@@ -255,7 +241,7 @@ def _explanations(explanations: Sequence[Mapping[str, Any]] | None) -> str:
         label = item.get("label")
         head = (f"<b>record {_e(item.get('record_id', '?'))}</b> &middot; "
                 f"label: {'AS' if label == 1 else 'no AS' if label == 0 else _e(label)} &middot; "
-                f"predicted probability: {_num(prob) if isinstance(prob, (int, float)) else _e(prob)}")
+                f"predicted probability: {format_value(prob) if isinstance(prob, (int, float)) else _e(prob)}")
         imgs = []
         for kind, path in (item.get("images") or {}).items():
             p = Path(path)
@@ -274,7 +260,7 @@ def _headline(result: EvaluationResult) -> str:
     n = result.settings["records"]
     parts = [(f"<p><b>In plain words.</b> On {n['records']:,} {_e(result.settings['split'])} records "
               f"({n['positives']:,} with aortic stenosis), <b>{_e(ref)}</b> separates AS from non-AS records with "
-              f"an AUROC of {_ci(m['auroc'].value, m['auroc'].ci_low, m['auroc'].ci_high)}.")]
+              f"an AUROC of {_e(format_interval(m['auroc']))}.")]
     if all(np.isfinite(m[k].value) for k in ("recall", "specificity")):
         parts.append(f" At its threshold it flags {100 * m['recall'].value:.0f}% of the AS records (sensitivity) "
                      f"and clears {100 * m['specificity'].value:.0f}% of the others (specificity)")
@@ -320,7 +306,8 @@ patients, {s['records']['positives']:,} with AS &middot; {s['n_boot']:,} bootstr
 decision threshold is chosen on those validation probabilities and applied unchanged to the {_e(s['split'])}
 records. A record is called positive when its probability is at or above the threshold.</p>
 {_thresholds(result)}
-{_figure(figures, 'calibration', 'Reliability curves (deciles of predicted probability) before and after calibration; legend: Brier score.')}
+{_figure(figures, 'calibration', 'Reliability curves (deciles of predicted probability) before and after '
+                  'calibration; legend: Brier score.')}
 {_figure(figures, 'confusion', 'Confusion matrices at the validation-chosen thresholds.')}
 <h2>5. Subgroups</h2>
 {_subgroup_table(result)}

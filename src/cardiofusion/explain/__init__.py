@@ -20,6 +20,7 @@ from .._compat import ensure_torchvision
 
 ensure_torchvision()
 
+from ..evaluation.bootstrap import bootstrap_mean_ci
 from .api import choose_examples, explain_record, explain_records, load_run_any
 from .attribution import (
     METHODS,
@@ -40,7 +41,6 @@ from .attribution import (
 from .faithfulness import (
     FaithfulnessConfig,
     aopc,
-    bootstrap_mean_ci,
     evaluate_faithfulness,
     perturbation_scores,
     plot_curves,

@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from ..configfile import jsonable
 from ..errors import ConfigError
+from ..evaluation.bootstrap import bootstrap_mean_ci, bootstrap_means
 from .attribution import Explanation, RecordScorer, explain_sample
 from .samples import RecordSample
 
@@ -167,45 +168,6 @@ def aopc(curve: np.ndarray, mode: str) -> np.ndarray:
     return diff.mean(axis=-1)
 
 
-def _resample_means(v: np.ndarray, n_boot: int, seed: int, groups: Sequence[Any] | None) -> np.ndarray:
-    """``(n_boot, ...)`` bootstrap means of ``v`` over axis 0; with ``groups``, whole groups (patients) are
-    drawn and the mean is over all records of the drawn groups (a cluster bootstrap)."""
-    n = v.shape[0]
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        return v[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
-    g = np.asarray(groups)
-    if len(g) != n:
-        raise ConfigError(f"groups has {len(g)} entries for {n} records")
-    _, inv = np.unique(g, return_inverse=True)
-    n_g = int(inv.max()) + 1
-    sums = np.zeros((n_g, *v.shape[1:]))
-    np.add.at(sums, inv, v)
-    counts = np.bincount(inv, minlength=n_g).astype(np.float64)
-    idx = rng.integers(0, n_g, size=(int(n_boot), n_g))
-    tot = counts[idx].sum(axis=1)  # (n_boot,)
-    return sums[idx].sum(axis=1) / tot.reshape(-1, *([1] * (v.ndim - 1)))
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                      groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over records (axis 0) with a percentile bootstrap CI (vectorised).
-
-    ``groups`` (e.g. patient ids, one per record) makes it a cluster bootstrap: records of one patient
-    are drawn together, as in :mod:`cardiofusion.evaluation` (records sharing a patient -- or an X-ray
-    linked to several ECGs -- are not independent).
-
-    Returns ``(mean, low, high)``, each of shape ``values.shape[1:]``.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if v.shape[0] == 0:
-        nan = np.full(v.shape[1:], np.nan)
-        return nan, nan, nan
-    boot = _resample_means(v, n_boot, seed, groups)
-    a = (1 - level) / 2
-    return v.mean(axis=0), np.quantile(boot, a, axis=0), np.quantile(boot, 1 - a, axis=0)
-
-
 def _ci_dict(values: np.ndarray, n_boot: int, seed: int, groups: Sequence[Any] | None = None) -> dict[str, Any]:
     m, lo, hi = bootstrap_mean_ci(values, n_boot, seed, groups=groups)
     return {"mean": float(m), "ci95": [float(lo), float(hi)], "n": len(values)}
@@ -237,7 +199,7 @@ def summarise(curves: dict[str, dict[str, np.ndarray]], percentages: Sequence[fl
             d = aopc(curves[mode]["explanation"], mode) - aopc(curves[mode][base], mode)
             entry = _ci_dict(d, n_boot, seed, groups)
             if len(d):
-                boot = _resample_means(np.asarray(d, dtype=np.float64), n_boot, seed, groups)
+                boot = bootstrap_means(d, n_boot, seed, groups)
                 entry["p_one_sided"] = float(((boot <= 0).sum() + 1) / (n_boot + 1))
             else:
                 entry["p_one_sided"] = None

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..errors import ConfigError, ReadError
-from .faithfulness import bootstrap_mean_ci
+from ..evaluation.bootstrap import bootstrap_mean_ci
 
 __all__ = [
     "GroundTruth",

@@ -91,6 +91,8 @@ class FusionHead(nn.Module):
     """
 
     modalities: tuple[str, ...] = MODALITIES
+    #: What the head's ``score`` is (written into model bundles, ``docs/model_contract.md``).
+    score_meaning: str = "model score"
 
     def presence(
         self, features: dict[str, Tensor | None], present: dict[str, Tensor | None] | None
@@ -149,6 +151,8 @@ class CooperativeFusion(FusionHead):
         ecg_dim, cxr_dim: feature widths.
         rho: agreement strength (>= 0; 0 = early fusion of the two scores).
     """
+
+    score_meaning = "f_ecg + f_cxr (cooperative learning; 2 x the available branch with one modality)"
 
     def __init__(self, ecg_dim: int, cxr_dim: int, rho: float = 0.5):
         super().__init__()
@@ -209,6 +213,8 @@ class EarlyFusion(FusionHead):
         modality_dropout: probability of dropping one modality of a paired sample in training.
     """
 
+    score_meaning = "logit of the early-fusion head"
+
     def __init__(self, ecg_dim: int, cxr_dim: int, hidden: int = 128, dropout: float = 0.1, modality_dropout: float = 0.0):
         super().__init__()
         _linear_head(ecg_dim, "ECG"), _linear_head(cxr_dim, "X-ray")  # validate widths
@@ -258,6 +264,8 @@ class LateFusion(FusionHead):
     Args:
         ecg_dim, cxr_dim: feature widths.
     """
+
+    score_meaning = "mean of the available branch logits"
 
     def __init__(self, ecg_dim: int, cxr_dim: int):
         super().__init__()
@@ -322,6 +330,7 @@ class ECGOnlyFusion(SingleModalityFusion):
 
     modality = "ecg"
     modalities = ("ecg",)
+    score_meaning = "logit of the ECG-only head"
 
 
 @register_fusion("cxr")
@@ -330,3 +339,4 @@ class CXROnlyFusion(SingleModalityFusion):
 
     modality = "cxr"
     modalities = ("cxr",)
+    score_meaning = "logit of the X-ray-only head"

@@ -67,12 +67,18 @@ def list_fusions() -> list[str]:
     return FUSIONS.names()
 
 
+def fusion_uses_rho(name: str) -> bool:
+    """Whether the registered fusion head ``name`` takes the agreement strength ``rho`` (the cooperative
+    head does): :func:`build_model` passes ``ModelConfig.rho`` to it and tuning searches it."""
+    return name in FUSIONS and "rho" in inspect.signature(FUSIONS.get(name)).parameters
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model (JSON-serialisable through :meth:`to_dict`).
 
     Attributes:
-        fusion: fusion head name (``cooperative``, ``early``, ``late``, ``ecg``, ``cxr``).
+        fusion: a registered fusion head name (:func:`list_fusions`).
         ecg_encoder: registered ECG encoder name.
         ecg_kwargs: architecture overrides for the ECG encoder.
         cxr_encoder: registered preset or any timm model name.
@@ -207,9 +213,8 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> MultimodalModel:
         if "cxr" in mods
         else None
     )
-    fusion_cls = FUSIONS.get(cfg.fusion)
     kw = dict(cfg.fusion_kwargs)
-    if "rho" in inspect.signature(fusion_cls).parameters:
+    if fusion_uses_rho(cfg.fusion):
         kw.setdefault("rho", cfg.rho)
     fusion = create_fusion(
         cfg.fusion, ecg.out_dim if ecg is not None else None, cxr.out_dim if cxr is not None else None, **kw

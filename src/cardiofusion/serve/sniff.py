@@ -160,8 +160,9 @@ def _wfdb_layout(header: bytes, others: list[Upload], limit: int) -> dict[str, b
         if match is None and len(wanted) == 1 and len(others) == 1:
             match = others[0]  # one header, one signal file: pair them whatever the client called it
         if match is None:
-            raise UploadError(422, f"the WFDB header needs its signal file ({name}); select the header and the "
-                                   f"signal file together, or upload a ZIP of both")
+            # the signal file's name comes from the header (file content): not echoed
+            raise UploadError(422, "the WFDB header needs its signal file; select the header and the "
+                                   "signal file together, or upload a ZIP of both")
         files[name] = match.data
     if sum(len(v) for v in files.values()) > limit:
         raise UploadError(413, "the ECG record is larger than the upload limit")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..cohort.labels import ASCriteria
 from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
 from .config import SynthConfig, SynthResult
@@ -241,6 +242,7 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
         tables["cxr_truth"].to_csv(gt / "cxr_exams.csv", index=False)
         records.to_csv(gt / "records.csv", index=False)
         pd.DataFrame(defects, columns=["modality", "exam_id", "path", "kind"]).to_csv(gt / "defects.csv", index=False)
+        rule = ASCriteria()  # the cohort's AS rule (cardiofusion.cohort.labels), the echoes are drawn to meet it
         summary = {
             "counts": counts,
             "as_prevalence_patients": round(prev_pat, 4),
@@ -254,7 +256,8 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
                             "non_as": round(float(pat.loc[pat.as_label == 0, "atrial_fibrillation"].mean()), 3)},
             "oracle": oracle,
             "defects": defects,
-            "label_rule": "AS iff peak_velocity_m_s >= 2.5 or mean_gradient_mmhg >= 20 or ava_cm2 <= 1.5",
+            "label_rule": (f"AS iff peak_velocity_m_s >= {rule.peak_velocity_m_s:g} or mean_gradient_mmhg >= "
+                           f"{rule.mean_gradient_mmhg:g} or ava_cm2 <= {rule.ava_cm2:g}"),
             "linkage": "age >= 18 at echo; closest X-ray within 90 days of echo; every ECG within 7 days of it",
         }
         (gt / "summary.json").write_text(json.dumps(_no_nan(summary), indent=2, default=_json_default) + "\n")

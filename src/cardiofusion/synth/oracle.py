@@ -14,16 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cohort.labels import as_label
+
 ECG_FEATURES = ("log_lvh_gain_visible", "strain_visible_mv", "paced", "atrial_fibrillation")
 CXR_FEATURES = ("ctr", "n_valve_calc_visible", "n_knob_calc_visible", "view_ap", "pacemaker")
-
-
-def as_label(echo: pd.DataFrame, v_min: float = 2.5, mpg_min: float = 20.0, ava_max: float = 1.5) -> pd.Series:
-    """1 where the echo meets the AS rule (empty measurements never count)."""
-    v = pd.to_numeric(echo["peak_velocity_m_s"], errors="coerce")
-    g = pd.to_numeric(echo["mean_gradient_mmhg"], errors="coerce")
-    a = pd.to_numeric(echo["ava_cm2"], errors="coerce")
-    return ((v >= v_min) | (g >= mpg_min) | (a <= ava_max)).astype(int)
 
 
 def link_records(ecg: pd.DataFrame, cxr: pd.DataFrame, echo: pd.DataFrame, *, min_age: float = 18,
@@ -45,7 +39,8 @@ def link_records(ecg: pd.DataFrame, cxr: pd.DataFrame, echo: pd.DataFrame, *, mi
     r = r[(r["ecg_dt"] - r["cxr_dt"]).dt.total_seconds().abs() / 86400 <= ecg_within_days]
     r = r.merge(echo[["exam_id", "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2"]]
                 .rename(columns={"exam_id": "echo_exam_id"}), on="echo_exam_id")
-    r["label"] = as_label(r)
+    r["label"] = as_label(r)  # the cohort's rule; an undeterminable echo is excluded, as the cohort builder does
+    r = r[r["label"].notna()].astype({"label": int})
     cols = ["patient_id", "ecg_exam_id", "cxr_exam_id", "echo_exam_id", "label"]
     return r[cols].sort_values(["patient_id", "echo_exam_id", "ecg_exam_id"]).reset_index(drop=True)
 

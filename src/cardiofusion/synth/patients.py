@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..cohort.labels import ASCriteria
 from .config import SynthConfig
+
+#: The AS label rule (:mod:`cardiofusion.cohort.labels`, the paper's thresholds) the echoes are drawn to meet.
+_AS_RULE = ASCriteria()
 
 _FIRST = ("Alex", "Sam", "Robin", "Kim", "Jo", "Chris", "Max", "Noa", "Yuki", "Ren", "Mika", "Sora",
           "Hana", "Kai", "Lee", "Toni", "Sasha", "Jules", "Ari", "Eli")
@@ -86,19 +90,6 @@ def _echo_measurements(is_as: bool, sev: float, rng: np.random.Generator,
         mpg = min(2.4 * v * v * np.exp(rng.normal(0, 0.12)), 19.0)
         ava = float(np.clip(rng.normal(2.7, 0.55), 1.6, 4.5))
     return round(float(v), 2), round(float(mpg), 1), round(float(ava), 2)
-
-
-def meets_as_rule(v: float | None, mpg: float | None, ava: float | None) -> bool:
-    """AS label rule of the paper: Vmax >= 2.5 m/s or mPG >= 20 mmHg or AVA <= 1.5 cm2."""
-    return bool((v is not None and v == v and v >= 2.5) or (mpg is not None and mpg == mpg and mpg >= 20)
-                or (ava is not None and ava == ava and ava <= 1.5))
-
-
-def severity_grade(v: float | None) -> str:
-    """Grade of an AS echo by peak velocity (ACC/AHA): mild < 3, moderate < 4, severe >= 4 m/s."""
-    if v is None or v != v or v < 3.0:
-        return "mild"
-    return "moderate" if v < 4.0 else "severe"
 
 
 def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
@@ -231,12 +222,13 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
             d = int(rng.integers(8, 31)) * int(rng.choice([-1, 1]))
             add_ecg(_at(cxr_when.date() + dt.timedelta(days=d), rng), False)
 
-    for k, day in enumerate(echo_dates):
+    for day in echo_dates:
         exam_key += 1
         when = _at(day, rng, 8.5, 16.5)
         v, mpg, ava = _echo_measurements(is_as, sev, rng, low_gradient)
         vals = {"peak_velocity_m_s": v, "mean_gradient_mmhg": mpg, "ava_cm2": ava}
-        crit = {"peak_velocity_m_s": v >= 2.5, "mean_gradient_mmhg": mpg >= 20, "ava_cm2": ava <= 1.5}
+        crit = {"peak_velocity_m_s": v >= _AS_RULE.peak_velocity_m_s,
+                "mean_gradient_mmhg": mpg >= _AS_RULE.mean_gradient_mmhg, "ava_cm2": ava <= _AS_RULE.ava_cm2}
         if rng.random() < 3 * cfg.missing_rate:
             drop = ["peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2"][int(rng.choice(3, p=[0.2, 0.3, 0.5]))]
             # never drop the only criterion an AS echo meets

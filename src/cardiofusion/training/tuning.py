@@ -213,9 +213,14 @@ def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
 
 
 def tunes_rho(config: TuneConfig, base: Any) -> bool:
-    """Whether trials search ``rho``: a range is set and the base model is the cooperative fusion."""
+    """Whether trials search ``rho``: a range is set and the base model's fusion head takes ``rho``
+    (the cooperative one; :func:`cardiofusion.models.fusion_uses_rho` asks the registry)."""
     fusion = getattr(getattr(base, "model", None), "fusion", None)
-    return config.rho_range is not None and fusion == "cooperative"
+    if config.rho_range is None or not isinstance(fusion, str):
+        return False
+    from ..models import fusion_uses_rho
+
+    return fusion_uses_rho(fusion)
 
 
 def suggest_params(trial: Any, config: TuneConfig, *, tune_rho: bool = True) -> dict[str, Any]:

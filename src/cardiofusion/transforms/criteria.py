@@ -252,14 +252,6 @@ def sokolow_lyon_mv(signal_mv: np.ndarray, fs: float = 500.0) -> float:
         return float("nan")
 
 
-def cornell_voltage_mv(signal_mv: np.ndarray, fs: float = 500.0) -> float:
-    """Cornell voltage ``R(aVL) + S(V3)`` in mV of a ``(12, n)`` canonical-order array (NaN if unmeasurable)."""
-    try:
-        return voltage_criteria(np.asarray(signal_mv), fs).cornell_mv
-    except ReadError:
-        return float("nan")
-
-
 #: Columns of :func:`score_ecgs`, after the id columns.
 SCORE_COLUMNS: tuple[str, ...] = (
     "sokolow_lyon_mv", "cornell_mv", "s_v1_mv", "r_v5_mv", "r_v6_mv", "r_avl_mv", "s_v3_mv", "n_beats",
@@ -324,7 +316,6 @@ __all__ = [
     "beat_amplitudes",
     "clean_leads",
     "cornell_lvh",
-    "cornell_voltage_mv",
     "detect_r_peaks",
     "normalise_sex",
     "score_ecgs",
