@@ -7,6 +7,7 @@ The tiny cooperative run, its bundle and the raw export are built once per test 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -145,6 +146,46 @@ def test_lazy_top_level_load(setup):
     assert result.modalities == ["cxr"] and result.scores["ecg"] is None
 
 
+def test_prediction_imports_no_trainer(setup):
+    """``cardiofusion.load(...).predict(...)`` in a fresh interpreter imports neither Lightning nor Optuna."""
+    import subprocess
+    import sys
+
+    row = setup["val"].iloc[0]
+    code = (
+        "import sys, json\n"
+        "import cardiofusion\n"
+        "bundle, ecg, cxr = sys.argv[1:4]\n"
+        "result = cardiofusion.load(bundle).predict(ecg=ecg, cxr=cxr)\n"
+        "assert result.modalities == ['ecg', 'cxr'], result.modalities\n"
+        "heavy = ('lightning', 'pytorch_lightning', 'optuna')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    args = [sys.executable, "-c", code, str(setup["bundle"]), str(row["ecg_path"]), str(row["cxr_path"])]
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_training_package_loads_lightning_on_first_use():
+    """``cardiofusion.training`` names load lazily; ``fit`` stays the function after its submodule loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "from cardiofusion.training import TrainConfig, load_run, score_split\n"
+        "assert 'lightning' not in sys.modules\n"
+        "from cardiofusion.training.fit import warm_start\n"
+        "assert 'lightning' in sys.modules\n"
+        "from cardiofusion.training import fit, CardioFusionModule\n"
+        "import cardiofusion.training as t\n"
+        "assert callable(fit) and not isinstance(fit, types.ModuleType) and t.fit is fit, fit\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_loading_never_unpickles(setup, monkeypatch):
     from cardiofusion.bundle import load
 
@@ -278,3 +319,68 @@ def test_export_command_target_sensitivity(setup, tmp_path, capsys):
     # an existing folder is not overwritten silently
     assert main(["export", str(setup["run"]), "--out", str(out), "--no-onnx"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# export --overwrite replaces only a bundle (issue 13: it deleted the run and unrelated folders)
+# --------------------------------------------------------------------------------------------------
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_overwrite_never_replaces_the_run_or_other_folders(setup, tmp_path, capsys):
+    from cardiofusion.cli import main
+
+    run = tmp_path / "work" / "run"
+    shutil.copytree(setup["run"], run)
+    before = _tree(run)
+    assert any(name.endswith(".ckpt") for name in before)
+    unrelated = tmp_path / "photos"
+    unrelated.mkdir()
+    (unrelated / "holiday.jpg").write_bytes(b"precious")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    inside = run / "old_bundle"
+    shutil.copytree(setup["bundle"], inside)
+    for out, reason in ((run, "source"), (run.parent, "contains"), (inside, "inside the export's source"),
+                        (unrelated, "not a cardiofusion bundle"), (a_file, "is a file, not a bundle folder")):
+        rc = main(["export", str(run), "--out", str(out), "--overwrite", "--no-onnx"])
+        err = capsys.readouterr().err
+        assert rc == 2, (out, err)
+        assert err.startswith(f"cardiofusion: error: {out}") and len(err.strip().splitlines()) == 1, err
+        assert reason in err and "Traceback" not in err
+    assert _tree(run) == {**before, **{f"old_bundle/{k}": v for k, v in _tree(inside).items()}}
+    assert (unrelated / "holiday.jpg").read_bytes() == b"precious" and a_file.read_text() == "keep me"
+
+
+def test_export_overwrite_swaps_a_bundle_only_once_the_new_one_is_complete(setup, tmp_path, monkeypatch):
+    import cardiofusion.bundle.export as export
+    from cardiofusion.bundle import export_bundle, read_manifest
+    from cardiofusion.errors import ReadError
+
+    out = tmp_path / "bundles" / "b"
+    out.parent.mkdir()
+    shutil.copytree(setup["bundle"], out)
+    old = _tree(out)
+
+    def broken(directory, manifest):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "write_manifest", broken)
+    with pytest.raises(ReadError, match="cannot write the bundle"):
+        export_bundle(setup["run"], out, overwrite=True, onnx=False)
+    assert _tree(out) == old  # the old bundle is untouched when the new one fails
+    assert sorted(p.name for p in out.parent.iterdir()) == ["b"]  # no temporary folder left behind
+    monkeypatch.undo()
+    export_bundle(setup["run"], out, overwrite=True, onnx=False, name="replacement")
+    assert read_manifest(out)["name"] == "replacement" and "model.onnx" not in read_manifest(out)["files"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["b"]
+
+
+def test_manifest_nested_too_deeply_is_a_one_line_error(tmp_path):
+    from cardiofusion.bundle import BundleError, read_manifest
+
+    (tmp_path / "manifest.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(BundleError, match="nested too deeply") as info:
+        read_manifest(tmp_path)
+    assert "\n" not in str(info.value)

@@ -328,7 +328,9 @@ def test_png_16bit_rgb_palette_and_jpeg(tmp_path: Path) -> None:
     np.testing.assert_array_equal(img.pixels, [[0, 64], [128, 255]])  # min-max: 0, 63.75, 127.5, 255
     assert img.bits_stored == 16 and img.steps == ("to_uint8",)
 
-    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    # a grey radiograph stored in colour, slightly tinted (a strongly coloured image is refused: test_quality.py)
+    grey = rng.integers(4, 252, (6, 7, 1))
+    rgb = (grey + rng.integers(-3, 4, (6, 7, 3))).astype(np.uint8)  # (6, 7, 3)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
@@ -431,3 +433,68 @@ def test_resize_square_rejects_bad_arguments() -> None:
         resize_square(img, 0)
     with pytest.raises(ValueError):
         resize_square(img.astype(np.float32), 8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices, FIFOs and the input size cap (issue 13: /dev/zero hung, /dev/urandom reached 14 GB)
+# --------------------------------------------------------------------------------------------------
+def test_device_is_refused_not_read(tmp_path: Path) -> None:
+    """In a child process (memory-limited, with a generous timeout as a guard only): reading /dev/zero or
+    /dev/urandom as an X-ray used to hang and fill memory."""
+    import subprocess
+    import sys
+
+    link = tmp_path / "xray.png"
+    link.symlink_to("/dev/urandom")
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "from cardiofusion.errors import ReadError\n"
+            "from cardiofusion.io.cxr import read_cxr\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n"
+            "        read_cxr(path)\n"
+            "    except ReadError as e:\n"
+            "        print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code, "/dev/zero", "/dev/urandom", str(link)],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lines == [f"{p}: file is not a regular file (a device); give a file"
+                     for p in ("/dev/zero", "/dev/urandom", link)]
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.dcm"
+    os.mkfifo(fifo)
+    outcome: dict = {}
+
+    def target():
+        try:
+            read_cxr(fifo)
+        except ReadError as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)  # a guard, not a timing assertion
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release the blocked reader
+        thread.join(60)
+        pytest.fail("read_cxr blocked on a FIFO")
+    assert "not a regular file (a FIFO)" in str(outcome.get("error"))
+
+
+def test_image_over_the_input_cap_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from cardiofusion.io._files import MAX_INPUT_BYTES_ENV
+
+    path = tmp_path / "x.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8), mode="L").save(path)
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, str(path.stat().st_size - 1))
+    err = _assert_read_error(path, "over the limit")
+    assert MAX_INPUT_BYTES_ENV in err.reason
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, str(path.stat().st_size))
+    assert read_cxr(path).pixels.shape == (64, 64)

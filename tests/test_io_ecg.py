@@ -493,3 +493,68 @@ def test_dispatcher_reaches_read_ecg(tmp_path):
     np.save(tmp_path / "a.npy", _synthetic(1000))
     rec = read(tmp_path / "a.npy", fs=250, units="mV")
     assert isinstance(rec, ECGRecord) and rec.fs == 250.0 and rec.format == "numpy"
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices, FIFOs and the input size cap (issue 13: /dev/zero hung, /dev/urandom filled memory)
+# --------------------------------------------------------------------------------------------------
+def _read_guarded(reader, path, timeout_s: float = 60.0):
+    """Run ``reader(path)`` in a thread; a FIFO reader blocked in ``open`` is released (and the test fails)
+    after ``timeout_s`` -- a guard only, never a timing assertion."""
+    import os
+    import threading
+
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = reader(path)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # give the blocked reader an end of file
+        os.close(fd)
+        thread.join(timeout_s)
+        pytest.fail(f"reading {path} blocked for {timeout_s:g} s")
+    return outcome
+
+
+def test_devices_and_fifos_are_refused(tmp_path):
+    import os
+
+    for device in ("/dev/zero", "/dev/urandom"):
+        _assert_read_error(device, "not a regular file (a device)")
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    _assert_read_error(link, "not a regular file")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    outcome = _read_guarded(read_ecg, fifo)
+    err = outcome.get("error")
+    assert isinstance(err, ReadError) and "not a regular file (a FIFO)" in err.reason
+
+
+def test_input_size_cap_is_configurable(tmp_path, monkeypatch):
+    from cardiofusion.errors import ConfigError
+    from cardiofusion.io._files import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_BYTES_ENV, max_input_bytes
+
+    _write_csv(tmp_path / "ok.csv", list(CANONICAL_LEADS), _synthetic(1000))
+    size = (tmp_path / "ok.csv").stat().st_size
+    assert max_input_bytes() == DEFAULT_MAX_INPUT_BYTES == 512 * 1024 * 1024
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, str(size - 1))
+    err = _assert_read_error(tmp_path / "ok.csv", "over the limit")
+    assert MAX_INPUT_BYTES_ENV in err.reason
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, f"{size}")
+    assert read_ecg(tmp_path / "ok.csv").signal.shape == (12, 1000)
+    # an .npz that is small on disk but decompresses past the cap is refused before decompressing
+    np.savez_compressed(tmp_path / "bomb.npz", signal=np.zeros((12, 100_000)))
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, "1M")
+    assert (tmp_path / "bomb.npz").stat().st_size < 1024 * 1024
+    _assert_read_error(tmp_path / "bomb.npz", "decompresses to")
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, "lots")
+    with pytest.raises(ConfigError, match=MAX_INPUT_BYTES_ENV):
+        read_ecg(tmp_path / "ok.csv")

@@ -220,3 +220,270 @@ def test_onnx_export_of_every_fusion_head(fusion):
         ref = model(batch)
     torch.testing.assert_close(torch.from_numpy(ort["score"]), ref.score, atol=1e-4, rtol=0, equal_nan=True)
     assert np.array_equal(ort["used"], ref.used.numpy())
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch output safety (issue 13): inputs never overwritten, rows written as they finish, no CSV
+# injection, real workbooks, unknown extensions refused
+# --------------------------------------------------------------------------------------------------
+def test_batch_refuses_an_output_that_is_an_input(setup, tmp_path, capsys):
+    import os
+    import shutil
+
+    row = setup["val"].iloc[0]
+    ecg = tmp_path / "ecg_copy.csv"
+    shutil.copyfile(row["ecg_path"], ecg)
+    table_path = tmp_path / "patients.csv"
+    pd.DataFrame({"patient_id": ["A"], "ecg": [str(ecg)], "cxr": [row["cxr_path"]]}).to_csv(table_path, index=False)
+    os.link(table_path, tmp_path / "hardlink.csv")
+    (tmp_path / "symlink.csv").symlink_to(table_path)
+    inputs = {p: p.read_bytes() for p in (table_path, ecg)}
+    for out in (table_path, tmp_path / "hardlink.csv", tmp_path / "symlink.csv", ecg,
+                tmp_path / "." / "patients.csv", Path(setup["bundle"]) / "predictions.csv"):
+        rc, _, err = _cli(["predict", setup["bundle"], "--batch", table_path, "--out", out, "--no-progress"], capsys)
+        assert rc == 2, (out, err)
+        assert err.startswith(f"cardiofusion: error: {out}:") and len(err.strip().splitlines()) == 1, err
+        assert "input" in err or "bundle" in err
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    assert not (Path(setup["bundle"]) / "predictions.csv").exists()
+
+
+def test_batch_with_a_bad_row_in_the_middle_writes_every_row_as_it_finishes(setup, tmp_path):
+    import os
+
+    from cardiofusion.bundle import load, predict_batch
+
+    val = setup["val"]
+    fifo = tmp_path / "stuck.png"
+    os.mkfifo(fifo)  # used to block the whole batch forever
+    table = pd.DataFrame({"patient_id": ["P1", "P2", "BAD", "P4", "P5"],
+                          "ecg": [val.iloc[i]["ecg_path"] for i in range(2)] + [""] +
+                                 [val.iloc[i]["ecg_path"] for i in range(2, 4)],
+                          "cxr": ["", "", str(fifo), "", ""]})
+    out = tmp_path / "out.csv"
+    seen: list[int] = []
+
+    def on_row(i, row):
+        # every row up to this one is already in the file when it finishes
+        written = pd.read_csv(out, dtype={"patient_id": str})
+        assert list(written["patient_id"]) == list(table["patient_id"][: i + 1])
+        seen.append(i)
+
+    screener = load(setup["bundle"])
+    report = predict_batch(screener, table, out, chunk=1, progress=False, on_row=on_row)
+    assert seen == [0, 1, 2, 3, 4] and report.n_ok == 4
+    result = pd.read_csv(out, dtype={"patient_id": str})
+    assert list(result["status"]) == ["ok", "ok", "failed", "ok", "ok"]
+    assert result.loc[2, "error"] == f"{fifo}: file is not a regular file (a FIFO); give a file"
+    assert result.loc[[0, 1, 3, 4], "probability"].notna().all()
+
+    # an interrupted batch keeps the rows it finished
+    original = screener.prepare
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    screener.prepare = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        predict_batch(screener, table, tmp_path / "partial.jsonl", chunk=1, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "partial.jsonl").read_text().splitlines()]
+    assert [r["patient_id"] for r in rows] == ["P1", "P2", "BAD"]
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+2", "-3", "@SUM(A1)", "=1\t2", "plain-id"]
+
+
+def _formula_table(setup) -> pd.DataFrame:
+    row = setup["val"].iloc[0]
+    return pd.DataFrame({"patient_id": FORMULAS, "ecg": [row["ecg_path"]] * len(FORMULAS)})
+
+
+def test_batch_csv_escapes_formulas_but_not_numbers(setup, tmp_path):
+    import csv
+
+    from cardiofusion.bundle import load, predict_batch
+
+    out = tmp_path / "out.csv"
+    predict_batch(load(setup["bundle"]), _formula_table(setup), out, progress=False)
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["patient_id"] for r in rows] == ["'" + p for p in FORMULAS[:-1]] + ["plain-id"]
+    for r in rows:
+        assert r["status"] == "ok"
+        for column in ("probability", "threshold", "score", "score_ecg"):
+            float(r[column])  # a plain number (negative scores included), never prefixed
+
+
+def test_escape_formula_follows_owasp():
+    from cardiofusion.bundle.batch import escape_formula
+
+    for cell in ("=1+1", "+1", "-1", "@A1", "\tx", "\rx"):
+        assert escape_formula(cell) == "'" + cell
+    for value in ("abc", "1-2", "", -0.5, 3, None):
+        assert escape_formula(value) == value
+
+
+def test_batch_xlsx_is_a_real_workbook_and_unknown_extensions_are_refused(setup, tmp_path, capsys):
+    openpyxl = pytest.importorskip("openpyxl")
+    from cardiofusion.bundle import load, predict_batch
+
+    out = tmp_path / "out.xlsx"
+    report = predict_batch(load(setup["bundle"]), _formula_table(setup), out, progress=False)
+    assert report.n_ok == len(FORMULAS)
+    sheet = openpyxl.load_workbook(out).active
+    header = [c.value for c in sheet[1]]
+    cells = {name: [row[i] for row in sheet.iter_rows(min_row=2)] for i, name in enumerate(header)}
+    assert [c.value for c in cells["patient_id"]] == ["'" + p for p in FORMULAS[:-1]] + ["plain-id"]
+    assert all(c.data_type == "s" for c in cells["patient_id"])  # text, never a formula
+    assert all(c.data_type == "n" and 0 <= c.value <= 1 for c in cells["probability"])
+    assert all(c.data_type == "n" for c in cells["score"])
+    table_path = tmp_path / "t.csv"
+    _formula_table(setup).to_csv(table_path, index=False)
+    for bad in ("out.txt", "out.xls", "out"):
+        rc, _, err = _cli(["predict", "no-such-bundle", "--batch", table_path, "--out", tmp_path / bad], capsys)
+        assert rc == 2 and "unknown output extension" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / bad).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs that would give a silent wrong answer (issue 13): non-finite scores, units, signal quality, colour
+# --------------------------------------------------------------------------------------------------
+def _nan_bundle(setup, tmp_path, prefix: str = "") -> Path:
+    """A copy of the tiny bundle whose float weights under ``prefix`` are NaN (digests and hash redone)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from cardiofusion.bundle.format import read_manifest, write_manifest
+
+    dst = tmp_path / f"nan_bundle{prefix.replace('.', '_')}"
+    shutil.copytree(setup["bundle"], dst)
+    state = load_file(str(dst / "model.safetensors"))
+    for key in [k for k, v in state.items() if k.startswith(prefix) and v.is_floating_point()]:
+        state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, str(dst / "model.safetensors"))
+    manifest = read_manifest(dst)
+    manifest.pop("files", None)
+    write_manifest(dst, manifest)
+    return dst
+
+
+def test_nan_weights_are_an_error_everywhere(setup, tmp_path, capsys):
+    from cardiofusion.bundle import load
+    from cardiofusion.bundle.screener import PredictionError
+
+    bundle = _nan_bundle(setup, tmp_path)
+    row = setup["val"].iloc[0]
+    with pytest.raises(PredictionError, match="non-finite score"):
+        load(bundle).predict(ecg=row["ecg_path"], cxr=row["cxr_path"])
+    for extra in ([], ["--json"]):
+        rc, out, err = _cli(["predict", bundle, "--ecg", row["ecg_path"], "--cxr", row["cxr_path"], *extra], capsys)
+        assert rc != 0 and out == "" and "nan" not in out.lower()
+        assert err.startswith("cardiofusion: error: the model gave a non-finite score") and len(err.splitlines()) == 1
+
+
+def test_nan_score_fails_only_its_batch_row(setup, tmp_path, capsys):
+    bundle = _nan_bundle(setup, tmp_path, prefix="fusion.cxr_head")  # NaN whenever an X-ray is scored
+    val = setup["val"].head(2)
+    table = pd.DataFrame({"patient_id": ["ecg-only", "both"], "ecg": list(val["ecg_path"]),
+                          "cxr": ["", val.iloc[1]["cxr_path"]]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    rc, _, err = _cli(["predict", bundle, "--batch", tmp_path / "t.csv", "--out", tmp_path / "o.csv",
+                       "--no-progress"], capsys)
+    result = pd.read_csv(tmp_path / "o.csv", dtype={"patient_id": str})
+    assert rc == 1 and list(result["status"]) == ["ok", "failed"]
+    assert np.isfinite(result.loc[0, "probability"]) and pd.isna(result.loc[1, "probability"])
+    assert "non-finite score" in result.loc[1, "error"] and "row 2 (both): the model gave a non-finite" in err
+
+
+def test_nan_score_is_an_error_response_of_the_service(setup, tmp_path):
+    from cardiofusion.bundle import load
+    from cardiofusion.serve.app import ScreeningService
+    from cardiofusion.serve.sniff import Upload, UploadError
+
+    service = ScreeningService(load(_nan_bundle(setup, tmp_path)), max_upload_bytes=10_000_000, explain=False)
+    row = setup["val"].iloc[0]
+    files = {"ecg": [Upload(Path(row["ecg_path"]).read_bytes(), "ecg.csv")],
+             "cxr": [Upload(Path(row["cxr_path"]).read_bytes(), "cxr.dcm")]}
+    with pytest.raises(UploadError) as e:
+        service.predict(files, {"ecg_units": "counts", "ecg_resolution_uv": "1.25"})
+    assert e.value.status == 500 and "no valid score" in e.value.message
+
+
+def _val_ecg_mv(setup, i: int = 0):
+    from cardiofusion.io.ecg import read_ecg
+
+    row = setup["val"].iloc[i]
+    return read_ecg(row["ecg_path"], fs=row["fs"], units=row["units"], resolution_uv=row["resolution_uv"])
+
+
+def test_npy_in_mv_is_read_as_inspect_reads_it(setup, tmp_path, capsys):
+    """A .npy in mV: predict no longer applies the bundle's counts-of-1.25-uV default (meant for the export's
+    CSVs), so it scores like the CSV it came from, and ``inspect`` reports the same units."""
+    from cardiofusion.bundle import load
+
+    record = _val_ecg_mv(setup)
+    path = tmp_path / "ecg_mv.npy"
+    np.save(path, record.signal)  # (12, n) mV at 500 Hz
+    screener = load(setup["bundle"])
+    from_npy = screener.prepare(ecg=path).ecg
+    from_csv = screener.prepare(ecg=setup["val"].iloc[0]["ecg_path"]).ecg
+    np.testing.assert_allclose(from_npy.signal, from_csv.signal, atol=2e-3)
+    assert screener.predict(ecg=path).scores["fused"] == pytest.approx(
+        screener.predict(ecg=setup["val"].iloc[0]["ecg_path"]).scores["fused"], abs=1e-4)
+    rc, out, _ = _cli(["inspect", path, "--json"], capsys)
+    assert rc == 0 and json.loads(out)["units"] == "mV"
+
+
+def test_units_mistake_is_refused_and_unusual_signal_flagged(setup, tmp_path, capsys):
+    from cardiofusion.errors import ReadError
+    from cardiofusion.transforms.quality import check_ecg_quality
+
+    record = _val_ecg_mv(setup)
+    wrong = tmp_path / "uv_as_mv.npy"
+    np.save(wrong, record.signal * 1000)  # microvolts in a file read as millivolts
+    rc, out, err = _cli(["predict", setup["bundle"], "--ecg", wrong], capsys)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"cardiofusion: error: {wrong}: amplitudes look like microvolts (or counts) read as millivolts")
+    from cardiofusion.bundle import load
+
+    with pytest.raises(ReadError, match="amplitudes look like"):
+        load(setup["bundle"]).predict(ecg=wrong)
+
+    large = tmp_path / "large.npy"  # median QRS 12 mV: possible only with a units slip -> scored, with a warning
+    np.save(large, record.signal * (12.0 / check_ecg_quality(record).qrs_mv))
+    rc, out, _ = _cli(["predict", setup["bundle"], "--ecg", large, "--json"], capsys)
+    assert rc == 0 and any("ECG unusually large QRS amplitudes" in w for w in json.loads(out)["warnings"])
+    rc, out, _ = _cli(["predict", setup["bundle"], "--ecg", large], capsys)
+    assert rc == 0 and "warning      ECG unusually large QRS amplitudes" in out
+
+
+def test_colour_xray_warns_or_is_refused(setup, tmp_path, capsys):
+    from PIL import Image
+
+    from cardiofusion.io.cxr import read_cxr
+
+    grey = read_cxr(setup["val"].iloc[0]["cxr_path"]).pixels
+    tinted = np.clip(np.stack([grey.astype(int) + 6, grey, grey.astype(int) - 6], axis=2), 0, 255).astype(np.uint8)
+    Image.fromarray(tinted).save(tmp_path / "tinted.png")
+    rc, out, _ = _cli(["predict", setup["bundle"], "--cxr", tmp_path / "tinted.png", "--json"], capsys)
+    assert rc == 0 and any("stored in colour" in w for w in json.loads(out)["warnings"])
+    photo = np.stack([grey, np.roll(grey, grey.shape[1] // 3, axis=1), 255 - grey], axis=2)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    rc, out, err = _cli(["predict", setup["bundle"], "--cxr", tmp_path / "photo.png"], capsys)
+    assert rc == 2 and "colour image, not a radiograph" in err and len(err.strip().splitlines()) == 1
+
+
+def test_explain_pointing_at_an_existing_file_is_a_one_line_error(setup, tmp_path, capsys):
+    row = setup["val"].iloc[0]
+    a_file = tmp_path / "maps.png"
+    a_file.write_bytes(b"not a folder")
+    for args in (["--ecg", row["ecg_path"]], ["--batch", tmp_path / "t.csv", "--out", tmp_path / "o.csv"]):
+        rc, _, err = _cli(["predict", setup["bundle"], *args, "--explain", a_file], capsys)
+        assert rc == 2 and err.startswith(f"cardiofusion: error: {a_file}: --explain") and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    assert a_file.read_bytes() == b"not a folder"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,31 +14,99 @@ from typing import Any
 from .errors import ConfigError, ReadError
 
 
+#: Largest settings file (config, column map, manifest) read: such files are a few kilobytes.
+MAX_SETTINGS_BYTES = 16 * 1024 * 1024
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes for people (``512 MiB``)."""
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file", *, max_bytes: int | None = None,
+                       allow_empty: bool = True, limit_hint: str = "") -> int:
+    """Refuse what must not be opened for reading; return the file's size in bytes.
+
+    A device (``/dev/zero``), FIFO or socket would hang a reader or fill memory, so only regular files
+    (symlinks followed) pass; ``max_bytes`` caps the size.
+
+    Raises:
+        ReadError: missing, a directory, not a regular file, over ``max_bytes``, or empty (unless allowed).
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ReadError(p, f"no such {what}") from None
+    except (OSError, ValueError) as e:  # permission, name too long, NUL in the name...
+        raise ReadError(p, f"cannot open {what} ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ReadError(p, "is a directory, not a file" if what == "file" else f"{what} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "special")
+        raise ReadError(p, f"{what} is not a regular file ({kind}); give a file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ReadError(p, f"{what} is {human_bytes(st.st_size)}, over the limit of "
+                           f"{human_bytes(max_bytes)}{limit_hint}")
+    if st.st_size == 0 and not allow_empty:
+        raise ReadError(p, f"empty {what}")
+    return st.st_size
+
+
+def parse_json(text: str | bytes, path: str | os.PathLike, what: str) -> Any:
+    """``json.loads`` whose every failure (syntax, nesting deep enough to exhaust recursion) is a
+    one-line :class:`ReadError` naming ``path``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ReadError(path, f"{what} is nested too deeply to be a real {what}") from None
+    except (ValueError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ReadError(path, f"{what} is not valid JSON: {e}") from None
+
+
+def parse_yaml(text: str, path: str | os.PathLike, what: str) -> Any:
+    """``yaml.safe_load`` with the failures of :func:`parse_json` as one-line :class:`ReadError`."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ReadError(path, f"{what} is nested too deeply to be a real {what}") from None
+    except Exception as e:  # yaml.YAMLError and its relatives
+        raise ReadError(path, f"{what} is not valid YAML: {e}") from None
+
+
+def read_settings_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of a small settings file (regular file, at most :data:`MAX_SETTINGS_BYTES`)."""
+    p = Path(path)
+    check_regular_file(p, what, max_bytes=MAX_SETTINGS_BYTES)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ReadError(p, f"{what} is not UTF-8 text") from None
+    except OSError as e:
+        raise ReadError(p, f"cannot read {what}: {e.strerror or e}") from None
+
+
 def read_mapping_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """Load a JSON (``.json``) or YAML (anything else) file holding one mapping.
 
     Args:
-        path: the file.
+        path: the file (a regular file of at most :data:`MAX_SETTINGS_BYTES`).
         what: what the file is, for error messages (e.g. ``"column map"``).
 
     Raises:
-        ReadError: the file cannot be read, does not parse, or does not hold a mapping.
+        ReadError: the file cannot be read, does not parse (including nesting too deep to parse), or
+            does not hold a mapping.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ReadError(p, f"cannot read {what}: {e.strerror or e}") from None
+    text = read_settings_text(p, what)
     is_json = p.suffix.lower() == ".json"
-    try:
-        if is_json:
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
-        raise ReadError(p, f"{what} is not valid {'JSON' if is_json else 'YAML'}: {e}") from None
+    data = parse_json(text, p, what) if is_json else parse_yaml(text, p, what)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -4,12 +4,21 @@ The table (CSV, or Parquet) has one row per patient: ``patient_id`` (optional; d
 number), ``ecg`` and/or ``cxr`` file paths (``ecg_path`` / ``cxr_path`` accepted too; relative paths are
 relative to the table's folder), and optionally ``ecg_fs``, ``ecg_units``, ``ecg_resolution_uv`` for
 headerless ECG files.  A row whose files cannot be read is reported (``status = failed`` and the
-reason) and every other row is still predicted.  The output is CSV, or JSON Lines when ``FILE`` ends in
-``.jsonl`` / ``.json``.
+reason) and every other row is still predicted.
+
+The output is CSV (``.csv``), JSON Lines (``.jsonl`` / ``.json``) or an Excel workbook (``.xlsx``, needs
+``openpyxl``: ``pip install cardiofusion[xlsx]``); any other extension is refused.  CSV and JSON Lines rows
+are written, in table order, as soon as they and every row before them are done (appended and flushed),
+so an interrupted batch keeps what it predicted; a workbook is written once at the end (or on interruption).
+An output that is one of the inputs (the table, the bundle, a file the table names) is refused.
+In CSV and workbook output a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return gets a leading ``'`` (OWASP's CSV-injection advice), so that a spreadsheet shows it as text and
+never runs it as a formula; the numeric columns (probability, threshold, scores) are written as numbers.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -21,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import CardiofusionError, ConfigError, ReadError
+from ..io._files import check_input_file
 from .screener import PreparedPatient, Screener
 
 OUTPUT_COLUMNS = ("patient_id", "status", "probability", "decision", "threshold", "modalities", "score",
@@ -55,8 +65,7 @@ def read_table(table: str | os.PathLike | pd.DataFrame) -> tuple[pd.DataFrame, P
     if isinstance(table, pd.DataFrame):
         return table.reset_index(drop=True), None
     path = Path(table)
-    if not path.is_file():
-        raise ReadError(path, "no such table")
+    check_input_file(path, what="table")
     try:
         df = (pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq")
               else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=None, engine="python"))
@@ -78,6 +87,130 @@ def _resolve(value: Any, base: Path | None) -> str | None:
     return str(p)
 
 
+#: Output extensions -> format.
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".xlsx": "xlsx"}
+#: Columns written as numbers (never escaped); every other column is text.
+NUMERIC_COLUMNS = ("probability", "threshold", "score", "score_ecg", "score_cxr")
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formula(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'``; anything else as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def output_format(out: str | os.PathLike) -> str:
+    """``csv``, ``jsonl`` or ``xlsx`` for an output path, else :class:`ConfigError`."""
+    ext = Path(out).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ConfigError(f"{out}: unknown output extension {ext or '(none)'!r}; use .csv, .jsonl (or .json) or .xlsx")
+    if OUTPUT_FORMATS[ext] == "xlsx":
+        try:
+            import openpyxl  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{out}: .xlsx output needs openpyxl (pip install 'cardiofusion[xlsx]'); "
+                              f"or write .csv") from None
+    return OUTPUT_FORMATS[ext]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def check_output(out: str | os.PathLike, inputs: list[str | os.PathLike | None],
+                 bundle: str | os.PathLike | None = None) -> str:
+    """Refuse a batch output that would destroy an input; return its format (:func:`output_format`).
+
+    Refused: an unknown extension, a directory or other non-regular file, the bundle folder or a file in it,
+    and any of ``inputs`` (the table, each row's files) -- compared after resolving symlinks and with
+    :func:`os.path.samefile` (hard links).
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: --out is a directory; give an output file (.csv, .jsonl or .xlsx)")
+    if out.exists() and not out.is_file():
+        raise ConfigError(f"{out}: --out is not a regular file; give an output file (.csv, .jsonl or .xlsx)")
+    if bundle is not None:
+        root = Path(bundle)
+        try:
+            inside = root.resolve() == out.resolve() or root.resolve() in out.resolve().parents
+        except (OSError, RuntimeError, ValueError):
+            inside = False
+        if inside:
+            raise ConfigError(f"{out}: --out lies inside the model bundle {root}; write the output elsewhere")
+    for source in inputs:
+        if source is not None and _same_file(out, Path(source)):
+            raise ConfigError(f"{out}: --out is an input of the batch ({source}); refusing to overwrite it, "
+                              f"choose another output file")
+    return fmt
+
+
+class _RowWriter:
+    """Writes output rows in table order as soon as they and all rows before them are done."""
+
+    def __init__(self, out: Path, fmt: str, columns: list[str], n_rows: int):
+        self.out, self.fmt, self.columns = out, fmt, columns
+        self.rows: list[dict[str, Any] | None] = [None] * n_rows
+        self.next = 0
+        self.file = None
+        self.csv = None
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if fmt in ("csv", "jsonl"):
+                self.file = open(out, "w", encoding="utf-8", newline="")
+                if fmt == "csv":
+                    self.csv = csv.writer(self.file)
+                    self.csv.writerow(columns)
+                    self.file.flush()
+        except OSError as e:
+            raise ReadError(out, f"cannot write the output ({e.strerror or e})") from None
+
+    def cells(self, row: dict[str, Any]) -> list[Any]:
+        values = []
+        for c in self.columns:
+            v = row.get(c, "")
+            values.append(("" if v is None else v) if c in NUMERIC_COLUMNS else escape_formula("" if v is None else v))
+        return values
+
+    def done(self, i: int, row: dict[str, Any]) -> None:
+        self.rows[i] = row
+        try:
+            while self.next < len(self.rows) and self.rows[self.next] is not None:
+                r = self.rows[self.next]
+                if self.fmt == "csv":
+                    self.csv.writerow(self.cells(r))
+                elif self.fmt == "jsonl":
+                    self.file.write(json.dumps(r, allow_nan=False, default=str) + "\n")
+                self.next += 1
+            if self.file is not None:
+                self.file.flush()
+        except OSError as e:
+            raise ReadError(self.out, f"cannot write the output ({e.strerror or e})") from None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            return
+        done = [r for r in self.rows if r is not None]
+        frame = pd.DataFrame([self.cells(r) for r in done], columns=self.columns)
+        for c in NUMERIC_COLUMNS:
+            frame[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce")
+        try:
+            with pd.ExcelWriter(self.out, engine="openpyxl") as xl:
+                frame.to_excel(xl, index=False, sheet_name="predictions")
+        except OSError as e:
+            raise ReadError(self.out, f"cannot write the output ({e.strerror or e})") from None
+
+
 def _float_or_none(value: Any, what: str) -> float | None:
     if value is None:
         return None
@@ -95,7 +228,8 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
     Args:
         screener: a loaded bundle (:func:`cardiofusion.load`).
         table: CSV / Parquet path or DataFrame (see the module docstring).
-        out: output file (``.csv``, or ``.jsonl`` / ``.json`` for JSON Lines).
+        out: output file (``.csv``, ``.jsonl`` / ``.json`` for JSON Lines, or ``.xlsx``); never one of the
+            inputs (see :func:`check_output`).  CSV / JSON Lines rows are appended as they finish.
         chunk: patients per model call.
         progress: show a progress bar.
         explain: also write each patient's heat maps into this folder (``<patient_id>_cxr.png`` ...).
@@ -104,10 +238,25 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
     """
     from tqdm.auto import tqdm
 
-    df, base = read_table(table)
     out = Path(out)
+    output_format(out)  # an unknown extension is refused before the table is read
+    df, base = read_table(table)
+    files = [_resolve(_cell(row, key), base) for _, row in df.iterrows() for key in ("ecg", "cxr")]
+    fmt = check_output(out, [None if isinstance(table, pd.DataFrame) else table, *files],
+                       bundle=getattr(screener, "path", None))
     rows: list[dict[str, Any] | None] = [None] * len(df)
     pending: list[tuple[int, PreparedPatient]] = []
+    columns = list(OUTPUT_COLUMNS) + (["heat_map_cxr", "heat_map_ecg"] if explain is not None else [])
+    writer = _RowWriter(out, fmt, columns, len(df))
+
+    def finished(i: int) -> None:
+        r = rows[i]
+        if explain is not None:
+            maps = r.get("explanations") or {}
+            r.update({"heat_map_cxr": maps.get("cxr", ""), "heat_map_ecg": maps.get("ecg", "")})
+        writer.done(i, r)
+        if on_row is not None:
+            on_row(i, r)
 
     def fail(i: int, pid: str, error: str) -> None:
         rows[i] = {"patient_id": pid, "status": "failed", "error": error}
@@ -116,12 +265,15 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
         if not pending:
             return
         try:
-            results = screener.predict_prepared([p for _, p in pending])
+            results = screener.predict_prepared_each([p for _, p in pending])
         except CardiofusionError as e:  # a whole chunk failing is unexpected: report it per row
             for i, p in pending:
                 fail(i, p.patient_id or str(i), str(e))
         else:
             for (i, p), r in zip(pending, results):
+                if isinstance(r, CardiofusionError):  # a non-finite score: this row fails, the others go on
+                    fail(i, p.patient_id or str(i), str(r))
+                    continue
                 d = r.to_dict()
                 if explain is not None:
                     try:
@@ -135,8 +287,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                            "warnings": "; ".join(d["warnings"]), "error": "",
                            **({"explanations": d["explanations"]} if "explanations" in d else {})}
         for i, _ in pending:
-            if on_row is not None:
-                on_row(i, rows[i])
+            finished(i)
         pending.clear()
 
     bar = tqdm(total=len(df), desc="predict", unit="patient", disable=not progress, leave=False)
@@ -153,8 +304,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                                                                             "ecg_resolution_uv"))
             except CardiofusionError as e:
                 fail(int(i), pid, str(e))
-                if on_row is not None:
-                    on_row(int(i), rows[int(i)])
+                finished(int(i))
             else:
                 pending.append((int(i), patient))
                 if len(pending) >= chunk:
@@ -163,25 +313,14 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
         flush()
     finally:
         bar.close()
+        writer.close()
 
-    columns = list(OUTPUT_COLUMNS)
-    if explain is not None:
-        columns += ["heat_map_cxr", "heat_map_ecg"]
-        for r in rows:
-            maps = r.get("explanations") or {}
-            r_maps = {"heat_map_cxr": maps.get("cxr", ""), "heat_map_ecg": maps.get("ecg", "")}
-            r.update(r_maps)
     table_out = pd.DataFrame([{c: r.get(c, "") for c in columns} for r in rows], columns=columns)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() in (".jsonl", ".json"):
-        with open(out, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, allow_nan=False, default=str) + "\n" for r in rows)
-    else:
-        table_out.to_csv(out, index=False)
     failed = table_out[table_out["status"] == "failed"]
     failures = pd.DataFrame({"row": (failed.index + 1).astype(int), "patient_id": failed["patient_id"],
                              "error": failed["error"]}).reset_index(drop=True)
     return BatchReport(out=out, n_rows=len(df), n_ok=int((table_out["status"] == "ok").sum()), failures=failures)
 
 
-__all__ = ["OUTPUT_COLUMNS", "BatchReport", "predict_batch", "read_table"]
+__all__ = ["OUTPUT_COLUMNS", "OUTPUT_FORMATS", "BatchReport", "check_output", "escape_formula", "output_format",
+           "predict_batch", "read_table"]

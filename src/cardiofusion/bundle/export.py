@@ -33,16 +33,7 @@ import pandas as pd
 
 from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
-from .format import FORMAT_NAME, FORMAT_VERSION, ONNX_GRAPH, WEIGHTS, write_manifest
-
-#: What the model's ``score`` is, per fusion head (``docs/model_contract.md``).
-SCORE_MEANING = {
-    "cooperative": "f_ecg + f_cxr (cooperative learning; 2 x the available branch with one modality)",
-    "early": "logit of the early-fusion head",
-    "late": "mean of the available branch logits",
-    "ecg": "logit of the ECG-only head",
-    "cxr": "logit of the X-ray-only head",
-}
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ONNX_GRAPH, WEIGHTS, is_bundle_folder, write_manifest
 
 
 def _versions() -> dict[str, str]:
@@ -89,7 +80,7 @@ def _label_definition(manifest_path: str) -> dict[str, Any]:
         try:
             criteria = json.loads(cfg.read_text())["config"]["criteria"]
             source = "cohort config.json"
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             criteria = None
     if criteria is None:
         criteria = ASCriteria().to_dict()
@@ -117,8 +108,9 @@ def _calibration_from_evaluation(evaluation: str | os.PathLike, name: str | None
     try:
         data = json.loads(path.read_text())
         calibrator, threshold = Calibrator.from_dict(data["calibrator"]), Threshold.from_dict(data["threshold"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ReadError(path, f"not a calibration.json with calibrator and threshold ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ReadError(path, f"not a calibration.json with calibrator and threshold "
+                              f"({type(e).__name__}: {e})") from None
     return calibrator, threshold, {"source": "evaluation", "evaluation": str(root.resolve()), "name": name,
                                    "run": data.get("run")}
 
@@ -135,7 +127,7 @@ def _validation(run_dir: Path | None, val: pd.DataFrame | None, calibrator: Cali
     if run_dir is not None and (run_dir / "result.json").is_file():
         try:
             result = json.loads((run_dir / "result.json").read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             result = {}
         for key in ("val_auroc", "best_val_loss", "best_epoch", "epochs_trained", "records", "positives"):
             if key in result:
@@ -155,6 +147,60 @@ def _validation(run_dir: Path | None, val: pd.DataFrame | None, calibrator: Cali
         out["sensitivity_at_threshold"] = _num(float(decided[yk == 1].mean())) if (yk == 1).any() else None
         out["specificity_at_threshold"] = _num(float((~decided[yk == 0]).mean())) if (yk == 0).any() else None
     return out
+
+
+def _check_out(out: Path, sources: list[Any], overwrite: bool) -> None:
+    """Refuse an ``--out`` whose writing could destroy anything but an older bundle.
+
+    ``out`` may be new, or (with ``overwrite``) an existing cardiofusion bundle folder; never a regular file,
+    a symlink, another folder, nor one of ``sources`` (the run, its checkpoint, cache, evaluation folder),
+    a folder containing one of them or a folder inside one of them.
+    """
+    try:
+        exists = out.exists() or out.is_symlink()
+        resolved = out.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # symlink loop, bad name
+        raise ConfigError(f"{out}: unusable --out ({e})") from None
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            src = Path(source).resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if resolved == src or resolved in src.parents:
+            raise ConfigError(f"{out}: --out is (or contains) the export's source {src}; choose a new bundle folder")
+        if exists and src in resolved.parents:
+            raise ConfigError(f"{out}: --out lies inside the export's source {src}; refusing to replace it, "
+                              f"choose a new bundle folder")
+    if not exists:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.is_symlink():
+        raise ConfigError(f"{out}: is a symbolic link; --overwrite only replaces a bundle folder itself")
+    if not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a bundle folder; --overwrite only replaces a cardiofusion "
+                          f"bundle folder (remove the file yourself or choose another --out)")
+    if not is_bundle_folder(out):
+        raise ConfigError(f"{out}: not a cardiofusion bundle (no {MANIFEST} of format {FORMAT_NAME!r}); "
+                          f"--overwrite only replaces a bundle folder, choose another --out")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Move the complete new bundle ``tmp`` to ``out``; an old bundle there is removed only afterwards."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.rmdir(old)
+    os.replace(out, old)  # same folder: atomic rename
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)  # put the old bundle back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _num(x: float) -> float | None:
@@ -177,7 +223,9 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         checkpoint: a specific ``.ckpt`` of the run.
         onnx: also store ``model.onnx`` (True), never (False), or when onnx is installed (``auto``).
         onnx_exporter: ``auto``, ``torchscript`` or ``dynamo`` (see :func:`cardiofusion.bundle.onnx.export_onnx`).
-        overwrite: replace an existing bundle folder.
+        overwrite: replace an existing bundle folder -- only a folder that holds a cardiofusion bundle
+            manifest, never a file, another folder or the run itself (or a folder containing or inside it).
+            The new bundle is written beside it first; the old one is removed only once the new one is in place.
 
     Returns:
         The bundle folder.
@@ -185,12 +233,12 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
     from safetensors.torch import save_file
 
     from ..cache import load_manifest, open_cache
+    from ..models.registry import FUSIONS
     from ..training import load_run
     from ..training.inference import LoadedRun
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    _check_out(out, [run, checkpoint, evaluation], overwrite)
     if calibration not in CALIBRATION_METHODS:
         raise ConfigError(f"unknown calibration {calibration!r}; choose from {', '.join(CALIBRATION_METHODS)}")
     if target_sensitivity is not None:
@@ -201,6 +249,7 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
     if not config.cache_dir:
         raise ConfigError(f"{run}: the run records no preprocessing cache; cannot tell how files were decoded")
     cache_config = open_cache(config.cache_dir).config
+    _check_out(out, [run_dir, loaded.checkpoint, config.cache_dir, config.manifest, evaluation], overwrite)
     try:
         table, _ = load_manifest(config.manifest) if config.manifest else (None, None)
     except ReadError:
@@ -230,7 +279,7 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "task": "screening for aortic stenosis from a 12-lead ECG and/or a chest X-ray",
         "model": {"config": model_dict, "modalities": modalities, "fusion": model_cfg.fusion,
-                  "score": SCORE_MEANING.get(model_cfg.fusion, "model score"),
+                  "score": getattr(FUSIONS.get(model_cfg.fusion), "score_meaning", "model score"),
                   "initial_cxr_weights": trained_with if isinstance(trained_with, bool) else str(trained_with)},
         "decode": cache_config.to_dict(),
         "ecg_reader_defaults": _reader_defaults(config, table, cache_config),
@@ -251,8 +300,11 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         "versions": _versions(),
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new.", dir=out.parent))
+    except OSError as e:
+        raise ReadError(out, f"cannot create the bundle folder ({e.strerror or e})") from None
     try:
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in loaded.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "cardiofusion_bundle": str(FORMAT_VERSION)})
@@ -266,9 +318,11 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
             manifest["onnx"] = {"file": ONNX_GRAPH, "exporter": used, "inputs": list(_onnx_names()[0]),
                                 "outputs": list(_onnx_names()[1]), "dynamic_axes": ["windows", "records"]}
         write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _check_out(out, [run_dir, loaded.checkpoint, config.cache_dir, config.manifest, evaluation], overwrite)
+        _swap_into_place(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ReadError(out, f"cannot write the bundle ({e.strerror or e})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,4 +344,4 @@ def _onnx_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return INPUT_NAMES, OUTPUT_NAMES
 
 
-__all__ = ["SCORE_MEANING", "export_bundle"]
+__all__ = ["export_bundle"]

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..configfile import check_regular_file
 from ..errors import ReadError
 
 #: Bundle layout version written by this library; readers refuse newer ones.
@@ -83,12 +84,19 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     if not root.is_dir():
         raise BundleError(root, "not a model bundle folder (cardiofusion export writes a folder)")
     path = root / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         raise BundleError(root, f"not a cardiofusion model bundle (no {MANIFEST})")
+    try:
+        check_regular_file(path, "manifest")
+    except ReadError as e:
+        raise BundleError(path, f"{e.reason}; not a cardiofusion bundle") from None
     if path.stat().st_size > _MAX_MANIFEST_BYTES:
         raise BundleError(path, "manifest too large; not a cardiofusion bundle")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise BundleError(path, "corrupt manifest, nested too deeply to be a bundle manifest; "
+                                "re-export the bundle") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(path, f"corrupt manifest, not valid JSON ({e}); re-export the bundle") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -107,14 +115,30 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
         raise BundleError(path, "manifest has no content_hash; the bundle is incomplete or was edited")
     try:
         actual = content_hash(manifest)
-    except (TypeError, ValueError) as e:
-        raise BundleError(path, f"corrupt manifest ({e})") from None
+    except (TypeError, ValueError, RecursionError) as e:
+        raise BundleError(path, f"corrupt manifest ({type(e).__name__}: {e})") from None
     if actual != expected:
         raise BundleError(path, f"content hash mismatch: the manifest was modified after export "
                                 f"(expected {expected[:19]}..., got {actual[:19]}...); refusing to load")
     if not isinstance(manifest.get("files"), dict) or WEIGHTS not in manifest["files"]:
         raise BundleError(path, f"manifest lists no {WEIGHTS}")
     return manifest
+
+
+def is_bundle_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that a cardiofusion export wrote: a real folder (not a symlink) holding
+    a regular ``manifest.json`` whose ``format`` is :data:`FORMAT_NAME`.  Used to decide what
+    ``export --overwrite`` may replace; the content hash is not checked (a damaged bundle may be replaced)."""
+    root = Path(path)
+    manifest = root / MANIFEST
+    try:
+        if root.is_symlink() or not root.is_dir() or manifest.is_symlink():
+            return False
+        check_regular_file(manifest, "manifest", max_bytes=_MAX_MANIFEST_BYTES)
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, ReadError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 
 
 def verify_files(bundle: str | os.PathLike, manifest: dict[str, Any], names: list[str] | None = None) -> None:
@@ -148,6 +172,7 @@ __all__ = [
     "BundleError",
     "content_hash",
     "file_digest",
+    "is_bundle_folder",
     "read_manifest",
     "verify_files",
     "write_manifest",

@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
@@ -137,12 +136,4 @@ class OnnxRunner:
         return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), feed)))
 
 
-def torch_reference(model: nn.Module, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The :class:`FusedGraph` outputs computed by PyTorch (parity checks and benchmarks)."""
-    graph = FusedGraph(model).eval()
-    with torch.no_grad():
-        out = graph(*(torch.as_tensor(inputs[name]) for name in INPUT_NAMES))
-    return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, out)}
-
-
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "FusedGraph", "OnnxRunner", "example_inputs", "export_onnx", "torch_reference"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "FusedGraph", "OnnxRunner", "example_inputs", "export_onnx"]

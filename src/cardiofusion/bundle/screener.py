@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..evaluation.calibration import Calibrator, Threshold
-from ..errors import ConfigError
+from ..errors import CardiofusionError, ConfigError
 from ..records import CXRImage, ECGRecord
 from .format import ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
 from .inputs import PreparedCXR, PreparedECG, ReaderDefaults, prepare_cxr, prepare_ecg
@@ -83,7 +83,24 @@ class PreparedPatient:
 
 def _finite(x: float) -> float | None:
     x = float(x)
-    return None if math.isnan(x) else x
+    return x if math.isfinite(x) else None
+
+
+class PredictionError(CardiofusionError):
+    """The model gave no usable score for a patient (NaN or infinite): no decision is made.
+
+    Attributes:
+        patient_id: the caller's identifier of the patient (None when not given).
+    """
+
+    def __init__(self, message: str, patient_id: str | None = None):
+        self.patient_id = patient_id
+        super().__init__(" ".join(str(message).split()))
+
+
+#: Why a non-finite score is refused (fixed words: the web service shows this message as it is).
+NON_FINITE_REASON = ("the model gave a non-finite score, so no decision can be made; the bundle's weights or "
+                     "calibration are broken (re-export it from a sound run)")
 
 
 class Screener:
@@ -219,14 +236,32 @@ class Screener:
         return {k: agg[k].cpu().numpy() for k in ("score", "score_ecg", "score_cxr", "used")}
 
     def predict_prepared(self, patients: Sequence[PreparedPatient]) -> list[Prediction]:
-        """Predictions for already prepared patients (one model call for all of them)."""
+        """Predictions for already prepared patients (one model call for all of them).
+
+        Raises :class:`PredictionError` when the model's score or calibrated probability of any of them
+        is NaN or infinite (see :meth:`predict_prepared_each` to keep the others).
+        """
+        out = self.predict_prepared_each(patients)
+        for r in out:
+            if isinstance(r, PredictionError):
+                raise r
+        return out  # type: ignore[return-value]
+
+    def predict_prepared_each(self, patients: Sequence[PreparedPatient]) -> list[Prediction | PredictionError]:
+        """Like :meth:`predict_prepared`, but a patient whose score or probability is not finite gets a
+        :class:`PredictionError` in its place (batch mode: that row fails, the others go on)."""
         if not patients:
             return []
         agg = self._score(patients)
-        probs = self.calibrator(agg["score"])
-        decisions = self.threshold.apply(probs)
-        out = []
+        with np.errstate(invalid="ignore", over="ignore"):
+            probs = np.asarray(self.calibrator(agg["score"]), dtype=np.float64)
+            decisions = self.threshold.apply(probs)
+        out: list[Prediction | PredictionError] = []
         for i, p in enumerate(patients):
+            if not (math.isfinite(float(agg["score"][i])) and math.isfinite(float(probs[i]))):
+                bad = float(agg["score"][i]) if not math.isfinite(float(agg["score"][i])) else float(probs[i])
+                out.append(PredictionError(f"{NON_FINITE_REASON} (score {bad})", patient_id=p.patient_id))
+                continue
             used = [m for j, m in enumerate(("ecg", "cxr")) if bool(agg["used"][i, j])]
             out.append(Prediction(
                 probability=float(probs[i]), decision=POSITIVE if bool(decisions[i]) else NEGATIVE,
@@ -380,4 +415,5 @@ def _build(root: Path, manifest: dict[str, Any]) -> torch.nn.Module:
     return model.eval()
 
 
-__all__ = ["NEGATIVE", "POSITIVE", "RUNTIMES", "Prediction", "PreparedPatient", "Screener", "load"]
+__all__ = ["NEGATIVE", "NON_FINITE_REASON", "POSITIVE", "RUNTIMES", "Prediction", "PredictionError", "PreparedPatient",
+           "Screener", "load"]

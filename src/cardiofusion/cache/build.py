@@ -41,13 +41,16 @@ def _decode_chunk(modality: str, items: list[dict[str, Any]], config_dict: dict[
         try:
             if item["path"] is None:
                 raise ReadError(None, "no path in the manifest")
+            flags: list[str] = []  # quality warnings (ECG signal, colour X-ray): kept as ok, reason in the index
             if modality == "ecg":
                 signal, mask, n, original_fs = decode_ecg(
                     item["path"], config, fs=item.get("fs"), units=item.get("units"),
-                    resolution_uv=item.get("resolution_uv"))
-                res.update(status=STATUS_OK, reason="", data=signal, mask=mask, n_samples=n, original_fs=original_fs)
+                    resolution_uv=item.get("resolution_uv"), warnings=flags)
+                res.update(status=STATUS_OK, reason="; ".join(flags), data=signal, mask=mask, n_samples=n,
+                           original_fs=original_fs)
             else:
-                res.update(status=STATUS_OK, reason="", data=decode_cxr(item["path"], config))
+                pixels = decode_cxr(item["path"], config, warnings=flags)
+                res.update(status=STATUS_OK, reason="; ".join(flags), data=pixels)
         except Exception as e:  # noqa: BLE001 - one bad file must never stop the build
             res.update(status=STATUS_FAILED, reason=_failure_reason(e) or type(e).__name__)
         results.append(res)

@@ -55,8 +55,24 @@ def cxr_layer_arg(values: list[str] | None) -> str | tuple[str, ...] | None:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def check_out_dir(path: str, option: str) -> None:
+    """Refuse an output folder option that names an existing file (or anything but a folder)."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise ConfigError(f"{p}: {option} must be a folder for the figures, and this is an existing file")
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{p}: {option} cannot be created inside {parent}, which is a file")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain_records
+
+    check_out_dir(args.out, "--out")
 
     results = explain_records(args.run, args.record, args.out, cache_dir=args.cache, manifest=args.manifest,
                               method=args.method, layout=args.layout, target=args.target, rollout=args.rollout,

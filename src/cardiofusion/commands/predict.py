@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cxr", metavar="FILE", help="chest X-ray file (DICOM, PNG, JPEG)")
     p.add_argument("--patient-id", help="identifier echoed in the output (never read from the files)")
     p.add_argument("--batch", metavar="TABLE", help="CSV/Parquet of patients (patient_id, ecg, cxr)")
-    p.add_argument("--out", metavar="FILE", help="output of --batch (.csv or .jsonl)")
+    p.add_argument("--out", metavar="FILE", help="output of --batch (.csv, .jsonl or .xlsx; never an input)")
     p.add_argument("--explain", metavar="DIR", help="write the heat maps (X-ray Grad-CAM, 12-lead map) as PNGs here")
     p.add_argument("--cxr-layer", action="append", metavar="LAYER",
                    help="X-ray Grad-CAM layer of --explain: 'last' (default), a timm stage index (-2: stride 16, "
@@ -45,7 +45,7 @@ def _fmt(x) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..bundle import load, predict_batch
-    from .explain import cxr_layer_arg
+    from .explain import check_out_dir, cxr_layer_arg
 
     if args.batch:
         if args.ecg or args.cxr:
@@ -54,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--batch needs --out FILE")
     elif not (args.ecg or args.cxr):
         raise ConfigError("give --ecg FILE and/or --cxr FILE (or --batch TABLE --out FILE)")
+    if args.batch:
+        from ..bundle.batch import output_format
+
+        output_format(args.out)  # refused before the bundle loads
+    if args.explain:
+        check_out_dir(args.explain, "--explain")
     screener = load(args.bundle, runtime=args.runtime)
     if args.batch:
         report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain,

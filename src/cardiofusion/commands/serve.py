@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"the web service needs the serve extra: pip install 'cardiofusion[serve]' ({e})") from None
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        raise ConfigError("--max-upload-mb must be positive")
+    if not 0 < args.max_upload_mb < float("inf"):
+        raise ConfigError("--max-upload-mb must be positive and finite")
     try:
         hosts = allowed_host_names(args.host, args.allowed_hosts)
     except ValueError as e:
@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"cardiofusion: warning: listening on {args.host}, reachable from other machines; put the service "
               "behind TLS and authentication", file=sys.stderr)
+    from ..bundle.format import read_manifest
+
+    read_manifest(args.bundle)  # a missing or damaged bundle is an error before anything says "serving"
     print(f"cardiofusion: serving {args.bundle} on http://{args.host}:{args.port}/ (Ctrl+C to stop); "
           f"accepted host names: {', '.join(hosts)}", file=sys.stderr)
     serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, runtime=args.runtime,

@@ -89,6 +89,12 @@ def _devices(value: str) -> Any:
 
 
 def _limit(value: float) -> int | float:
+    import math
+
+    from ..errors import ConfigError
+
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--limit-train-batches must be a fraction in (0, 1] or a batch count, got {value}")
     return int(value) if value > 1 else float(value)
 
 

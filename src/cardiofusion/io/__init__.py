@@ -25,10 +25,9 @@ def detect_kind(path: str | os.PathLike) -> str:
     DICOM files are told apart by content: a waveform (``WaveformSequence``) is an ECG, pixel data an image.
     """
     p = Path(path)
-    if not p.exists():
-        raise ReadError(p, "no such file")
-    if p.is_dir():
-        raise ReadError(p, "is a directory, not a file")
+    from ._files import check_input_file
+
+    check_input_file(p)  # never open a device or FIFO (it would hang)
     ext = p.suffix.lower()
     if ext in ECG_EXTENSIONS:
         return "ecg"

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import ReadError
 from ..records import CANONICAL_LEADS
 from ._ecg_leads import canonical_lead_name, dicom_lead_name
+from ._files import check_decoded_bytes, check_input_file
 
 #: Sampling rate (Hz) assumed for files that carry none (CSV, HDF5 without attribute, NumPy).
 DEFAULT_FS = 500.0
@@ -228,14 +229,20 @@ def _wfdb_header(path: Path):
 
     record = path.with_suffix("")
     hea = record.with_name(record.name + ".hea")
-    if not hea.is_file():
+    if not hea.exists():
         raise ReadError(path, f"WFDB header {hea.name} not found beside the signal file")
+    if hea != path:
+        check_input_file(hea, what=f"WFDB header {hea.name}")
     try:
         header = wfdb.rdheader(str(record))
     except Exception as e:  # wfdb raises bare ValueError/IndexError on a malformed header
         raise ReadError(path, f"unreadable WFDB header {hea.name} ({type(e).__name__}: {e})") from None
     if not getattr(header, "n_sig", 0):
         raise ReadError(path, f"WFDB header {hea.name} declares no signals")
+    for name in dict.fromkeys(getattr(header, "file_name", None) or []):  # never open a device or FIFO
+        sig_file = record.parent / str(name)
+        if sig_file.exists() and sig_file != path:
+            check_input_file(sig_file, what=f"signal file {name}")
     return record, header
 
 
@@ -460,6 +467,7 @@ def read_hdf5(path: Path, *, fs: float | None, units: str | None, resolution_uv:
                 raise ReadError(path, f"cannot find the ECG dataset (2-D datasets: {found or 'none'})")
             name = found[0]
         dset = f[name]
+        check_decoded_bytes(path, int(dset.size) * int(dset.dtype.itemsize), f"HDF5 dataset {name!r}")
         try:
             array = np.asarray(dset[()], dtype=np.float64)
         except Exception as e:
@@ -503,6 +511,8 @@ def read_numpy(path: Path, *, fs: float | None, units: str | None, resolution_uv
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             files = list(loaded.files)
+            for info in loaded.zip.infolist():  # a zip bomb is refused before anything is decompressed
+                check_decoded_bytes(path, info.file_size, f".npz entry {info.filename!r}")
             key = next((k for k in _NPZ_KEYS if k in files), None)
             if key is None:
                 arrays = [k for k in files if loaded[k].ndim == 2]

@@ -28,7 +28,10 @@ JPEG lossless, JPEG 2000, RLE) are decoded by the pylibjpeg plugins.
 
 PNG and JPEG files are read with Pillow: 8-bit grey is kept as is; 16-bit (or 32-bit integer / float)
 grey is scaled min-max to 8 bits (step ``"to_uint8"``); RGB, RGBA, LA, CMYK and palette images are
-converted with ``convert("L")`` (step ``"rgb_to_grey"``; alpha is dropped).
+converted with ``convert("L")`` (step ``"rgb_to_grey"``; alpha is dropped).  Colour images whose
+channels differ are read with a warning in ``meta["warnings"]`` (PNG, JPEG and colour DICOM), and PNG /
+JPEG images whose channels differ strongly (a photograph, not a radiograph) are refused:
+:data:`COLOUR_WARN_LEVEL`, :data:`COLOUR_REFUSE_LEVEL`.
 
 Every problem with the file raises :class:`~cardiofusion.errors.ReadError` with one line of reason:
 missing or unreadable file, truncated or corrupt data, no pixel data, a modality that is not a
@@ -50,6 +53,7 @@ import numpy as np
 
 from ..errors import ConfigError, ReadError
 from ..records import CXRImage
+from ._files import check_input_file
 
 #: DICOM modalities accepted as chest radiographs ("" = Modality absent or empty).
 RADIOGRAPH_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "RG", "OT", ""})
@@ -60,6 +64,13 @@ _IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
 _COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422",
                         "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's convert("L")
+#: Colour images: the mean over pixels of (largest - smallest of R, G, B), on a 0-255 scale.  Above
+#: :data:`COLOUR_WARN_LEVEL` the image is read with a warning (``meta["warnings"]``: a radiograph with a
+#: coloured annotation, or tinted by its export); above :data:`COLOUR_REFUSE_LEVEL` it is refused (a
+#: photograph or a coloured picture, not a radiograph).  A grey image stored as RGB scores 0 (JPEG
+#: chroma noise well under 1).
+COLOUR_WARN_LEVEL = 2.0
+COLOUR_REFUSE_LEVEL = 16.0
 
 
 def read_cxr(path: str | os.PathLike, *, window: tuple[float, float] | None = None) -> CXRImage:
@@ -75,7 +86,8 @@ def read_cxr(path: str | os.PathLike, *, window: tuple[float, float] | None = No
         :class:`CXRImage` with the steps applied, in order, in ``steps``.
 
     Raises:
-        ReadError: the file is missing, unreadable, not a radiograph, empty or constant.
+        ReadError: the file is missing, unreadable, not a regular file (device, FIFO), larger than
+            ``CARDIOFUSION_MAX_INPUT_BYTES`` (default 512 MiB), not a radiograph, empty or constant.
     """
     p = Path(path)
     if window is not None:
@@ -86,10 +98,7 @@ def read_cxr(path: str | os.PathLike, *, window: tuple[float, float] | None = No
         if not (np.isfinite(centre) and np.isfinite(width) and width >= 1):
             raise ConfigError(f"window width must be >= 1 and finite, got {window!r}")
         window = (centre, width)
-    if not p.exists():
-        raise ReadError(p, "no such file")
-    if p.is_dir():
-        raise ReadError(p, "is a directory, not a file")
+    check_input_file(p)  # a regular, non-empty file under the input cap (never a device or FIFO)
     try:
         if _is_dicom(p):
             return _read_dicom(p, window)
@@ -214,7 +223,7 @@ def _read_dicom(p: Path, window: tuple[float, float] | None) -> CXRImage:
             except Exception as e:
                 raise ReadError(p, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
             if "PixelData" not in ds and "Rows" not in ds and "Modality" not in ds:
-                raise ReadError(p, "not a DICOM file (no DICM preamble and no image attributes)")
+                raise ReadError(p, "not a DICOM file (no DICM preamble and no image attributes)") from None
         except Exception as e:
             raise ReadError(p, f"not a readable DICOM file, truncated or corrupt ({type(e).__name__}: {e})") from None
         for w in caught:
@@ -275,7 +284,7 @@ def _dicom_to_image(p: Path, ds: Any, window: tuple[float, float] | None) -> CXR
 
     steps: list[str] = []
     if photometric in _COLOUR_PHOTOMETRICS or arr.ndim == 3:
-        t = _colour_to_grey(p, ds, arr, photometric, bits_stored, steps)
+        t = _colour_to_grey(p, ds, arr, photometric, bits_stored, steps, meta)
     else:
         t = _grey_pipeline(p, ds, arr, photometric, window, steps, meta,
                            apply_modality_lut, apply_voi_lut)
@@ -292,8 +301,26 @@ def _uid_name(uid: Any) -> str | None:
     return str(getattr(uid, "name", uid))
 
 
+def _check_colour(p: Path, rgb: np.ndarray, top: float, meta: dict[str, Any], *, refuse: bool = True) -> None:
+    """Refuse a strongly coloured image (when ``refuse``), record a warning for a coloured one (see
+    :data:`COLOUR_REFUSE_LEVEL`).  ``rgb`` is ``(H, W, 3)`` with values in ``[0, top]``."""
+    spread = 0.0
+    for r0 in range(0, rgb.shape[0], 256):  # row blocks: bounded temporary memory on large images
+        block = rgb[r0: r0 + 256].astype(np.float32)  # (h, W, 3)
+        spread += float((block.max(axis=-1) - block.min(axis=-1)).sum())
+    spread = spread / max(1, rgb.shape[0] * rgb.shape[1]) * 255.0 / top
+    meta["colour_difference"] = round(spread, 2)
+    if refuse and spread > COLOUR_REFUSE_LEVEL:
+        raise ReadError(p, f"colour image, not a radiograph (mean channel difference {spread:.0f} of 255, "
+                           f"above {COLOUR_REFUSE_LEVEL:g}): a photograph or coloured picture?")
+    if spread > COLOUR_WARN_LEVEL:
+        meta.setdefault("warnings", []).append(
+            f"X-ray stored in colour with differing channels (mean channel difference {spread:.1f} of 255): "
+            "converted to grey; check that it is the radiograph itself")
+
+
 def _colour_to_grey(p: Path, ds: Any, arr: np.ndarray, photometric: str, bits_stored: int,
-                    steps: list[str]) -> np.ndarray:
+                    steps: list[str], meta: dict[str, Any] | None = None) -> np.ndarray:
     from pydicom.pixels import apply_color_lut
 
     if photometric == "PALETTE COLOR":
@@ -304,6 +331,8 @@ def _colour_to_grey(p: Path, ds: Any, arr: np.ndarray, photometric: str, bits_st
         top = float(2 ** bits_stored - 1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
         raise ReadError(p, f"unsupported colour pixel layout {arr.shape} for {photometric}")
+    if meta is not None:
+        _check_colour(p, arr[..., :3], top, meta, refuse=False)  # a colour DICOM: warned, not refused
     grey = arr[..., :3].astype(np.float64) @ _LUMA  # (H, W)
     steps.append("rgb_to_grey")
     return grey / top
@@ -449,6 +478,8 @@ def _read_pillow(p: Path, window: tuple[float, float] | None) -> CXRImage:
     if mode in ("L", "1", "LA") or photometric != "MONOCHROME2":
         bits = 8
         if mode != "L":
+            if photometric != "MONOCHROME2":
+                _check_colour(p, np.asarray(img.convert("RGB")), 255.0, meta)
             img = img.convert("L")
             if photometric != "MONOCHROME2":
                 steps.append("rgb_to_grey")

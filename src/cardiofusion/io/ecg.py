@@ -38,6 +38,7 @@ from ..records import CANONICAL_LEADS, ECGRecord
 from . import _ecg_formats as formats
 from ._ecg_formats import DEFAULT_FS, DEFAULT_RESOLUTION_UV, RawECG
 from ._ecg_leads import canonical_lead_name, canonical_order, derive_limb_leads
+from ._files import check_input_file
 
 #: Shortest accepted recording, in seconds (module-level so that a deployment can change it).
 MIN_DURATION_S = 1.0
@@ -70,10 +71,13 @@ def read_ecg(
         ones, ``dropped_leads`` the non-standard channels discarded. Rate is the file's own.
 
     Raises:
-        ReadError: missing/corrupt/truncated file, no waveform, non-finite values, flat or too short
-            (< :data:`MIN_DURATION_S`) signal, unknown units, no standard lead.
+        ReadError: missing/corrupt/truncated file, not a regular file (device, FIFO), larger than
+            ``CARDIOFUSION_MAX_INPUT_BYTES`` (default 512 MiB; :mod:`cardiofusion.io._files`), no
+            waveform, non-finite values, flat or too short (< :data:`MIN_DURATION_S`) signal, unknown
+            units, no standard lead.
     """
     p = Path(path)
+    check_input_file(p)  # a regular, non-empty file under the input cap (never a device or FIFO)
     try:
         raw = _read_raw(p, fs=fs, units=units, resolution_uv=resolution_uv, lead_names=lead_names)
         return _to_record(p, raw)
@@ -86,12 +90,6 @@ def read_ecg(
 
 
 def _read_raw(p: Path, *, fs, units, resolution_uv, lead_names) -> RawECG:
-    if not p.exists():
-        raise ReadError(p, "no such file")
-    if p.is_dir():
-        raise ReadError(p, "is a directory, not a file")
-    if p.stat().st_size == 0:
-        raise ReadError(p, "empty file")
     ext = p.suffix.lower()
     headerless = dict(fs=fs, units=units, resolution_uv=resolution_uv, lead_names=lead_names)
     if ext in _CSV_EXT:

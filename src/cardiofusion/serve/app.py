@@ -22,30 +22,39 @@ Privacy and safety:
   ``/dev/shm`` -- memory -- where it exists) that is deleted before the response is sent; heat-map PNGs
   are made there too and returned inline;
 * logs hold a request number, sizes, modalities, status and timing -- never file names, paths, patient
-  identifiers or DICOM tags; responses never echo file names, and reader messages are stripped of paths;
+  identifiers or DICOM tags; responses never echo file names nor any value read from a file: reader
+  errors are mapped to fixed messages (:mod:`.messages`), so a DICOM Modality, a CSV cell or a channel
+  label never reaches the page;
+* only requests whose ``Host`` header names an allowed host are answered (400 otherwise; Starlette's
+  ``TrustedHostMiddleware``), which defeats DNS rebinding against the service on 127.0.0.1;
 * ``Cache-Control: no-store`` and a strict content security policy on every response.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..errors import CardiofusionError, ReadError
+from .messages import public_error, public_read_error
 from .page import PAGE_HTML
 from .sniff import Upload, UploadError, layout_cxr, layout_ecg
 
@@ -55,6 +64,9 @@ DEFAULT_MAX_UPLOAD_MB = 50.0
 _FIELDS = ("ecg_fs", "ecg_units", "ecg_resolution_uv", "explain")
 _MAX_PARTS = 24
 _DRAIN_FACTOR = 4
+#: ``Host`` header names always accepted (this machine); see :func:`allowed_host_names`.
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 def _private_dir(needed_bytes: int = 0) -> Path:
@@ -185,9 +197,14 @@ def _number(fields: dict[str, str], name: str, label: str) -> float | None:
 
 
 def _clean_reason(e: CardiofusionError, what: str) -> str:
-    """A reader's message without the temporary path: ``"The X-ray file: reason"``."""
-    reason = e.reason if isinstance(e, ReadError) else str(e)
-    return f"{what}: {reason}" if isinstance(e, ReadError) else reason
+    """A library error as the page may show it: ``"The X-ray file: <fixed message>"``.
+
+    Reader reasons can quote the file (DICOM values, CSV cells, channel labels, decoder text), so they
+    are mapped to fixed messages (:mod:`.messages`); nothing of the reader's text is passed through.
+    """
+    if isinstance(e, ReadError):
+        return public_read_error(e.reason, what)
+    return public_error(str(e))
 
 
 def _which(e: ReadError, folder: Path, ecg_files: dict | None, cxr_files: dict | None) -> str:
@@ -248,19 +265,27 @@ class ScreeningService:
                 try:
                     patient = self.screener.prepare(ecg_path, cxr_path, **options)
                 except ReadError as e:
-                    raise UploadError(422, _clean_reason(e, _which(e, folder, ecg_files, cxr_files))
-                                      .replace(str(folder), "")) from None
+                    raise UploadError(422, _clean_reason(e, _which(e, folder, ecg_files, cxr_files))) from None
                 except CardiofusionError as e:
-                    raise UploadError(422, str(e).replace(str(folder), "")) from None
-                result = self.screener.predict_prepared([patient])[0]
+                    raise UploadError(422, _clean_reason(e, "The upload")) from None
+                from ..bundle.screener import PredictionError
+
+                try:
+                    result = self.screener.predict_prepared([patient])[0]
+                except PredictionError:  # NaN / infinite score: an error, never "probability nan, negative"
+                    logger.error("the model gave a non-finite score; the bundle is probably broken")
+                    raise UploadError(500, "the model gave no valid score (not a finite number), so no decision "
+                                           "was made; the model bundle may be broken: tell the service's "
+                                           "administrator") from None
                 images: dict[str, str] = {}
                 if want_explain:
                     try:
                         paths = self.screener.explain(patient, folder / "explain", result, stem="")
                         images = {k: "data:image/png;base64," + base64.b64encode(Path(p).read_bytes()).decode()
                                   for k, p in paths.items()}
-                    except CardiofusionError as e:
-                        result.warnings.append(f"no heat maps: {str(e).replace(str(folder), '')}")
+                    except CardiofusionError as e:  # the message may quote the input: not passed on
+                        logger.warning("heat maps failed (%s)", type(e).__name__)
+                        result.warnings.append("no heat maps: the explanation could not be computed for this input")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         out = result.to_dict()
@@ -268,14 +293,49 @@ class ScreeningService:
         return out
 
 
-def create_app(screener: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, explain: bool = True) -> FastAPI:
-    """The FastAPI app serving ``screener`` (a loaded bundle, :func:`cardiofusion.load`)."""
+def allowed_host_names(host: str | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` header names the service answers: :data:`DEFAULT_ALLOWED_HOSTS`, the address it is
+    bound to (unless a wildcard address such as ``0.0.0.0``) and ``extra``.  IPv6 addresses are given
+    bracketed (``[::1]``), as they appear in a ``Host`` header.  Raises ``ValueError`` for a name that
+    cannot appear in a ``Host`` header."""
+    names: list[str] = []
+    for name in (*DEFAULT_ALLOWED_HOSTS, *([host] if host else []), *extra):
+        name = str(name).strip().lower()
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            address = None
+        if address is not None:
+            if address.is_unspecified:
+                continue  # 0.0.0.0 / :: is where it listens, not a name clients use
+            name = f"[{address.compressed}]" if address.version == 6 else address.compressed
+        elif not _HOST_NAME.match(name):
+            raise ValueError(f"not a host name: {name!r} (give a name or address, without port or scheme)")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def create_app(screener: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, explain: bool = True,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The FastAPI app serving ``screener`` (a loaded bundle, :func:`cardiofusion.load`).
+
+    Only requests whose ``Host`` header names one of ``allowed_hosts`` are answered (400 otherwise), so a
+    web page elsewhere cannot reach the service through DNS rebinding; default
+    :func:`allowed_host_names` (``localhost``, ``127.0.0.1``, ``[::1]``).
+    """
+    hosts = allowed_host_names() if allowed_hosts is None else list(allowed_hosts)
     service = ScreeningService(screener, max_upload_bytes=int(max_upload_mb * 1e6), explain=explain)
     dicom_log = logging.getLogger("pydicom")
     if not any(isinstance(f, _WithholdDetails) for f in dicom_log.filters):
         dicom_log.addFilter(_WithholdDetails())
     app = FastAPI(title="cardiofusion screening", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.state.allowed_hosts = hosts
+    # added before the header middleware below, so that its 400 answer carries those headers too
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -328,14 +388,18 @@ def create_app(screener: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, e
 
 def serve(bundle: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, runtime: str = "torch", explain: bool = True,
-          log_level: str = "info") -> None:
-    """Load a bundle and serve the page with uvicorn (blocks until interrupted)."""
+          log_level: str = "info", allowed_hosts: Sequence[str] = ()) -> None:
+    """Load a bundle and serve the page with uvicorn (blocks until interrupted).
+
+    Requests must name the service by ``localhost``, a loopback address, ``host`` or one of
+    ``allowed_hosts`` (see :func:`allowed_host_names`)."""
     import uvicorn
 
     from ..bundle import load
 
     screener = load(bundle, runtime=runtime)
-    app = create_app(screener, max_upload_mb=max_upload_mb, explain=explain)
+    app = create_app(screener, max_upload_mb=max_upload_mb, explain=explain,
+                     allowed_hosts=allowed_host_names(host, allowed_hosts))
     if not logger.handlers:  # the service's own request lines, beside uvicorn's access log
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
@@ -344,4 +408,5 @@ def serve(bundle: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 800
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
 
 
-__all__ = ["DEFAULT_MAX_UPLOAD_MB", "ScreeningService", "create_app", "parse_multipart", "serve"]
+__all__ = ["DEFAULT_ALLOWED_HOSTS", "DEFAULT_MAX_UPLOAD_MB", "ScreeningService", "allowed_host_names", "create_app",
+           "parse_multipart", "serve"]

@@ -91,7 +91,7 @@ def load_run(run_or_checkpoint: str | os.PathLike, *, map_location: str | torch.
     try:
         module = CardioFusionModule.load_from_checkpoint(ckpt, map_location=map_location, pretrained=False,
                                                          weights_only=False)
-    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch.load / unpickling of a damaged or foreign file raises anything
         raise ReadError(ckpt, f"not a loadable cardiofusion checkpoint ({type(e).__name__}: {e})") from None
     module.eval()
     return LoadedRun(model=module.model.eval(), config=module.config, checkpoint=ckpt, run_dir=run_dir,

@@ -19,6 +19,7 @@ from ..configfile import reject_unknown_fields
 from ..errors import ConfigError, ReadError
 from ..io.cxr import RESIZE_MODES
 from ..records import CANONICAL_LEADS
+from .quality import QualityConfig, check_ecg_quality
 
 BASELINE_MODES = ("median", "highpass", "none")
 IMAGE_MODES = RESIZE_MODES  # the X-ray resize modes, one definition
@@ -127,13 +128,17 @@ def _remove_baseline(signal: np.ndarray, fs: float, mode: str) -> np.ndarray:
 
 
 def decode_ecg(path: str, config: CacheConfig, *, fs: float | None = None, units: str | None = None,
-               resolution_uv: float | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
+               resolution_uv: float | None = None, quality: QualityConfig | None = None,
+               warnings: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Decode one ECG file exactly as the cache stores it.
 
     Returns ``(signal, lead_mask, n_samples, original_fs)``: ``signal`` is ``(12, T)`` float16 in mV at
     ``config.fs`` (baseline removed, cut to / zero-padded to ``T``), ``lead_mask`` the ``(12,)`` bool
     mask from :func:`cardiofusion.io.ecg.standardize`, ``n_samples`` the valid length (``<= T``).
     Per-exam ``fs``/``units``/``resolution_uv`` override the config's headerless-file defaults.
+    The signal-quality check (:func:`cardiofusion.transforms.quality.check_ecg_quality`, thresholds
+    ``quality``, default :class:`~cardiofusion.transforms.quality.QualityConfig`) runs on the record as
+    read: a refused record raises, a flagged one appends its reasons to ``warnings`` when given.
     Raises :class:`ReadError` for an unreadable or unusable file.
     """
     from ..io import ecg as ecg_io
@@ -145,19 +150,30 @@ def decode_ecg(path: str, config: CacheConfig, *, fs: float | None = None, units
     }
     record = ecg_io.read_ecg(path, **{k: v for k, v in options.items() if v is not None})
     original_fs = float(record.original_fs if record.original_fs is not None else record.fs)
-    out, mask, n = standardize_ecg_record(record, config, path=path)
+    out, mask, n = standardize_ecg_record(record, config, path=path, quality=quality, warnings=warnings)
     return out, mask, n, original_fs
 
 
-def standardize_ecg_record(record: Any, config: CacheConfig, *, path: str | None = None
+def standardize_ecg_record(record: Any, config: CacheConfig, *, path: str | None = None,
+                           quality: QualityConfig | None = None, warnings: list[str] | None = None
                            ) -> tuple[np.ndarray, np.ndarray, int]:
     """The cache's ECG preprocessing after reading: an :class:`~cardiofusion.records.ECGRecord` ->
     ``(signal (12, T) float16 mV at config.fs, lead_mask (12,), n_samples)`` (what :func:`decode_ecg`
     stores; prediction on in-memory records uses it too, so both paths stay identical).
+
+    First the signal-quality check (:mod:`cardiofusion.transforms.quality`) on the record at its own
+    rate: a refusal raises :class:`ReadError` with the reason; a flag's reasons are appended to
+    ``warnings`` (when a list is given).
     """
     from ..io import ecg as ecg_io
 
     path = path or getattr(record, "source", None) or "ECG record"
+    signal_in = np.asarray(record.signal)
+    if signal_in.ndim == 2 and signal_in.shape[1] > 0 and np.isfinite(signal_in).all():
+        verdict = check_ecg_quality(record, quality)
+        verdict.raise_if_refused(path)
+        if warnings is not None:
+            warnings.extend(verdict.warnings)
     record, mask = ecg_io.standardize(record, fs=config.fs, leads=CANONICAL_LEADS)
     signal = np.asarray(record.signal, dtype=np.float32)  # (12, n)
     mask = np.asarray(mask, dtype=bool).reshape(-1)
@@ -180,11 +196,16 @@ def standardize_ecg_record(record: Any, config: CacheConfig, *, path: str | None
     return out, mask, n
 
 
-def decode_cxr(path: str, config: CacheConfig) -> np.ndarray:
-    """Decode one X-ray exactly as the cache stores it: ``(S, S)`` uint8. Raises :class:`ReadError`."""
+def decode_cxr(path: str, config: CacheConfig, *, warnings: list[str] | None = None) -> np.ndarray:
+    """Decode one X-ray exactly as the cache stores it: ``(S, S)`` uint8. Raises :class:`ReadError`.
+
+    The reader's warnings (e.g. a colour image converted to grey) are appended to ``warnings`` when given.
+    """
     from ..io import cxr as cxr_io
 
     image = cxr_io.read_cxr(path)
+    if warnings is not None:
+        warnings.extend(str(w) for w in image.meta.get("warnings", ()))
     pixels = np.asarray(cxr_io.resize_square(image.pixels, config.image_size, mode=config.image_mode))
     S = config.image_size
     if pixels.shape != (S, S) or pixels.dtype != np.uint8:
