@@ -72,7 +72,8 @@ def make_tables(ecg_rows: int, seed: int = 0) -> dict[str, pl.DataFrame]:
             "exam_datetime": _iso(secs),
         }
         if kind != "echo":
-            cols["path"] = np.char.add(np.char.add(f"{kind}/", cols["exam_id"].astype(str)), ".dat" if kind == "ecg" else ".png").astype(object)
+            suffix = ".dat" if kind == "ecg" else ".png"
+            cols["path"] = np.char.add(np.char.add(f"{kind}/", cols["exam_id"].astype(str)), suffix).astype(object)
         if kind == "ecg":
             cols["age"] = np.floor(age_at)
             cols["sex"] = sex[owner]
@@ -99,7 +100,8 @@ def make_tables(ecg_rows: int, seed: int = 0) -> dict[str, pl.DataFrame]:
         dirt = rng.random(n)
         df = df.with_columns(
             pl.when(pl.Series(dirt < 0.001)).then(None).otherwise(pl.col("patient_id")).alias("patient_id"),
-            pl.when(pl.Series((dirt >= 0.001) & (dirt < 0.002))).then(pl.lit("unknown")).otherwise(pl.col("exam_datetime")).alias("exam_datetime"),
+            pl.when(pl.Series((dirt >= 0.001) & (dirt < 0.002))).then(pl.lit("unknown"))
+            .otherwise(pl.col("exam_datetime")).alias("exam_datetime"),
         )
         dups = df.filter(pl.Series(rng.random(n) < 0.002))
         tables[kind] = pl.concat([df, dups])

@@ -76,7 +76,7 @@ def export(tmp_path_factory) -> dict:
         "E4": ("e4.csv", dict(seconds=4.0, fs=FS, leads=("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"))),
         "E5": ("e5.csv", dict(seconds=4.0, fs=FS)),
     }
-    for i, (exam, (name, kw)) in enumerate(ecgs.items()):
+    for i, (name, kw) in enumerate(ecgs.values()):
         _write_ecg_csv(d / name, seed=i, **kw)
     (d / "e_bad.csv").write_text("this is,not\nan,ECG\n")
     _write_dicom(d / "x1.dcm", 40, 30, seed=1)

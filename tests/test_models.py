@@ -171,7 +171,7 @@ def test_cxr_feature_layers_by_stage(name):
     for spec in (None, -1, -2, "blocks.4"):
         name_, module = enc.feature_layer(spec)
         acts = []
-        h = module.register_forward_hook(lambda m, i, o: acts.append(o))
+        h = module.register_forward_hook(lambda m, i, o, acts=acts: acts.append(o))
         enc(torch.randn(1, 1, 128, 128))
         h.remove()
         grids[spec] = tuple(acts[0].shape[-2:])

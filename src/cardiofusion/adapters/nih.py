@@ -137,7 +137,8 @@ def _adapt_csv(root: Path, config: NIHConfig) -> AdapterResult:
             continue
         view = rec.get("View Position")
         index_rows.append({"patient_id": pid, "exam_id": exam, "exam_datetime": None, "path": str(path),
-                           "age": _age(rec.get("Patient Age")), "sex": {"M": "M", "F": "F"}.get(str(rec.get("Patient Gender")).strip().upper()),
+                           "age": _age(rec.get("Patient Age")), "sex": {"M": "M", "F": "F"}.get(
+                               str(rec.get("Patient Gender")).strip().upper()),
                            "view_position": None if pd.isna(view) else str(view).strip()})
         row = {"modality": "cxr", "exam_id": exam, "patient_id": pid,
                **{finding_column(f): int(f in findings) for f in FINDINGS},

@@ -18,7 +18,8 @@ from ..errors import ConfigError, ReadError
 from ..records import CANONICAL_LEADS
 from ..transforms.decode import CacheConfig, decode_cxr, decode_ecg
 from .layout import (  # noqa: F401
-    CACHE_FORMAT_VERSION, CACHE_JSON, ECG_ARRAY, CXR_ARRAY, ECG_INDEX, CXR_INDEX, FAILURES_CSV, CACHE_FILES, STATUS_OK, STATUS_FAILED, STATUS_PENDING, LEAD_MASK_COLUMNS, CacheReport,
+    CACHE_FORMAT_VERSION, CACHE_JSON, ECG_ARRAY, CXR_ARRAY, ECG_INDEX, CXR_INDEX, FAILURES_CSV, CACHE_FILES,
+    STATUS_OK, STATUS_FAILED, STATUS_PENDING, LEAD_MASK_COLUMNS, CacheReport,
 )
 from .layout import _atomic_write, _file_sha256, _now, _write_json
 from .manifest import _exam_table, _source_hash, load_manifest

@@ -345,7 +345,8 @@ raise ``optuna.TrialPruned`` when ``trial.should_prune()``.
 
 Runs in ``on_validation_end`` (after the module has logged its epoch metrics, as Lightning's own
 EarlyStopping does), skips the sanity check, and keeps ``history`` (epoch, val_loss, val_auroc) for
-the objective.  Epochs are counted from 1, as in ``metrics.csv`` and ``FitResult.best_epoch``.  Epochs whose AUROC is undefined are recorded but not reported.
+the objective.  Epochs are counted from 1, as in ``metrics.csv`` and ``FitResult.best_epoch``.  Epochs whose AUROC
+is undefined are recorded but not reported.
 
 Args:
     trial: the Optuna trial (anything with ``report`` and ``should_prune``).
