@@ -15,7 +15,8 @@ from . import __version__
 from .errors import CardiofusionError
 
 #: sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("inspect", "synth", "cohort", "cache", "train", "tune", "evaluate", "crossval", "explain", "faithfulness", "export", "predict", "serve", "demo", "adapt", "pairing", "benchmark")
+COMMANDS = ("inspect", "synth", "cohort", "cache", "train", "tune", "evaluate", "crossval", "explain", "faithfulness",
+            "export", "predict", "serve", "demo", "adapt", "pairing", "benchmark", "recipe")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except CardiofusionError as e:
         print(f"cardiofusion: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be created or written (below a file, no space, permissions)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cardiofusion: error: {where}{' '.join(str(e.strerror or e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cardiofusion: interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``cardiofusion benchmark fusion``: every fusion method and the clinical ECG criteria on one cohort.
 
-A thin layer over :func:`cardiofusion.recipes.run_fusion_benchmark` (``docs/benchmark_fusion.md``).
+A thin layer over the ``fusion-benchmark`` recipe (:func:`cardiofusion.recipes.run_fusion_benchmark`,
+``docs/benchmark_fusion.md``); ``cardiofusion recipe run fusion-benchmark`` runs the same from a YAML file.
 """
 
 from __future__ import annotations
@@ -78,10 +79,10 @@ def parse_rhos(text: str) -> tuple[float, ...]:
 
 
 def run_fusion(args: argparse.Namespace) -> int:
-    from ..recipes.fusion_benchmark import BenchmarkConfig, run_fusion_benchmark
-    from ..recipes.fusion_benchmark import command_line
+    from ..recipes.fusion_benchmark import FusionBenchmarkRecipeConfig, command_line, run_fusion_benchmark_recipe
 
-    config = BenchmarkConfig(
+    config = FusionBenchmarkRecipeConfig(
+        cohort=args.cohort, progress=args.progress,
         fs=args.fs, duration_s=args.duration_s, image_size=args.image_size, window_s=args.window_s,
         ecg_encoder=args.ecg_encoder, cxr_encoder=args.cxr_encoder, cxr_weights=args.cxr_weights,
         ecg_lr=args.ecg_lr, cxr_lr=args.cxr_lr, fusion_lr=args.fusion_lr, batch_size=args.batch_size,
@@ -89,5 +90,5 @@ def run_fusion(args: argparse.Namespace) -> int:
         warm_start=not args.no_warm_start, n_boot=args.bootstrap, seed=args.seed, cache_workers=args.workers,
         accelerator=args.accelerator,
     )
-    run_fusion_benchmark(args.cohort, args.out, config, progress=args.progress, command=command_line())
+    run_fusion_benchmark_recipe(config, args.out, command=command_line())
     return 0

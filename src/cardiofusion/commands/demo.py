@@ -28,20 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
+    from ..recipes.demo import DemoConfig, run_demo_recipe
 
-    from ..cohort import CohortConfig
-    from ..recipes.demo import demo_synth_config, run_demo
-
-    workers = args.workers or min(8, os.cpu_count() or 1)
-    run_demo(
-        args.out,
-        synth_config=demo_synth_config(args.patients, seed=args.seed, workers=workers),
-        cohort_config=CohortConfig(seed=args.seed),
-        workers=workers,
-        train=not args.no_train,
-        max_epochs=args.max_epochs,
-        n_boot=args.bootstrap,
-        progress=not args.no_progress,
-    )
+    config = DemoConfig(patients=args.patients, seed=args.seed, workers=args.workers, train=not args.no_train,
+                        max_epochs=args.max_epochs, n_boot=args.bootstrap, progress=not args.no_progress)
+    run_demo_recipe(config, args.out)
     return 0

@@ -2,7 +2,7 @@
 figure and command.
 
 ``format_ci(0.894, 0.851, 0.93)`` -> ``"0.894 (0.851-0.930)"``; when a bound is negative (a difference) the
-separator is ``" to "`` so that a minus sign is never read as a range dash:
+separator is ``" to "`` so that a minus sign is never read as a range dash (and always with ``signed=True``):
 ``format_ci(-0.075, -0.141, -0.007)`` -> ``"-0.075 (-0.141 to -0.007)"``.  A missing or non-finite value
 prints ``n/a``; missing bounds print the value alone.  ``format_p`` gives 3 decimals and ``<0.001``.
 """
@@ -37,7 +37,7 @@ def format_ci(value: Any, low: Any = None, high: Any = None, digits: int = 3, *,
     v = format_value(value, digits, signed=signed)
     if not (_finite(low) and _finite(high)):
         return v
-    sep = " to " if min(float(low), float(high)) < 0 else "-"
+    sep = " to " if signed or min(float(low), float(high)) < 0 else "-"
     return f"{v} ({format_value(low, digits, signed=signed)}{sep}{format_value(high, digits, signed=signed)})"
 
 

@@ -1,37 +1,84 @@
-"""Benchmarks of the library's methods on public data (``docs/benchmark_fusion.md``).
+"""Recipes: whole methods, each a typed config dataclass plus ``run(config, out_dir)`` composing library steps.
+
+    from cardiofusion.recipes import get_recipe, list_recipes
+    recipe = get_recipe("fusion-benchmark")
+    config = recipe.load_config("bench.yaml", ["max_epochs=4"])
+    recipe.run(config, "bench/")
+
+Registered recipes (``cardiofusion recipe list``): ``reference`` (the paper's ECG-only / X-ray-only /
+cooperative models, optional tuning, evaluation), ``demo`` (the same on the synthetic export, with
+explanations: ``cardiofusion demo``), ``fusion-benchmark`` (every fusion method vs the clinical voltage
+criteria: ``cardiofusion benchmark fusion``) and ``crossval`` (patient-grouped k-fold cross-validation).
+Every recipe goes through the shared steps of :mod:`cardiofusion.recipes.steps` (:func:`ensure_run`,
+:func:`ensure_cache`, ...), so re-running reuses what is finished and unchanged and resumes what was
+interrupted.
+
+The fusion benchmark's library entry point stays importable from here::
 
     from cardiofusion.recipes import BenchmarkConfig, run_fusion_benchmark
     result = run_fusion_benchmark("pseudo/", "bench/", BenchmarkConfig(max_epochs=4))
-    print(result.table_md.read_text())
-
-:func:`run_fusion_benchmark` trains ECG-only, X-ray-only, early, late and cooperative (rho chosen on
-validation) models on a cohort (typically a PSEUDO-PAIRED one from ``cardiofusion pairing build``),
-scores the Sokolow-Lyon and Cornell voltage criteria on the same records and evaluates everything with
-:func:`cardiofusion.evaluation.evaluate_tables`.
 """
 
 from __future__ import annotations
 
+from .crossval import CrossValConfig, cross_validate
+from .demo import DemoConfig, run_demo
 from .fusion_benchmark import (
     BASELINES,
     MODEL_NAMES,
     PSEUDO_LABEL,
     BenchmarkConfig,
     BenchmarkResult,
+    FusionBenchmarkRecipeConfig,
     criteria_tables,
     default_cxr_weights,
     run_fusion_benchmark,
     train_config,
 )
+from .reference import ReferenceConfig, run_reference
+from .registry import (
+    RECIPE_YAML,
+    Recipe,
+    RecipeConfig,
+    apply_overrides,
+    get_recipe,
+    list_recipes,
+    parse_override,
+    register_recipe,
+    save_recipe_config,
+)
+from .steps import EnsuredRun, RunPlan, ensure_cache, ensure_run, is_run_folder, train_plan
 
 __all__ = [
     "BASELINES",
     "MODEL_NAMES",
     "PSEUDO_LABEL",
+    "RECIPE_YAML",
     "BenchmarkConfig",
     "BenchmarkResult",
+    "CrossValConfig",
+    "DemoConfig",
+    "EnsuredRun",
+    "FusionBenchmarkRecipeConfig",
+    "Recipe",
+    "RecipeConfig",
+    "ReferenceConfig",
+    "RunPlan",
+    "apply_overrides",
     "criteria_tables",
+    "cross_validate",
     "default_cxr_weights",
+    "ensure_cache",
+    "ensure_run",
+    "get_recipe",
+    "is_run_folder",
+    "list_recipes",
+    "parse_override",
+    "register_recipe",
+    "run_demo",
     "run_fusion_benchmark",
+    "run_reference",
+    "save_recipe_config",
     "train_config",
+    "train_plan",
 ]

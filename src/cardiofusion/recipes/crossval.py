@@ -8,19 +8,23 @@ reused, an interrupted one resumed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..evaluation.folds import CrossValResult, evaluate_folds, fold_manifest, fold_splits
+from .registry import RecipeConfig, register_recipe
+from .steps import ensure_run
 
 def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | None = None,
                    folds: Sequence[int] | None = None, seed: int = 0, name: str | None = None, n_boot: int = 200,
                    threshold_rule: str = "youden", target: float | None = None, calibration: str = "platt",
-                   progress: bool = True) -> CrossValResult:
+                   progress: bool = True, log: Callable[[str], None] | None = None) -> CrossValResult:
     """Train and evaluate one run per fold (patient-grouped) and summarise the folds.
 
     Args:
@@ -34,11 +38,10 @@ def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | No
         n_boot: bootstrap resamples of each fold's evaluation.
         threshold_rule / target / calibration: as in :func:`~cardiofusion.evaluation.evaluate_tables`.
         progress: training progress bars.
+        log: where the per-fold progress lines (reused / resumed / trained) go (default: nowhere).
     """
-    import dataclasses
-
-    from ..training import TrainConfig, fit
     from ..evaluation.evaluate import read_manifest, run_tables
+    from ..training import TrainConfig
 
     if not isinstance(config, TrainConfig):
         raise ConfigError("cross_validate needs a TrainConfig")
@@ -59,15 +62,8 @@ def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | No
         fm.to_parquet(mpath, index=False)
         run_dir = fdir / "run"
         fconfig = dataclasses.replace(config, manifest=str(mpath.resolve()))
-        done = run_dir / "result.json"
-        same = (done.is_file() and (run_dir / "config.yaml").is_file()
-                and TrainConfig.from_file(run_dir / "config.yaml").to_dict() == fconfig.to_dict())
-        if not same:
-            if run_dir.exists():
-                import shutil
-
-                shutil.rmtree(run_dir)  # a run from other settings: this folder is ours
-            fit(fconfig, run_dir, progress=progress, command=f"cardiofusion crossval (fold {f} of {k})")
+        ensure_run(fconfig, run_dir, title=f"fold {f}", progress=progress, log=log,
+                   command=f"cardiofusion crossval (fold {f} of {k})")
         fold_tables[f] = {name: run_tables(run_dir, "test")}
         manifests[f] = fm
         runs[f] = {name: str(run_dir.resolve())}
@@ -79,4 +75,61 @@ def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | No
     return result
 
 
-__all__ = ["cross_validate"]
+@dataclass
+class CrossValConfig(RecipeConfig):
+    """Settings of the ``crossval`` recipe.
+
+    Attributes:
+        train: the training config: the path of a YAML file (e.g. a run's ``config.yaml``) or its settings
+            inline; its ``cache_dir`` and ``manifest`` are used.
+        train_overrides: ``{dotted.key: value}`` applied to ``train`` (e.g. ``{"max_epochs": 5}``).
+        n_folds: folds when the manifest has no ``fold`` column (None: 5).
+        folds: the test folds to run (None: all).
+        seed: fold assignment and bootstrap seed.
+        name: model name in the tables (None: the fusion).
+        n_boot: bootstrap resamples of each fold's evaluation.
+        threshold_rule / target / calibration: as in :func:`~cardiofusion.evaluation.evaluate_tables`.
+        progress: training progress bars.
+    """
+
+    train: Any = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    n_folds: int | None = None
+    folds: list[int] | None = None
+    seed: int = 0
+    name: str | None = None
+    n_boot: int = 200
+    threshold_rule: str = "youden"
+    target: float | None = None
+    calibration: str = "platt"
+    progress: bool = True
+
+    def train_config(self) -> Any:
+        """The resolved :class:`~cardiofusion.training.TrainConfig` (file or inline settings, overrides applied)."""
+        from ..training import TrainConfig
+        from .registry import apply_overrides
+
+        if self.train is None or self.train == "":
+            raise ConfigError("crossval: set train (a training config file, or its settings inline)")
+        base = (TrainConfig.from_dict(dict(self.train)) if isinstance(self.train, dict)
+                else self.train if isinstance(self.train, TrainConfig) else TrainConfig.from_file(self.train))
+        return apply_overrides(base, self.train_overrides)
+
+
+@register_recipe("crossval", CrossValConfig, "patient-grouped k-fold cross-validation of one training config "
+                 "(one run per fold, reused / resumed when unchanged; mean +- sd per metric)")
+def run_crossval_recipe(config: CrossValConfig, out_dir: str | os.PathLike, *,
+                        log: Callable[[str], None] = print, command: str | None = None) -> CrossValResult:
+    """:func:`cross_validate` with the settings of ``config``."""
+    train = config.train_config()
+    if not train.cache_dir or not train.manifest:
+        raise ConfigError("crossval: the training config needs cache_dir and manifest")
+    result = cross_validate(train, out_dir, n_folds=config.n_folds, folds=config.folds, seed=config.seed,
+                            name=config.name, n_boot=config.n_boot, threshold_rule=config.threshold_rule,
+                            target=config.target, calibration=config.calibration, progress=config.progress, log=log)
+    for line in result.summary_lines():
+        log(line)
+    return result
+
+
+__all__ = ["CrossValConfig", "cross_validate", "run_crossval_recipe"]

@@ -7,8 +7,8 @@
    cooperative one once per ``rho`` of the grid (:func:`cardiofusion.training.fit`, one run folder each
    under ``OUT/runs/``).  With ``warm_start`` (default) every fusion model starts from the encoders of
    the two single-modality runs (``TrainConfig.init_from``), its fusion head from scratch; all fusion
-   models share the learning rate ``fusion_lr``.  A finished run with the identical config, newer than
-   the runs it was warm-started from, is reused; an interrupted one is resumed;
+   models share the learning rate ``fusion_lr``.  A finished run with the identical config and warm-start
+   sources is reused, an interrupted one resumed (:func:`cardiofusion.recipes.steps.ensure_run`);
 3. **choose rho** on validation: the grid value whose run has the highest validation AUROC (the
    best-validation-loss checkpoint's, as ``fit`` reports it; ties: the first in grid order).  The test
    split is never looked at for that choice;
@@ -30,9 +30,7 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,9 @@ import pandas as pd
 from ..configfile import jsonable
 from .. import __version__
 from ..errors import ConfigError, ReadError
+from ..evaluation.formatting import format_interval, format_p, format_value
+from .registry import RecipeConfig, register_recipe
+from .steps import RunPlan, Stopwatch, ensure_cache, resolve_cohort, train_plan
 
 #: The label every output of a pseudo-paired cohort carries.
 PSEUDO_LABEL = "PSEUDO-PAIRED (not real paired patients)"
@@ -57,8 +58,6 @@ BASELINES: dict[str, str] = {"sokolow_lyon": "Sokolow-Lyon voltage", "cornell": 
 
 #: Order of the models in the table and the evaluation (the reference, cooperative, last).
 TABLE_ORDER = ("sokolow_lyon", "cornell", "ecg", "cxr", "early", "late", "cooperative")
-
-FUSION_MODELS = ("early", "late", "cooperative")
 
 
 @dataclass
@@ -208,15 +207,18 @@ def train_config(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest
     fusion runs use ``fusion_lr`` and, when ``init_from`` is given, take their encoders from those runs
     (so their own ``cxr_pretrained`` is False: the weights would be overwritten anyway).
     """
-    from ..models import ModelConfig
+    from ..models import ModelConfig, list_fusions
+    from ..models.registry import FUSIONS
     from ..transforms.preprocess import PreprocessConfig
     from ..training import TrainConfig
 
-    if fusion not in MODEL_NAMES:
-        raise ConfigError(f"unknown fusion {fusion!r}; choose from {', '.join(MODEL_NAMES)}")
+    if fusion not in list_fusions():
+        raise ConfigError(f"unknown fusion {fusion!r}; choose from {', '.join(list_fusions())}")
+    modalities = tuple(FUSIONS.get(fusion).modalities)
+    single = len(modalities) == 1
     lr = {"ecg": config.ecg_lr, "cxr": config.cxr_lr}.get(fusion, config.fusion_lr)
-    epochs = config.max_epochs if fusion in ("ecg", "cxr") or config.fusion_max_epochs is None else config.fusion_max_epochs
-    pretrained = cxr_pretrained if fusion == "cxr" or (fusion in FUSION_MODELS and not init_from) else False
+    epochs = config.max_epochs if single or config.fusion_max_epochs is None else config.fusion_max_epochs
+    pretrained = cxr_pretrained if "cxr" in modalities and not (init_from or {}).get("cxr") else False
     return TrainConfig(
         cache_dir=str(Path(cache_dir).resolve()), manifest=str(Path(manifest).resolve()),
         model=ModelConfig(fusion=fusion, ecg_encoder=config.ecg_encoder, cxr_encoder=config.cxr_encoder,
@@ -236,54 +238,6 @@ def _rho_key(rho: float) -> str:
 # ---------------------------------------------------------------------------------------------------
 # steps
 # ---------------------------------------------------------------------------------------------------
-def _resolve_cohort(cohort: str | os.PathLike) -> Path:
-    path = Path(cohort)
-    manifest = path / "manifest.parquet" if path.is_dir() else path
-    if not manifest.is_file():
-        raise ReadError(manifest, "no cohort manifest (give a cohort folder with manifest.parquet or the file)")
-    return manifest
-
-
-def _same_config(run_dir: Path, config: Any) -> bool:
-    from ..training import TrainConfig
-
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        return False
-    try:
-        return TrainConfig.from_file(saved).to_dict() == config.to_dict()
-    except Exception:  # noqa: BLE001 (an unreadable or older config: train afresh)
-        return False
-
-
-def _train(config: Any, run_dir: Path, title: str, log: Callable[[str], None], *, progress: bool,
-           command: str | None) -> float:
-    """Train (or reuse / resume) one run; returns its validation AUROC."""
-    from ..training import fit
-
-    done = run_dir / "result.json"
-    newer = all(done.is_file() and done.stat().st_mtime >= (Path(src) / "result.json").stat().st_mtime
-                for src in config.init_from.values()) if config.init_from else True
-    if done.is_file() and newer and _same_config(run_dir, config):
-        val = json.loads(done.read_text()).get("val_auroc")
-        log(f"      {title}: reusing the finished run in {run_dir} (val AUROC {_f(val)})")
-        return float("nan") if val is None else float(val)
-    resume = (newer and (run_dir / "checkpoints" / "last.ckpt").is_file() and not done.is_file()
-              and _same_config(run_dir, config))
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # this benchmark's own run folder, from other settings or an older upstream run
-    log(f"      {title}: training into {run_dir}" + (" (resuming)" if resume else ""))
-    t0 = time.perf_counter()
-    result = fit(config, run_dir, resume=resume, progress=progress, command=command)
-    log(f"      {title}: best epoch {result.best_epoch}, val AUROC {_f(result.val_auroc)} "
-        f"({time.perf_counter() - t0:.0f} s)")
-    return float(result.val_auroc)
-
-
-def _f(v: Any, digits: int = 3) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
-
-
 def criteria_tables(manifest: pd.DataFrame, splits: Sequence[str] = ("val", "test")) -> tuple[
         dict[str, dict[str, pd.DataFrame]], pd.DataFrame]:
     """Score tables of the voltage criteria on the manifest's ``splits``.
@@ -343,23 +297,6 @@ def _fixed_criterion(table: pd.DataFrame, n_boot: int, seed: int, level: float =
     return out
 
 
-def _ci(iv: Any) -> str:
-    if iv is None or not np.isfinite(iv.value):
-        return "n/a"
-    if not (np.isfinite(iv.ci_low) and np.isfinite(iv.ci_high)):
-        return f"{iv.value:.3f}"
-    return f"{iv.value:.3f} ({iv.ci_low:.3f}-{iv.ci_high:.3f})"
-
-
-def _ci_dict(d: Mapping[str, Any]) -> str:
-    v, lo, hi = d.get("value"), d.get("ci_low"), d.get("ci_high")
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{v:.3f}"
-    return f"{v:.3f} ({lo:.3f}-{hi:.3f})"
-
-
 def _interval(iv: Any) -> dict[str, float | None]:
     def c(x: Any) -> float | None:
         return float(x) if x is not None and np.isfinite(x) else None
@@ -387,231 +324,79 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
         command: the command line, recorded in ``benchmark.json`` and each run's ``reproduce.txt``.
     """
     from ..adapters import is_pseudo_paired
-    from ..cache import CacheConfig, build_cache
-    from ..evaluation import evaluate_tables, format_p
-    from ..evaluation.evaluate import run_tables
-    from ..evaluation.figures import roc_figure
-    from ..evaluation.metrics import roc_points
+    from ..cache import CacheConfig
 
-    t_start = time.perf_counter()
+    clock = Stopwatch()
     config = config or BenchmarkConfig()
-    manifest_path = _resolve_cohort(cohort)
-    manifest = pd.read_parquet(manifest_path)
-    for col in ("record_id", "patient_id", "split", "label", "ecg_path", "cxr_path"):
-        if col not in manifest.columns:
-            raise ConfigError(f"{manifest_path}: the manifest has no {col!r} column")
-    for split in ("train", "val", "test"):
-        labels = manifest.loc[manifest["split"] == split, "label"]
-        if labels.nunique() < 2:
-            raise ConfigError(f"{manifest_path}: the {split} split needs cases and controls (has "
-                              f"{int((labels == 1).sum())} / {int((labels == 0).sum())})")
+    manifest_path = resolve_cohort(cohort)
+    manifest = _read_cohort(manifest_path)
     pseudo = is_pseudo_paired(manifest_path)
     label = PSEUDO_LABEL if pseudo else "paired cohort"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    seconds: dict[str, float] = {}
     cxr_pretrained = resolve_cxr_weights(config)
     log(f"Fusion benchmark on {manifest_path} -- {label}")
     log("  " + ", ".join(f"{s} {int((manifest['split'] == s).sum())} records "
                          f"({int(manifest.loc[manifest['split'] == s, 'label'].sum())} cases)"
                          for s in ("train", "val", "test")))
 
-    # -- 1. cache ----------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    cache_dir = out / "cache"
-    cache_config = CacheConfig(fs=config.fs, duration_s=config.duration_s, image_size=config.image_size)
-    log(f"[1/5] cache: {config.fs:g} Hz x {config.duration_s:g} s ECGs, {config.image_size} px X-rays -> {cache_dir}")
-    try:  # a compatible cache (same exams and settings) is reused or resumed
-        report = build_cache(manifest_path, cache_dir, cache_config, workers=config.cache_workers, progress=progress)
-    except ConfigError as e:  # this benchmark's own cache folder, from another cohort or other settings
-        log(f"      rebuilding {cache_dir}: it holds a cache of other settings or another cohort ({str(e).split(';')[0]})")
-        report = build_cache(manifest_path, cache_dir, cache_config, workers=config.cache_workers, progress=progress,
-                             overwrite=True)
-    failed = {m: int(report.counts[m]["failed"]) for m in ("ecg", "cxr")}
-    if any(failed.values()):
-        log(f"      failed to decode: {failed['ecg']} ECG, {failed['cxr']} X-ray files (see {cache_dir / 'failures.csv'})")
-    seconds["cache"] = time.perf_counter() - t0
+    with clock("cache"):
+        cache_dir = out / "cache"
+        cache_config = CacheConfig(fs=config.fs, duration_s=config.duration_s, image_size=config.image_size)
+        log(f"[1/5] cache: {config.fs:g} Hz x {config.duration_s:g} s ECGs, {config.image_size} px X-rays -> {cache_dir}")
+        report = ensure_cache(manifest_path, cache_dir, cache_config, workers=config.cache_workers, progress=progress,
+                              log=log)
+        failed = {m: int(report.counts[m]["failed"]) for m in ("ecg", "cxr")}
+        if any(failed.values()):
+            log(f"      failed to decode: {failed['ecg']} ECG, {failed['cxr']} X-ray files "
+                f"(see {cache_dir / 'failures.csv'})")
 
-    # -- 2. training -------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    runs_dir = out / "runs"
-    n_runs = 4 + len(config.rhos)
-    fusion_epochs = config.fusion_max_epochs or config.max_epochs
-    log(f"[2/5] train: {n_runs} runs, up to {config.max_epochs} epochs (fusion: {fusion_epochs}) each ("
-        + ("fusion models warm-started from the single-modality runs" if config.warm_start
-           else "every model from its initial weights") + ")")
-    run_paths: dict[str, Path] = {}
-    val_auroc: dict[str, float] = {}
-    for fusion in ("ecg", "cxr"):
-        run_paths[fusion] = runs_dir / fusion
-        val_auroc[fusion] = _train(train_config(config, cache_dir, manifest_path, fusion, cxr_pretrained=cxr_pretrained),
-                                   run_paths[fusion], MODEL_NAMES[fusion], log, progress=progress, command=command)
-    init = {m: str(run_paths[m].resolve()) for m in ("ecg", "cxr")} if config.warm_start else None
-    for fusion in ("early", "late"):
-        run_paths[fusion] = runs_dir / fusion
-        val_auroc[fusion] = _train(train_config(config, cache_dir, manifest_path, fusion, init_from=init,
-                                                cxr_pretrained=cxr_pretrained),
-                                   run_paths[fusion], MODEL_NAMES[fusion], log, progress=progress, command=command)
-    for rho in config.rhos:
-        key = _rho_key(rho)
-        run_paths[key] = runs_dir / key
-        val_auroc[key] = _train(train_config(config, cache_dir, manifest_path, "cooperative", rho=rho, init_from=init,
-                                             cxr_pretrained=cxr_pretrained),
-                                run_paths[key], f"Cooperative rho={rho:g}", log, progress=progress, command=command)
-    seconds["train"] = time.perf_counter() - t0
+    with clock("train"):
+        fusion_epochs = config.fusion_max_epochs or config.max_epochs
+        log(f"[2/5] train: {4 + len(config.rhos)} runs, up to {config.max_epochs} epochs (fusion: {fusion_epochs}) "
+            "each (" + ("fusion models warm-started from the single-modality runs" if config.warm_start
+                        else "every model from its initial weights") + ")")
+        runs = train_plan(benchmark_plan(config, cache_dir, manifest_path, cxr_pretrained=cxr_pretrained),
+                          out / "runs", progress=progress, command=command, log=log)
+        run_paths = {k: r.run_dir for k, r in runs.items()}
+        val_auroc = {k: r.val_auroc for k, r in runs.items()}
 
-    # -- 3. rho on validation ----------------------------------------------------------------------
     grid = [(rho, val_auroc[_rho_key(rho)]) for rho in config.rhos]
-    finite = [(r, a) for r, a in grid if np.isfinite(a)]
-    if not finite:
-        raise ConfigError("no cooperative run has a validation AUROC (one class only in validation?)")
-    chosen_rho = max(finite, key=lambda ra: ra[1])[0]  # first maximum in grid order
+    chosen_rho = choose_rho(grid)
     run_paths["cooperative"] = run_paths[_rho_key(chosen_rho)]
-    log("[3/5] rho on validation: " + ", ".join(f"rho={r:g} AUROC {_f(a)}" for r, a in grid)
+    log("[3/5] rho on validation: " + ", ".join(f"rho={r:g} AUROC {format_value(a)}" for r, a in grid)
         + f" -> rho = {chosen_rho:g}")
 
-    # -- 4. clinical baselines ---------------------------------------------------------------------
-    t0 = time.perf_counter()
-    log("[4/5] baselines: Sokolow-Lyon and Cornell voltages of the validation and test ECGs")
-    crit, per_record = criteria_tables(manifest)
-    (out / "baselines").mkdir(exist_ok=True)
-    paths["criteria_csv"] = out / "baselines" / "criteria_scores.csv"
-    per_record.assign(cohort=label).to_csv(paths["criteria_csv"], index=False)
-    status = per_record["status"].value_counts().to_dict()
-    log("      ECG status: " + ", ".join(f"{k} {v}" for k, v in status.items()))
-    seconds["baselines"] = time.perf_counter() - t0
+    with clock("baselines"):
+        log("[4/5] baselines: Sokolow-Lyon and Cornell voltages of the validation and test ECGs")
+        crit, per_record = criteria_tables(manifest)
+        (out / "baselines").mkdir(exist_ok=True)
+        paths["criteria_csv"] = out / "baselines" / "criteria_scores.csv"
+        per_record.assign(cohort=label).to_csv(paths["criteria_csv"], index=False)
+        status = per_record["status"].value_counts().to_dict()
+        log("      ECG status: " + ", ".join(f"{k} {v}" for k, v in status.items()))
 
-    # -- 5. evaluation -----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    log(f"[5/5] evaluate: calibration and threshold ({config.threshold_rule}) on validation, "
-        f"{config.n_boot} patient bootstrap resamples on test")
-    names = {**{k: v for k, v in BASELINES.items()}, **MODEL_NAMES}
-    names["cooperative"] = f"{MODEL_NAMES['cooperative']} (rho={chosen_rho:g})"
-    tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-    for key in TABLE_ORDER:
-        if key in BASELINES:
-            tables[names[key]] = (crit[key]["val"], crit[key]["test"])
-        else:
-            tables[names[key]] = run_tables(run_paths[key], "test")
-    reference = names["cooperative"]
-    common: dict[str, Any] = {
-        "threshold_rule": config.threshold_rule, "calibration": config.calibration, "n_boot": config.n_boot,
-        "seed": config.seed, "reference": reference,
-        "runs": {names[k]: str(run_paths[k].resolve()) for k in MODEL_NAMES}}
-    evaluation = evaluate_tables(tables, out / "evaluation", manifest=manifest_path, subgroups=["sex", "age"],
-                                 title=f"{label}: fusion benchmark", progress=progress, **common)
-    # the same with the ECG's real donor as the resampling unit (few real ECGs are reused many times)
-    donor_tables = tables
-    donor = None
-    if "ecg_source_patient_id" in manifest.columns:
-        donor_of = dict(zip(manifest["record_id"].astype(str), manifest["ecg_source_patient_id"].astype(str)))
-        donor_tables = {n: (v, t.assign(patient_id=t["record_id"].astype(str).map(donor_of)))
-                        for n, (v, t) in tables.items()}
-        donor = evaluate_tables(donor_tables, out / "evaluation_ecg_donor", manifest=manifest_path, subgroups=[],
-                                title=f"{label}: fusion benchmark, bootstrap over ECG donors", **common)
-    seconds["evaluate"] = time.perf_counter() - t0
+    with clock("evaluate"):
+        log(f"[5/5] evaluate: calibration and threshold ({config.threshold_rule}) on validation, "
+            f"{config.n_boot} patient bootstrap resamples on test")
+        names = {**BASELINES, **MODEL_NAMES, "cooperative": f"{MODEL_NAMES['cooperative']} (rho={chosen_rho:g})"}
+        tables, evaluation, donor = _evaluate(config, crit, run_paths, names, manifest, manifest_path, out, label,
+                                              progress=progress)
 
-    # -- outputs -----------------------------------------------------------------------------------
     fixed = {names[k]: _fixed_criterion(crit[k]["test"], config.n_boot, config.seed) for k in BASELINES}
-    rows = []
-    for key in TABLE_ORDER:
-        name = names[key]
-        m = evaluation.models[name]
-        row = {"key": key, "model": name, "kind": "clinical ECG criterion" if key in BASELINES else "trained model",
-               **{k: _interval(m.metrics[k]) for k in ("auroc", "auprc", "recall", "specificity")},
-               "threshold": m.threshold.to_dict(), "records": m.counts["records"],
-               "positives": m.counts["positives"],
-               "run": str(run_paths[key]) if key in run_paths else None,
-               "val_auroc": val_auroc.get(key if key != "cooperative" else _rho_key(chosen_rho))}
-        if donor is not None:
-            row["auroc_ecg_donor_ci"] = _interval(donor.models[name].metrics["auroc"])
-        if key != "cooperative":
-            c = evaluation.comparisons.get(f"{reference} vs {name}")
-            if c is not None:
-                d = c.differences["auroc"]
-                row["auroc_difference_vs_cooperative"] = {
-                    "difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high,
-                    "bootstrap_p": d.p_value, "delong_p": c.delong.get("p_value")}
-        rows.append(row)
-    table = pd.DataFrame(rows)
-
-    pairing_info = None
+    rows = _model_rows(evaluation, donor, names, run_paths, val_auroc, chosen_rho)
     info_path = manifest_path.parent / "pairing.json"
-    if pseudo and info_path.is_file():
-        pairing_info = json.loads(info_path.read_text())
-
-    # table.md
-    lines = [f"### Fusion benchmark -- {label}", ""]
-    if pseudo:
-        lines += [("Every patient is synthetic: a real ECG of one person and a real chest X-ray of another, "
-                   "joined at random; the label is a latent state drawn by the pairing program, not a diagnosis."), ""]
-    n_test = evaluation.settings["records"]
-    lines += [f"Test split: {n_test['records']} records ({n_test['positives']} cases). AUROC / AUPRC with 95% "
-              f"patient-bootstrap CIs ({config.n_boot} resamples); sensitivity and specificity at the threshold "
-              f"chosen on validation ({config.threshold_rule}, after {config.calibration} calibration)."
-              + (" Last column: AUROC CI when the real ECG donor is the resampling unit." if donor is not None else ""),
-              ""]
-    head = ["Model", "AUROC (95% CI)", "AUPRC (95% CI)", "Sensitivity (95% CI)", "Specificity (95% CI)",
-            "AUROC vs cooperative: diff (95% CI), p"]
-    if donor is not None:
-        head.append("AUROC 95% CI, ECG-donor bootstrap")
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key in TABLE_ORDER:
-        name = names[key]
-        m = evaluation.models[name]
-        if key == "cooperative":
-            comp = "reference"
-        else:
-            c = evaluation.comparisons[f"{reference} vs {name}"]
-            d = c.differences["auroc"]
-            comp = (f"{-d.difference:+.3f} ({-d.ci_high:+.3f} to {-d.ci_low:+.3f}), p {format_p(d.p_value)}"
-                    if np.isfinite(d.difference) else "n/a")
-        cells = [name + (" *" if key in BASELINES else ""), _ci(m.metrics["auroc"]), _ci(m.metrics["auprc"]),
-                 _ci(m.metrics["recall"]), _ci(m.metrics["specificity"]), comp]
-        if donor is not None:
-            iv = donor.models[name].metrics["auroc"]
-            cells.append("n/a" if not np.isfinite(iv.ci_low) else f"{iv.ci_low:.3f}-{iv.ci_high:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "\\* Clinical ECG criterion computed from the signal (no training). With the published cut-offs "
-              "(Sokolow-Lyon >= 3.5 mV; Cornell > 2.8 mV men / > 2.0 mV women) on the same test records: "
-              + "; ".join(f"{n} sensitivity {_ci_dict(f['sensitivity'])}, specificity {_ci_dict(f['specificity'])}"
-                          for n, f in fixed.items()) + ".",
-              "",
-              ("\"AUROC vs cooperative\" is the model's AUROC minus the cooperative model's, paired patient "
-               "bootstrap (p two-sided, bootstrap)."),
-              f"Cooperative rho chosen on validation AUROC from {{{', '.join(f'{r:g}' for r in config.rhos)}}}: "
-              + ", ".join(f"rho={r:g} {_f(a)}" for r, a in grid) + f" -> {chosen_rho:g}."]
-    if pairing_info is not None:
-        o = pairing_info.get("oracle_auroc_from_pool_labels", {})
-        lines.append(f"Best AUROC achievable from the pool labels alone (pairing.json): ECG {_f(o.get('ecg_label_only'))}, "
-                     f"X-ray {_f(o.get('cxr_label_only'))}, both {_f(o.get('both_labels'))}.")
-    lines.append("")
+    pairing_info = json.loads(info_path.read_text()) if pseudo and info_path.is_file() else None
     paths["table_md"] = out / "table.md"
-    paths["table_md"].write_text("\n".join(lines), encoding="utf-8")
-
-    # ROC figure, titled with the cohort label
-    curves = {}
-    pred = pd.read_csv(evaluation.paths["predictions_csv"], dtype={"record_id": str, "patient_id": str})
-    y = pred["label"].to_numpy(dtype=float)
-    for name in tables:
-        fpr, tpr = roc_points(y, pred[f"{name}:score"].to_numpy(dtype=float))
-        iv = evaluation.models[name].metrics["auroc"]
-        curves[name] = {"fpr": fpr, "tpr": tpr, "value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
-    title = f"{label}\nROC, test split ({n_test['records']} records)"
-    paths["roc"] = roc_figure(curves, out / "roc.png", title=title)
-    # the evaluation folder's own ROC figure gets the same label
-    roc_figure(curves, out / "evaluation" / "figures" / "roc.png", title=title)
+    paths["table_md"].write_text(_table_md(config, label, pseudo, evaluation, donor, names, fixed, grid, chosen_rho,
+                                           pairing_info), encoding="utf-8")
+    paths["roc"] = _roc_figures(evaluation, tables, out, label)
     paths["report"] = evaluation.report
-    marker = (f"{label}\n\nThis benchmark folder was produced from the cohort {manifest_path}.\n"
-              + ((manifest_path.parent / "PSEUDO_PAIRED.txt").read_text(encoding="utf-8")
-                 if pseudo and (manifest_path.parent / "PSEUDO_PAIRED.txt").is_file() else ""))
     if pseudo:
-        for folder in (out, out / "evaluation", *([out / "evaluation_ecg_donor"] if donor is not None else [])):
-            (folder / "PSEUDO_PAIRED.txt").write_text(marker, encoding="utf-8")
-        paths["marker"] = out / "PSEUDO_PAIRED.txt"
+        paths["marker"] = _write_markers(out, manifest_path, label, with_donor=donor is not None)
 
-    seconds["total"] = time.perf_counter() - t_start
+    clock.seconds["total"] = clock.total()
     paths["benchmark_json"] = out / "benchmark.json"
     for k, p in run_paths.items():
         paths[f"runs/{k}"] = p
@@ -633,7 +418,7 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
                                   "notes": donor.notes} if donor is not None else None),
         "pairing": pairing_info,
         "paths": {k: str(v) for k, v in paths.items()},
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "seconds": {k: round(v, 1) for k, v in clock.seconds.items()},
         "command": command, "cardiofusion_version": __version__,
     }
     paths["benchmark_json"].write_text(json.dumps(jsonable(info), indent=2) + "\n", encoding="utf-8")
@@ -643,9 +428,214 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
         log("  " + line)
     log("")
     log(f"table: {paths['table_md']}  figure: {paths['roc']}  report: {evaluation.report}")
-    log("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
-    return BenchmarkResult(out_dir=out, label=label, chosen_rho=chosen_rho, val_auroc=val_auroc, table=table,
-                           evaluation=evaluation, paths=paths, seconds={k: round(v, 2) for k, v in seconds.items()})
+    log("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.seconds.items()))
+    return BenchmarkResult(out_dir=out, label=label, chosen_rho=chosen_rho, val_auroc=val_auroc, table=pd.DataFrame(rows),
+                           evaluation=evaluation, paths=paths,
+                           seconds={k: round(v, 2) for k, v in clock.seconds.items()})
+
+
+def _read_cohort(manifest_path: Path) -> pd.DataFrame:
+    """The manifest, checked: the columns the benchmark reads and both classes in every split."""
+    try:
+        manifest = pd.read_parquet(manifest_path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own types for a damaged or foreign file
+        raise ReadError(manifest_path, f"not a readable cohort manifest ({type(e).__name__}: {e})") from None
+    for col in ("record_id", "patient_id", "split", "label", "ecg_path", "cxr_path"):
+        if col not in manifest.columns:
+            raise ConfigError(f"{manifest_path}: the manifest has no {col!r} column")
+    for split in ("train", "val", "test"):
+        labels = manifest.loc[manifest["split"] == split, "label"]
+        if labels.nunique() < 2:
+            raise ConfigError(f"{manifest_path}: the {split} split needs cases and controls (has "
+                              f"{int((labels == 1).sum())} / {int((labels == 0).sum())})")
+    return manifest
+
+
+def benchmark_plan(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest: str | os.PathLike, *,
+                   cxr_pretrained: str | bool = False) -> list[RunPlan]:
+    """The benchmark's runs: ECG-only, X-ray-only, early, late and one cooperative run per rho (the fusion
+    runs warm-started from the two single-modality runs when ``config.warm_start``)."""
+
+    def make(fusion: str, rho: float = 0.5) -> Callable[[dict[str, str]], Any]:
+        return lambda init: train_config(config, cache_dir, manifest, fusion, rho=rho, init_from=init or None,
+                                         cxr_pretrained=cxr_pretrained)
+
+    warm = {"ecg": "ecg", "cxr": "cxr"} if config.warm_start else {}
+    return [RunPlan("ecg", MODEL_NAMES["ecg"], make("ecg")), RunPlan("cxr", MODEL_NAMES["cxr"], make("cxr")),
+            *(RunPlan(f, MODEL_NAMES[f], make(f), warm) for f in ("early", "late")),
+            *(RunPlan(_rho_key(rho), f"Cooperative rho={rho:g}", make("cooperative", rho), warm) for rho in config.rhos)]
+
+
+def choose_rho(grid: Sequence[tuple[float, float]]) -> float:
+    """The rho of the highest validation AUROC (the first maximum in grid order)."""
+    finite = [(r, a) for r, a in grid if np.isfinite(a)]
+    if not finite:
+        raise ConfigError("no cooperative run has a validation AUROC (one class only in validation?)")
+    return max(finite, key=lambda ra: ra[1])[0]
+
+
+def _evaluate(config: BenchmarkConfig, crit: Mapping[str, Any], run_paths: Mapping[str, Path], names: Mapping[str, str],
+              manifest: pd.DataFrame, manifest_path: Path, out: Path, label: str, *, progress: bool) -> tuple[Any, Any, Any]:
+    """Evaluate the seven models (patient bootstrap), and again over ECG donors when the cohort has them."""
+    from ..evaluation import evaluate_tables
+    from ..evaluation.evaluate import run_tables
+
+    tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for key in TABLE_ORDER:
+        tables[names[key]] = ((crit[key]["val"], crit[key]["test"]) if key in BASELINES
+                              else run_tables(run_paths[key], "test"))
+    common: dict[str, Any] = {
+        "threshold_rule": config.threshold_rule, "calibration": config.calibration, "n_boot": config.n_boot,
+        "seed": config.seed, "reference": names["cooperative"],
+        "runs": {names[k]: str(run_paths[k].resolve()) for k in MODEL_NAMES}}
+    evaluation = evaluate_tables(tables, out / "evaluation", manifest=manifest_path, subgroups=["sex", "age"],
+                                 title=f"{label}: fusion benchmark", progress=progress, **common)
+    # the same with the ECG's real donor as the resampling unit (few real ECGs are reused many times)
+    donor = None
+    if "ecg_source_patient_id" in manifest.columns:
+        donor_of = dict(zip(manifest["record_id"].astype(str), manifest["ecg_source_patient_id"].astype(str)))
+        donor_tables = {n: (v, t.assign(patient_id=t["record_id"].astype(str).map(donor_of)))
+                        for n, (v, t) in tables.items()}
+        donor = evaluate_tables(donor_tables, out / "evaluation_ecg_donor", manifest=manifest_path, subgroups=[],
+                                title=f"{label}: fusion benchmark, bootstrap over ECG donors", **common)
+    return tables, evaluation, donor
+
+
+def _model_rows(evaluation: Any, donor: Any, names: Mapping[str, str], run_paths: Mapping[str, Path],
+                val_auroc: Mapping[str, float], chosen_rho: float) -> list[dict[str, Any]]:
+    """``benchmark.json``'s ``models``: one row per model in :data:`TABLE_ORDER`."""
+    reference = names["cooperative"]
+    rows = []
+    for key in TABLE_ORDER:
+        name = names[key]
+        m = evaluation.models[name]
+        row = {"key": key, "model": name, "kind": "clinical ECG criterion" if key in BASELINES else "trained model",
+               **{k: _interval(m.metrics[k]) for k in ("auroc", "auprc", "recall", "specificity")},
+               "threshold": m.threshold.to_dict(), "records": m.counts["records"],
+               "positives": m.counts["positives"],
+               "run": str(run_paths[key]) if key in run_paths else None,
+               "val_auroc": val_auroc.get(key if key != "cooperative" else _rho_key(chosen_rho))}
+        if donor is not None:
+            row["auroc_ecg_donor_ci"] = _interval(donor.models[name].metrics["auroc"])
+        if key != "cooperative":
+            c = evaluation.comparisons.get(f"{reference} vs {name}")
+            if c is not None:
+                d = c.differences["auroc"]
+                row["auroc_difference_vs_cooperative"] = {
+                    "difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                    "bootstrap_p": d.p_value, "delong_p": c.delong.get("p_value")}
+        rows.append(row)
+    return rows
+
+
+def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any, donor: Any, names: Mapping[str, str],
+              fixed: Mapping[str, Any], grid: Sequence[tuple[float, float]], chosen_rho: float,
+              pairing_info: Mapping[str, Any] | None) -> str:
+    """The text of ``table.md``."""
+    reference = names["cooperative"]
+    lines = [f"### Fusion benchmark -- {label}", ""]
+    if pseudo:
+        lines += [("Every patient is synthetic: a real ECG of one person and a real chest X-ray of another, "
+                   "joined at random; the label is a latent state drawn by the pairing program, not a diagnosis."), ""]
+    n_test = evaluation.settings["records"]
+    lines += [f"Test split: {n_test['records']} records ({n_test['positives']} cases). AUROC / AUPRC with 95% "
+              f"patient-bootstrap CIs ({config.n_boot} resamples); sensitivity and specificity at the threshold "
+              f"chosen on validation ({config.threshold_rule}, after {config.calibration} calibration)."
+              + (" Last column: AUROC CI when the real ECG donor is the resampling unit." if donor is not None else ""),
+              ""]
+    head = ["Model", "AUROC (95% CI)", "AUPRC (95% CI)", "Sensitivity (95% CI)", "Specificity (95% CI)",
+            "AUROC vs cooperative: diff (95% CI), p"]
+    if donor is not None:
+        head.append("AUROC 95% CI, ECG-donor bootstrap")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in TABLE_ORDER:
+        name = names[key]
+        m = evaluation.models[name]
+        if key == "cooperative":
+            comp = "reference"
+        else:
+            d = evaluation.comparisons[f"{reference} vs {name}"].differences["auroc"]
+            # the model minus the cooperative one, signed, " to " between the bounds
+            comp = (f"{-d.difference:+.3f} ({-d.ci_high:+.3f} to {-d.ci_low:+.3f}), p {format_p(d.p_value)}"
+                    if np.isfinite(d.difference) else "n/a")
+        cells = [name + (" *" if key in BASELINES else ""),
+                 *(format_interval(m.metrics[k]) for k in ("auroc", "auprc", "recall", "specificity")), comp]
+        if donor is not None:
+            iv = donor.models[name].metrics["auroc"]
+            cells.append("n/a" if not np.isfinite(iv.ci_low) else f"{iv.ci_low:.3f}-{iv.ci_high:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "\\* Clinical ECG criterion computed from the signal (no training). With the published cut-offs "
+              "(Sokolow-Lyon >= 3.5 mV; Cornell > 2.8 mV men / > 2.0 mV women) on the same test records: "
+              + "; ".join(f"{n} sensitivity {format_interval(f['sensitivity'])}, "
+                          f"specificity {format_interval(f['specificity'])}" for n, f in fixed.items()) + ".",
+              "",
+              ("\"AUROC vs cooperative\" is the model's AUROC minus the cooperative model's, paired patient "
+               "bootstrap (p two-sided, bootstrap)."),
+              f"Cooperative rho chosen on validation AUROC from {{{', '.join(f'{r:g}' for r in config.rhos)}}}: "
+              + ", ".join(f"rho={r:g} {format_value(a)}" for r, a in grid) + f" -> {chosen_rho:g}."]
+    if pairing_info is not None:
+        o = pairing_info.get("oracle_auroc_from_pool_labels", {})
+        lines.append(f"Best AUROC achievable from the pool labels alone (pairing.json): "
+                     f"ECG {format_value(o.get('ecg_label_only'))}, X-ray {format_value(o.get('cxr_label_only'))}, "
+                     f"both {format_value(o.get('both_labels'))}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _roc_figures(evaluation: Any, tables: Mapping[str, Any], out: Path, label: str) -> Path:
+    """``OUT/roc.png`` (and the evaluation folder's ROC figure), titled with the cohort label."""
+    from ..evaluation.figures import roc_figure
+    from ..evaluation.metrics import roc_points
+
+    curves = {}
+    pred = pd.read_csv(evaluation.paths["predictions_csv"], dtype={"record_id": str, "patient_id": str})
+    y = pred["label"].to_numpy(dtype=float)
+    for name in tables:
+        fpr, tpr = roc_points(y, pred[f"{name}:score"].to_numpy(dtype=float))
+        iv = evaluation.models[name].metrics["auroc"]
+        curves[name] = {"fpr": fpr, "tpr": tpr, "value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+    title = f"{label}\nROC, test split ({evaluation.settings['records']['records']} records)"
+    path = roc_figure(curves, out / "roc.png", title=title)
+    roc_figure(curves, out / "evaluation" / "figures" / "roc.png", title=title)
+    return path
+
+
+def _write_markers(out: Path, manifest_path: Path, label: str, *, with_donor: bool) -> Path:
+    """``PSEUDO_PAIRED.txt`` in the benchmark folder and its evaluation folders."""
+    source = manifest_path.parent / "PSEUDO_PAIRED.txt"
+    marker = (f"{label}\n\nThis benchmark folder was produced from the cohort {manifest_path}.\n"
+              + (source.read_text(encoding="utf-8") if source.is_file() else ""))
+    for folder in (out, out / "evaluation", *([out / "evaluation_ecg_donor"] if with_donor else [])):
+        (folder / "PSEUDO_PAIRED.txt").write_text(marker, encoding="utf-8")
+    return out / "PSEUDO_PAIRED.txt"
+
+
+@dataclass
+class FusionBenchmarkRecipeConfig(RecipeConfig, BenchmarkConfig):
+    """Settings of the ``fusion-benchmark`` recipe: :class:`BenchmarkConfig` plus the cohort.
+
+    Attributes:
+        cohort: cohort folder holding ``manifest.parquet`` (e.g. from ``cardiofusion pairing build``) or the file.
+        progress: cache and training progress bars.
+    """
+
+    cohort: str = ""
+    progress: bool = False
+
+    def benchmark_config(self) -> BenchmarkConfig:
+        return BenchmarkConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(BenchmarkConfig)})
+
+
+@register_recipe("fusion-benchmark", FusionBenchmarkRecipeConfig,
+                 "ECG-only, X-ray-only, early, late and cooperative models vs the Sokolow-Lyon and Cornell voltages "
+                 "on one cohort (what 'cardiofusion benchmark fusion' runs)")
+def run_fusion_benchmark_recipe(config: FusionBenchmarkRecipeConfig, out_dir: str | os.PathLike, *,
+                                log: Callable[[str], None] = print, command: str | None = None) -> BenchmarkResult:
+    """:func:`run_fusion_benchmark` on ``config.cohort``."""
+    if not config.cohort:
+        raise ConfigError("fusion-benchmark: set cohort (a cohort folder with manifest.parquet, or the manifest)")
+    return run_fusion_benchmark(config.cohort, out_dir, config.benchmark_config(), progress=config.progress, log=log,
+                                command=command)
 
 
 def command_line() -> str:
@@ -654,4 +644,5 @@ def command_line() -> str:
 
 
 __all__ = ["BASELINES", "MODEL_NAMES", "PSEUDO_LABEL", "TABLE_ORDER", "BenchmarkConfig", "BenchmarkResult",
-           "criteria_tables", "default_cxr_weights", "resolve_cxr_weights", "run_fusion_benchmark", "train_config"]
+           "FusionBenchmarkRecipeConfig", "benchmark_plan", "choose_rho", "criteria_tables", "default_cxr_weights",
+           "resolve_cxr_weights", "run_fusion_benchmark", "run_fusion_benchmark_recipe", "train_config"]

@@ -1,0 +1,345 @@
+"""Library steps every recipe composes: reuse what is finished and identical, resume what was interrupted,
+redo the rest.
+
+* :func:`ensure_run` -- one training run.  A finished run is reused only when its whole resolved
+  :class:`~cardiofusion.training.TrainConfig` is unchanged *and* so are its inputs: the fingerprint of every
+  warm-start source (``init_from``: the sha256 of the checkpoint it copies weights from), of a local X-ray
+  weights file (``model.cxr_pretrained``), of the manifest file and of the cache (its settings and exams).
+  The fingerprints are recorded in ``RUN/sources.json`` before training starts.  An interrupted run with
+  the same settings and inputs is resumed (``fit(..., resume=True)``); anything else is retrained, after
+  removing the old folder -- only when it is a cardiofusion run folder (:func:`is_run_folder`).
+* :func:`train_plan` -- an ordered list of runs (:class:`RunPlan`), later ones warm-started from earlier ones.
+* :func:`ensure_cache` -- the preprocessing cache: an identical finished cache is reused, a compatible
+  partial one resumed, one of other settings or another cohort rebuilt.
+* :func:`ensure_export` -- the synthetic hospital export: an identical one is reused.
+* :class:`Stopwatch` -- wall time per stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ReadError
+
+#: Written into every run folder by :func:`ensure_run`: the fingerprints of the run's inputs.
+SOURCES_JSON = "sources.json"
+
+#: What a run folder may hold (``fit``'s layout, scores written beside it, this module's sources.json);
+#: a folder with anything else is not deleted.
+RUN_FOLDER_ENTRIES = ("config.yaml", "checkpoints", "metrics.csv", "logs", "val_scores.csv", "result.json",
+                      "reproduce.txt", SOURCES_JSON, "scores_*.csv", "*.tmp")
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------------
+class Stopwatch:
+    """Seconds per named stage: ``with clock("cache"): ...`` then ``clock.seconds``."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# --------------------------------------------------------------------------------------------------
+# fingerprints
+# --------------------------------------------------------------------------------------------------
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_checkpoint(source: str | os.PathLike, what: str) -> Path:
+    """The checkpoint a warm start copies from: a run folder's best checkpoint, or the ``.ckpt`` itself."""
+    from ..training import best_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        return best_checkpoint(path)
+    if path.is_file():
+        return path
+    raise ReadError(path, f"{what}: no such run folder or checkpoint")
+
+
+def cache_fingerprint(cache_dir: str | os.PathLike) -> str | None:
+    """sha256 of a cache's identity (its settings, exams and format, from ``cache.json``), or None when
+    there is no readable cache.  Timestamps and counts are left out: rebuilding identically keeps it."""
+    meta = Path(cache_dir) / "cache.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ident = {k: data.get(k) for k in ("format_version", "config", "source_hash", "leads", "n_samples")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_inputs(config: Any) -> dict[str, Any]:
+    """The fingerprints of what a run depends on besides its config (see the module docstring)."""
+    inputs: dict[str, Any] = {}
+    for modality, source in sorted(config.init_from.items()):
+        ckpt = source_checkpoint(source, f"init_from[{modality!r}]")
+        inputs[f"init_from.{modality}"] = {"source": str(source), "checkpoint": ckpt.name, "sha256": file_sha256(ckpt)}
+    weights = getattr(config.model, "cxr_pretrained", None)
+    if isinstance(weights, str) and Path(weights).is_file():
+        inputs["model.cxr_pretrained"] = {"source": weights, "sha256": file_sha256(weights)}
+    if config.manifest and Path(config.manifest).is_file():
+        inputs["manifest"] = {"source": str(config.manifest), "sha256": file_sha256(config.manifest)}
+    if config.cache_dir:
+        inputs["cache"] = {"source": str(config.cache_dir), "sha256": cache_fingerprint(config.cache_dir)}
+    return inputs
+
+
+# --------------------------------------------------------------------------------------------------
+# run folders
+# --------------------------------------------------------------------------------------------------
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a (finished, partial or failed) cardiofusion run folder and holds nothing else."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    names = [c.name for c in p.iterdir()]
+    if not ({"config.yaml", SOURCES_JSON} & set(names)):
+        return False
+    return all(any(fnmatch.fnmatch(n, pat) for pat in RUN_FOLDER_ENTRIES) for n in names)
+
+
+def remove_run_folder(path: str | os.PathLike) -> None:
+    """Delete a run folder; refuses (:class:`ReadError`) a folder that is not one (:func:`is_run_folder`)."""
+    p = Path(path)
+    if not p.exists():
+        return
+    if p.is_dir() and not any(p.iterdir()):
+        p.rmdir()
+        return
+    if not is_run_folder(p):
+        raise ReadError(p, "is not a cardiofusion run folder (it holds other files); refusing to delete it to "
+                           "retrain there: move it away or choose another output folder")
+    shutil.rmtree(p)
+
+
+def _same_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
+    from ..training import TrainConfig
+
+    try:
+        saved = TrainConfig.from_file(run / "config.yaml").to_dict()
+        recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
+    except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
+        return False
+    return saved == config.to_dict() and recorded == json.loads(json.dumps(inputs))
+
+
+@dataclass
+class EnsuredRun:
+    """A finished run and how :func:`ensure_run` got it.
+
+    Attributes:
+        run_dir: the run folder.
+        action: ``reused`` (finished, unchanged), ``resumed`` (interrupted, same settings) or ``trained``.
+        result: the run's :class:`~cardiofusion.training.FitResult` (read back from ``result.json`` when reused).
+    """
+
+    run_dir: Path
+    action: str
+    result: Any
+
+    @property
+    def val_auroc(self) -> float:
+        return float(self.result.val_auroc)
+
+
+def _fit_result(run: Path) -> Any:
+    from ..training import FitResult, best_checkpoint
+
+    info = json.loads((run / "result.json").read_text(encoding="utf-8"))
+    val = info.get("val_auroc")
+    loss = info.get("best_val_loss")
+    return FitResult(run_dir=run, best_checkpoint=best_checkpoint(run), best_epoch=int(info.get("best_epoch") or 0),
+                     best_val_loss=float("nan") if loss is None else float(loss),
+                     val_auroc=float("nan") if val is None else float(val), val_scores=run / "val_scores.csv",
+                     metrics_csv=run / "metrics.csv", epochs_trained=int(info.get("epochs_trained") or 0),
+                     stopped_early=bool(info.get("stopped_early")), result_json=run / "result.json")
+
+
+def ensure_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = None, progress: bool = True,
+               command: str | None = None, log: Log | None = None) -> EnsuredRun:
+    """Reuse, resume or train the run of ``config`` in ``run_dir`` (see the module docstring).
+
+    Args:
+        config: the :class:`~cardiofusion.training.TrainConfig`.
+        run_dir: the run folder; an existing folder of other settings is removed only if it is a run folder.
+        title: the run's name in the progress lines (default: the folder name).
+        progress: training progress bars.
+        command: the command line recorded in ``reproduce.txt``.
+        log: where progress lines go (default: nowhere).
+    """
+    from ..training import fit
+
+    log = log or _quiet
+    run = Path(run_dir)
+    title = title or run.name
+    inputs = run_inputs(config)
+    same = _same_settings(run, config, inputs)
+    if same and (run / "result.json").is_file():
+        result = _fit_result(run)
+        log(f"      {title}: reusing the finished run in {run} (val AUROC {_fmt(result.val_auroc)})")
+        return EnsuredRun(run, "reused", result)
+    resume = same and (run / "checkpoints" / "last.ckpt").is_file()
+    if not resume:
+        remove_run_folder(run)
+        run.mkdir(parents=True, exist_ok=True)
+        _write_sources(run, inputs)
+    log(f"      {title}: training into {run}" + (" (resuming)" if resume else ""))
+    t0 = time.perf_counter()
+    result = fit(config, run, resume=resume, progress=progress, command=command)
+    log(f"      {title}: best epoch {result.best_epoch}, val AUROC {_fmt(result.val_auroc)} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return EnsuredRun(run, "resumed" if resume else "trained", result)
+
+
+def _write_sources(run: Path, inputs: Mapping[str, Any]) -> None:
+    tmp = run / (SOURCES_JSON + ".tmp")
+    tmp.write_text(json.dumps({"inputs": inputs}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, run / SOURCES_JSON)
+
+
+def _fmt(v: Any) -> str:
+    from ..evaluation.formatting import format_value
+
+    return format_value(v)
+
+
+@dataclass
+class RunPlan:
+    """One run of a :func:`train_plan`.
+
+    Attributes:
+        key: the run folder's name under the plan's folder (and the key of the returned mapping).
+        title: its name in the progress lines.
+        config: its ``TrainConfig``, or ``make(init_from) -> TrainConfig`` when it is warm-started.
+        warm_from: ``{modality: key}`` of earlier runs of the plan whose encoders it starts from.
+    """
+
+    key: str
+    title: str
+    config: Any
+    warm_from: Mapping[str, str] = field(default_factory=dict)
+
+
+def train_plan(plan: Sequence[RunPlan], runs_dir: str | os.PathLike, *, progress: bool = True,
+               command: str | None = None, log: Log | None = None,
+               choose: Callable[[RunPlan, Any], Any] | None = None) -> dict[str, EnsuredRun]:
+    """:func:`ensure_run` every run of ``plan`` in order into ``runs_dir/<key>``.
+
+    ``choose(plan_item, config) -> config`` may replace a run's resolved config before it is ensured (the
+    reference recipe tunes it there).
+    """
+    runs: dict[str, EnsuredRun] = {}
+    for item in plan:
+        missing = [k for k in item.warm_from.values() if k not in runs]
+        if missing:
+            raise ConfigError(f"run {item.key!r} warm-starts from {missing}, which come later in the plan")
+        init = {m: str(runs[k].run_dir.resolve()) for m, k in item.warm_from.items()}
+        config = item.config(init) if callable(item.config) else item.config
+        if choose is not None:
+            config = choose(item, config)
+        runs[item.key] = ensure_run(config, Path(runs_dir) / item.key, title=item.title, progress=progress,
+                                    command=command, log=log)
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# cohort, cache and synthetic export
+# --------------------------------------------------------------------------------------------------
+def resolve_cohort(cohort: str | os.PathLike) -> Path:
+    """The manifest of a cohort folder (or the manifest file itself)."""
+    if not str(cohort):
+        raise ConfigError("set cohort (a cohort folder with manifest.parquet, or the manifest)")
+    path = Path(cohort)
+    manifest = path / "manifest.parquet" if path.is_dir() else path
+    if not manifest.is_file():
+        raise ReadError(manifest, "no cohort manifest (give a cohort folder with manifest.parquet or the file)")
+    return manifest
+
+
+def ensure_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike, cache_config: Any, *, workers: int = 1,
+                 progress: bool = False, log: Log | None = None) -> Any:
+    """Build (or reuse / resume) the preprocessing cache of ``manifest`` in ``cache_dir``.
+
+    A finished cache of the same exams and settings is reused and a compatible partial one resumed (both by
+    :func:`cardiofusion.cache.build_cache` itself); one of other settings or another cohort is rebuilt.
+    Returns the build report.
+    """
+    from ..cache import build_cache
+
+    log = log or _quiet
+    try:
+        return build_cache(manifest, cache_dir, cache_config, workers=workers, progress=progress)
+    except ConfigError as e:  # the recipe's own cache folder, from another cohort or other settings
+        log(f"      rebuilding {cache_dir}: it holds a cache of other settings or another cohort "
+            f"({str(e).split(';')[0]})")
+        return build_cache(manifest, cache_dir, cache_config, workers=workers, progress=progress, overwrite=True)
+
+
+def export_matches(export_dir: str | os.PathLike, synth_config: Any) -> bool:
+    """True when ``export_dir`` holds a finished synthetic export of ``synth_config``."""
+    meta = Path(export_dir) / "export.json"
+    try:
+        saved = json.loads(meta.read_text()).get("config", {})
+    except (OSError, ValueError):
+        return False
+    return saved == json.loads(json.dumps(synth_config.data_dict()))
+
+
+def ensure_export(export_dir: str | os.PathLike, synth_config: Any, *, progress: bool = False,
+                  log: Log | None = None, prefix: str = "synth") -> dict[str, Any]:
+    """Write (or reuse an identical) synthetic hospital export; returns its oracle AUROCs.  Progress lines
+    start with ``prefix``."""
+    from ..synth import generate_export
+
+    log = log or _quiet
+    export = Path(export_dir)
+    if export_matches(export, synth_config):
+        log(f"{prefix}: reusing the identical export in {export}")
+        summary = json.loads((export / "ground_truth" / "summary.json").read_text())
+        return {k: summary.get("oracle", {}).get(k) for k in ("ecg", "cxr", "both")}
+    log(f"{prefix}: writing a synthetic hospital export of {synth_config.n_patients} patients to {export}")
+    result = generate_export(export, synth_config, overwrite=True, progress=progress)
+    for line in result.summary_lines():
+        log("      " + line)
+    return dict(result.oracle)
+
+
+__all__ = ["RUN_FOLDER_ENTRIES", "SOURCES_JSON", "EnsuredRun", "RunPlan", "Stopwatch", "cache_fingerprint",
+           "ensure_cache", "ensure_export", "ensure_run", "export_matches", "file_sha256", "is_run_folder",
+           "remove_run_folder", "resolve_cohort", "run_inputs", "source_checkpoint", "train_plan"]
