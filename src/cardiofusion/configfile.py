@@ -114,6 +114,23 @@ def read_mapping_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
     return data
 
 
+def parse_scalar(raw: str) -> Any:
+    """A command-line ``KEY=VALUE`` value read as YAML (``3e-4`` a number, ``null`` None, ``[0, 1]`` a list); text
+    that is not valid YAML stays text, and an empty value is None."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "3e-5" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def reject_unknown_fields(cls: type, values: Mapping[str, Any], what: str) -> None:
     """Raise :class:`ConfigError` naming the keys of ``values`` that are not fields of dataclass ``cls``.
 

@@ -56,8 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _fmt(entry: dict) -> str:
+    from ..evaluation.formatting import format_ci
+
     lo, hi = entry["ci95"]
-    return f"{entry['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    return format_ci(entry["mean"], lo, hi, 4, signed=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ import pandas as pd
 from ..configfile import jsonable
 from .. import __version__
 from ..errors import ConfigError, ReadError
-from ..evaluation.formatting import format_interval, format_p, format_value
+from ..evaluation.formatting import format_ci, format_interval, format_p, format_value
 from .registry import RecipeConfig, register_recipe
 from .steps import RunPlan, Stopwatch, ensure_cache, resolve_cohort, train_plan
 
@@ -555,8 +555,8 @@ def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any
             comp = "reference"
         else:
             d = evaluation.comparisons[f"{reference} vs {name}"].differences["auroc"]
-            # the model minus the cooperative one, signed, " to " between the bounds
-            comp = (f"{-d.difference:+.3f} ({-d.ci_high:+.3f} to {-d.ci_low:+.3f}), p {format_p(d.p_value)}"
+            # the model minus the cooperative one, signed
+            comp = (f"{format_ci(-d.difference, -d.ci_high, -d.ci_low, signed=True)}, p {format_p(d.p_value)}"
                     if np.isfinite(d.difference) else "n/a")
         cells = [name + (" *" if key in BASELINES else ""),
                  *(format_interval(m.metrics[k]) for k in ("auroc", "auprc", "recall", "specificity")), comp]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..configfile import read_mapping_file, reject_unknown_fields
+from ..configfile import parse_scalar, read_mapping_file, reject_unknown_fields
 from ..errors import ConfigError
 
 #: the file a recipe run saves its resolved config in.
@@ -151,7 +151,6 @@ def get_recipe(name: str) -> Recipe:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"a.b=VALUE"`` -> ``(["a", "b"], value)``; the value is read as a YAML scalar (``3e-4`` a number,
     ``none`` / ``null`` None, ``[0, 1]`` a list)."""
-    import yaml
 
     key, sep, raw = str(item).partition("=")
     key = key.strip()
@@ -160,16 +159,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     text = raw.strip()
     if text.lower() == "none":
         return key.split("."), None
-    try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str):  # YAML 1.1 reads "3e-5" as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    return key.split("."), value
+    return key.split("."), parse_scalar(raw)
 
 
 def apply_overrides(config: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:

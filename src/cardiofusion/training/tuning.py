@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..configfile import reject_unknown_fields
+from ..configfile import parse_scalar, reject_unknown_fields
 from ..errors import ConfigError
 
 #: pruner names accepted by :attr:`TuneConfig.pruner`.
@@ -428,7 +428,6 @@ def override_config(base: Any, assignments: Iterable[str]) -> Any:
     ``["max_epochs=30", "model.fusion=ecg"]`` sets ``base.max_epochs`` and ``base.model.fusion``.
     Goes through the config's ``to_dict``/``from_dict``, so the result is validated like a file.
     """
-    import yaml
 
     assignments = list(assignments)
     data = _config_to_dict(base)
@@ -437,15 +436,7 @@ def override_config(base: Any, assignments: Iterable[str]) -> Any:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not KEY=VALUE")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, str):  # YAML 1.1 reads "3e-5" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = parse_scalar(raw)
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
