@@ -12,6 +12,7 @@ ensure_torchvision()
 
 from . import cxr as _cxr  # noqa: F401  (registers X-ray presets)
 from . import ecg as _ecg  # noqa: F401  (registers ECG encoders)
+from . import lsvae as _lsvae  # noqa: F401  (registers the LS-EMVAE ECG encoders)
 from .cxr import TimmCXREncoder, resolve_gradcam_layer
 from .ecg import ECGResNetTransformer, ResNet1d
 from .fusion import (
