@@ -227,6 +227,23 @@ def test_absent_leads_do_not_count_in_reconstruction_or_alignment():
         torch.testing.assert_close(a[k], b[k])
 
 
+def test_alignment_targets():
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, T, dtype=torch.float64)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[0, 6:] = False
+    for target in ("lead_mean", "fused"):
+        vae = build_lsvae("tiny", n_samples=T, align_target=target).double()
+        out = vae(x, mask, sample=False)
+        mu, m = out.mu.detach().numpy(), mask.numpy()
+        if target == "fused":
+            ref_target = out.posterior.mu.detach().numpy()
+        else:
+            ref_target = np.stack([mu[i][m[i]].mean(0) for i in range(3)])
+        per = [((mu[i, j] - ref_target[i]) ** 2).mean() for i in range(3) for j in range(12) if m[i, j]]
+        np.testing.assert_allclose(vae.loss(out, x)["align"].item(), np.mean(per), rtol=1e-10)
+
+
 def test_two_half_batches_average_to_the_full_batch_gradient():
     torch.manual_seed(0)
     vae = build_lsvae("tiny", n_samples=T).double()
@@ -391,6 +408,13 @@ def test_face_mask_invariance_and_frozen_finetuning():
     for k, v in face.encoders.state_dict().items():
         torch.testing.assert_close(v, before_enc[k])
     assert any(not torch.equal(a, b) for a, b in zip(before_proj, face.project.parameters()))
+    # Grad-CAM on the frozen face in eval mode: the maps (B * L, C, T') still get gradients
+    acts = []
+    h = face.gradcam_layer.register_forward_hook(lambda m, i, o: acts.append(o))
+    out = face.eval()(x, mask)
+    h.remove()
+    (grad,) = torch.autograd.grad(out.sum(), acts[0])
+    assert acts[0].shape[0] == 4 * 6 and grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- the paper's preprocessing

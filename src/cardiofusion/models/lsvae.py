@@ -37,7 +37,9 @@ the prior expert is never used (it falls outside every group), PoE with ``eps = 
 variances and to the fused variance, the "mixture" averages means and log-variances, one shared
 unconditioned decoder gives every lead the same reconstruction, the KL is taken on the average of the
 lead encoders' means and log-variances (not the sampled posterior), the alignment target is the mean of
-the lead means, and the lead mask is ignored (the original has none).  In that mode the ``decoder``,
+the lead means, and the lead mask is ignored (the original has none).  Its groups are the configured ones, which for the 12
+canonical leads are exactly the original's positional chunks of three (the original, given fewer leads,
+would chunk by position and drop leads; that is not reproduced).  In that mode the ``decoder``,
 ``prior``, ``mixture`` and ``align_target`` settings are not used.
 
 Fine-tuning face: :class:`LSVAEECGEncoder` (registered ECG encoders ``lsvae`` and ``lsvae_tiny``) holds
@@ -572,6 +574,8 @@ class LSEMVAE(nn.Module):
         """Encode ``x`` ``(B, L, T)``, fuse, draw z (its mean if ``sample`` is False), decode every lead."""
         mask = self._check(x, lead_mask)
         mu, logvar = self.encode(x, mask)
+        dtype = torch.promote_types(mu.dtype, torch.float32)  # the Gaussian algebra in fp32 under fp16 / bf16
+        mu, logvar = mu.to(dtype), logvar.to(dtype)
         cfg = self.config
         if cfg.reference_compat:
             post = reference_posterior(mu, logvar, self.groups, sample=sample)
@@ -665,11 +669,11 @@ class LSVAEECGEncoder(nn.Module):
         self.project = (nn.Sequential(nn.Linear(means, head_hidden), nn.ReLU(), nn.Dropout(dropout))
                         if head_hidden else None)
         self.out_dim = int(head_hidden) if head_hidden else means
+        self.frozen = bool(frozen)
         if pretrained:
             from .weights import read_state_dict
 
             self.load_vae_weights(read_state_dict(pretrained))
-        self.frozen = bool(frozen)
         if self.frozen:
             self.encoders.requires_grad_(False)
             self.encoders.eval()
@@ -724,7 +728,10 @@ class LSVAEECGEncoder(nn.Module):
             x = torch.where(lead_mask.bool().unsqueeze(-1), x, torch.zeros_like(x))
         maps = torch.stack([self.encoders[lead].features(x[:, i : i + 1]) for i, lead in enumerate(self.leads)], 1)
         b, n, c, t = maps.shape  # (B, L, C, T')
-        maps = self.lead_maps(maps.reshape(b * n, c, t)).view(b, n, c, t)
+        maps = maps.reshape(b * n, c, t)  # (B * L, C, T')
+        if self.frozen and not self.training and torch.is_grad_enabled():
+            maps = maps.detach().requires_grad_()  # frozen encoders: Grad-CAM still gets gradients at the maps
+        maps = self.lead_maps(maps).view(b, n, c, t)
         mu = torch.stack([self.encoders[lead].head(maps[:, i])[0] for i, lead in enumerate(self.leads)], 1)
         if lead_mask is not None:
             mu = mu * lead_mask.to(mu.dtype).unsqueeze(-1)
