@@ -12,8 +12,10 @@ ensure_torchvision()
 
 from . import cxr as _cxr  # noqa: F401  (registers X-ray presets)
 from . import ecg as _ecg  # noqa: F401  (registers ECG encoders)
+from . import ecg_vit as _ecg_vit  # noqa: F401  (registers the ECG ViTs)
 from .cxr import TimmCXREncoder, resolve_gradcam_layer
 from .ecg import ECGResNetTransformer, ResNet1d
+from .ecg_vit import ECGViT
 from .fusion import (
     CooperativeFusion,
     EarlyFusion,
@@ -44,6 +46,7 @@ from .weights import (
 __all__ = [
     "CooperativeFusion",
     "ECGResNetTransformer",
+    "ECGViT",
     "EarlyFusion",
     "FusionHead",
     "FusionOutput",
