@@ -223,8 +223,8 @@ class ECGImageAligner(nn.Module):
         """Image embedding ``(B, D)`` (not normalised) from the frozen teacher and its trained projection."""
         return self.teacher(image)
 
-    def forward(self, batch: Mapping[str, Any], measurements: Tensor | None = None) -> dict[str, Tensor]:
-        """Loss terms for a paired batch (keys ``ecg``, ``ecg_mask``, ``cxr`` of the model contract).
+    def embed(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        """``(z_ecg, z_img)`` ``(B, D)`` (not normalised) of a paired batch (keys ``ecg``, ``ecg_mask``, ``cxr``).
 
         Rows must have both modalities (``has_ecg`` and ``has_cxr`` are checked when present):
         in-batch negatives assume every row is a real pair.
@@ -232,11 +232,13 @@ class ECGImageAligner(nn.Module):
         for key in ("has_ecg", "has_cxr"):
             if key in batch and not bool(torch.as_tensor(batch[key]).all()):
                 raise ConfigError(f"alignment needs paired rows; the batch has rows with {key} False")
-        z_ecg = self.embed_ecg(batch["ecg"], batch.get("ecg_mask"))
-        z_img = self.embed_image(batch["cxr"])
-        out = self.loss_fn(z_ecg, z_img, measurements)
-        out["z_ecg"], out["z_img"] = z_ecg.detach(), z_img.detach()
-        return out
+        return self.embed_ecg(batch["ecg"], batch.get("ecg_mask")), self.embed_image(batch["cxr"])
+
+    def forward(self, batch: Mapping[str, Any], measurements: Tensor | None = None) -> dict[str, Tensor]:
+        """Named scalar loss terms of a paired batch (:class:`ClipLoss`): ``loss``, ``clip_ecg_to_image``,
+        ``clip_image_to_ecg``, ``temperature``; ``measurements`` ``(B, M)`` for the weighted negatives."""
+        z_ecg, z_img = self.embed(batch)
+        return self.loss_fn(z_ecg, z_img, measurements)
 
 
 def retrieval_accuracy(z_query: Tensor, z_gallery: Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:

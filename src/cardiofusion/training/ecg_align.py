@@ -150,20 +150,25 @@ class AlignmentModule(L.LightningModule):
             out = {k: v[keep] for k, v in out.items()}
         return out if out["ecg"].shape[0] else None
 
-    def _loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+    def _loss(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int] | None:
+        """Loss terms and the number of paired rows; None without two paired rows (no in-batch negative)."""
         pairs = self._paired(batch)
         if pairs is None or pairs["ecg"].shape[0] < 2:
-            return None  # no in-batch negative
-        measurements = pairs.get("measurements") if self.config.use_measurements else None
-        return self.aligner(pairs, measurements)
+            return None
+        measurements = None
+        if self.config.use_measurements:
+            if "measurements" not in pairs:
+                raise ConfigError("use_measurements is set but the batch has no 'measurements' (B, M) key")
+            measurements = pairs["measurements"]
+        return self.aligner(pairs, measurements), int(pairs["ecg"].shape[0])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if "record_index" in batch and int(batch.get("n_records", 0)) != batch["ecg"].shape[0]:
             raise ConfigError("alignment training needs one row per record (a training loader)")
-        out = self._loss(batch)
-        if out is None:
+        result = self._loss(batch)
+        if result is None:
             return None
-        n = out["z_ecg"].shape[0]
+        out, n = result
         self.log("train_loss", out["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         for name in ("clip_ecg_to_image", "clip_image_to_ecg", "temperature"):
             self.log(f"train_{name}", out[name], on_step=False, on_epoch=True, batch_size=n)
