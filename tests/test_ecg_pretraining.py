@@ -96,3 +96,22 @@ def test_mae_then_alignment(tmp_path):
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), f"teacher {k} changed"
     assert any(not torch.equal(v, mae.encoder.state_dict()[k]) for k, v in align.ecg_encoder.state_dict().items())
+
+
+def test_alignment_measurement_aware_negatives():
+    cfg = AlignConfig(ecg_encoder="ecg_vit_tiny", ecg_kwargs=TINY_VIT["encoder_kwargs"], cxr_encoder="cxr_tiny",
+                      cxr_pretrained=False, allow_random_teacher=True, embed_dim=8, use_measurements=True)
+    torch.manual_seed(0)
+    module = AlignmentModule(cfg)
+    batch = _batches(1, 5, 4)[0]
+    with pytest.raises(ConfigError, match="measurements"):
+        module._loss(batch)
+    phi = torch.randn(5, 2)
+    phi[1] = phi[0]  # rows 0 and 1: identical measurements, not each other's negatives
+    terms, n = module._loss({**batch, "measurements": phi})
+    assert n == 4  # the unpaired last row is dropped, its measurements with it
+    from cardiofusion.models.alignment import ClipLoss
+
+    z_ecg, z_img = module.aligner.embed({k: batch[k][:4] for k in ("ecg", "ecg_mask", "cxr")})
+    torch.testing.assert_close(terms["loss"], ClipLoss()(z_ecg, z_img, phi[:4])["loss"])
+    assert not torch.allclose(terms["loss"], ClipLoss()(z_ecg, z_img)["loss"])
