@@ -12,9 +12,11 @@ ensure_torchvision()
 
 from . import cxr as _cxr  # noqa: F401  (registers X-ray presets)
 from . import ecg as _ecg  # noqa: F401  (registers ECG encoders)
+from . import ecg_vit as _ecg_vit  # noqa: F401  (registers the ECG ViTs)
 from . import lsvae as _lsvae  # noqa: F401  (registers the LS-EMVAE ECG encoders)
 from .cxr import TimmCXREncoder, resolve_gradcam_layer
 from .ecg import ECGResNetTransformer, ResNet1d
+from .ecg_vit import ECGViT
 from .fusion import (
     CooperativeFusion,
     EarlyFusion,
@@ -45,6 +47,7 @@ from .weights import (
 __all__ = [
     "CooperativeFusion",
     "ECGResNetTransformer",
+    "ECGViT",
     "EarlyFusion",
     "FusionHead",
     "FusionOutput",
