@@ -203,3 +203,30 @@ def test_config_task_round_trip_and_old_configs(tmp_path):
     assert loaded.task is None and loaded.task_spec().is_binary and loaded.with_task_outputs() is loaded
     with pytest.raises(ConfigError, match="unknown task"):
         TrainConfig(task="no_such_task")
+
+
+def test_cli_train_with_a_task_file_and_resume(cohort, tmp_path, capsys, one_thread):
+    from cardiofusion.cli import main
+    from cardiofusion.commands.train import BUILTIN_TASK_NAMES
+    from cardiofusion.tasks import builtin_tasks
+
+    assert sorted(BUILTIN_TASK_NAMES) == builtin_tasks()
+    base = _config(cohort, None).to_dict()
+    config_yaml = tmp_path / "base.yaml"
+    config_yaml.write_text(yaml.safe_dump({"model": base["model"], "preprocess": base["preprocess"],
+                                           "num_workers": 0}))
+    task_file = tmp_path / "echo.yaml"
+    task_file.write_text(yaml.safe_dump(TASKS["regression"]))
+    run = tmp_path / "run"
+    rc = main(["train", "--cache", str(cohort["cache"]), "--manifest", str(cohort["manifest"]), "--out", str(run),
+               "--config", str(config_yaml), "--task", str(task_file), "--max-epochs", "1", "--lr", "0.01",
+               "--batch-size", "16", "--accelerator", "cpu", "--no-progress", "--fs", str(FS)])
+    assert rc == 0 and "val mae" in capsys.readouterr().out
+    saved = TrainConfig.from_file(run / "config.yaml")
+    assert saved.task["columns"] == ["vel", "mass"] and saved.task["scaler"] is not None
+    assert (saved.model.num_outputs, saved.model.link) == (2, "identity")
+    scaler = saved.task["scaler"]
+    assert main(["train", "--resume", str(run), "--max-epochs", "2", "--no-progress"]) == 0
+    again = TrainConfig.from_file(run / "config.yaml")
+    assert again.task["scaler"] == scaler and again.max_epochs == 2  # a resumed run keeps its scaler
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]

@@ -420,7 +420,7 @@ def test_tuning_objective_follows_the_task(tmp_path, task, metric, maximise):
     fit = FakeTaskFit(metric, curve)
     base = FakeTaskTrainConfig(task=task)
     lines: list[str] = []
-    result = tune(_config(base=base, n_trials=6), tmp_path / "t", fit=fit, log=lines.append)
+    result = tune(_config(base=base, n_trials=4), tmp_path / "t", fit=fit, log=lines.append)
     study = result.study
     assert study.direction == (optuna.study.StudyDirection.MAXIMIZE if maximise else
                                optuna.study.StudyDirection.MINIMIZE)
