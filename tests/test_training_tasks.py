@@ -230,3 +230,24 @@ def test_cli_train_with_a_task_file_and_resume(cohort, tmp_path, capsys, one_thr
     again = TrainConfig.from_file(run / "config.yaml")
     assert again.task["scaler"] == scaler and again.max_epochs == 2  # a resumed run keeps its scaler
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_warm_start_with_k_outputs(cohort, tmp_path, one_thread):
+    """init_from copies the encoder and, for the same task, the single-modality run's output head: late fusion
+    as is (the ordinal CumulativeLinear too), cooperative (logistic outputs) linearised as f = z / 8 + 1/4."""
+    from cardiofusion.training.fit import warm_start
+    from cardiofusion.training.module import CardioFusionModule
+
+    for kind, fusion in (("ordinal", "late"), ("multilabel", "cooperative")):
+        src = fit(_config(cohort, TASKS[kind], "ecg", max_epochs=1), tmp_path / f"ecg_{kind}", progress=False)
+        source = load_run(src.run_dir).model
+        cfg = _config(cohort, TASKS[kind], fusion).with_task_outputs()
+        model = CardioFusionModule(cfg.to_dict()).model
+        copied = warm_start(model, {"ecg": str(src.run_dir)})
+        assert copied["ecg"] == len(source.ecg_encoder.state_dict())
+        for k, v in source.ecg_encoder.state_dict().items():
+            torch.testing.assert_close(model.ecg_encoder.state_dict()[k], v)
+        src_head, dst_head = source.fusion.head.state_dict(), model.fusion.ecg_head.state_dict()
+        for k, v in src_head.items():
+            want = v if fusion == "late" else (v / 8 if k == "weight" else v / 8 + 0.25)
+            torch.testing.assert_close(dst_head[k], want)
