@@ -18,7 +18,9 @@ from .cxr import TimmCXREncoder, resolve_gradcam_layer
 from .ecg import ECGResNetTransformer, ResNet1d
 from .ecg_vit import ECGViT
 from .fusion import (
+    LINKS,
     CooperativeFusion,
+    CumulativeLinear,
     EarlyFusion,
     FusionHead,
     FusionOutput,
@@ -45,7 +47,9 @@ from .weights import (
 )
 
 __all__ = [
+    "LINKS",
     "CooperativeFusion",
+    "CumulativeLinear",
     "ECGResNetTransformer",
     "ECGViT",
     "EarlyFusion",
