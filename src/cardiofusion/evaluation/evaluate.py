@@ -18,7 +18,6 @@ ties); the threshold metrics use the decisions; the Brier score uses the calibra
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -32,13 +31,14 @@ import pandas as pd
 from ..configfile import jsonable
 from .calibration import Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
+from ..tasks import load_task
 from .bootstrap import (
     bootstrap_weights,
     paired_differences,
     percentile_summary,
 )
 from .delong import delong_ci, delong_test
-from .results import Comparison, EvaluationResult, ModelEvaluation
+from .results import Comparison, EvaluationResult, ModelEvaluation, model_pairs
 from .metrics import (
     METRIC_LABELS,
     METRICS,
@@ -148,10 +148,7 @@ def split_summary(flow: Mapping[str, Any] | None, manifest: pd.DataFrame | None)
 # ---------------------------------------------------------------------------------------------------
 # the evaluation
 # ---------------------------------------------------------------------------------------------------
-def _pairs(names: Sequence[str], reference: str) -> list[tuple[str, str]]:
-    """Reference first against every other model (the paper's p-values), then the remaining pairs."""
-    others = [n for n in names if n != reference]
-    return [(reference, o) for o in others] + list(itertools.combinations(others, 2))
+_pairs = model_pairs
 
 
 def evaluate_tables(
@@ -171,8 +168,9 @@ def evaluate_tables(
     reference: str | None = None,
     explanations: Sequence[Mapping[str, Any]] | None = None,
     runs: Mapping[str, str | os.PathLike | None] | None = None,
-    title: str = "Aortic stenosis screening: model evaluation",
+    title: str | None = None,
     progress: bool = False,
+    task: Any = None,
 ) -> EvaluationResult:
     """Evaluate models from ``{name: (val_table, eval_table)}`` and write the evaluation folder.
 
@@ -197,8 +195,13 @@ def evaluate_tables(
         explanations: ``{"record_id", "label", "probability", "images": {kind: png_path}}`` items shown in
             the report's Explanations section.
         runs: ``{name: run_dir}`` recorded in ``models/<name>/calibration.json``.
-        title: report title.
+        title: report title (default: the AS screening title for the binary task, else the task's name).
         progress: show a progress bar.
+        task: a :class:`cardiofusion.tasks.Task`, a task mapping, a built-in task name or a task file; None: the
+            binary AS task.  Multiclass, multi-label and regression tables (the task's score-table columns) are
+            evaluated by :func:`cardiofusion.evaluation.task_evaluate.evaluate_task_tables`: no calibration or
+            threshold is fitted (the task's decisions), the validation tables are optional (None) and counted only,
+            no subgroup table.  The binary task takes the path below, unchanged.
     """
     from tqdm.auto import tqdm
 
@@ -224,6 +227,18 @@ def evaluate_tables(
     runs = dict(runs or {})
     manifest_df = read_manifest(manifest)
     flow_dict = read_flow(flow, manifest if not isinstance(manifest, pd.DataFrame) else None)
+    task_obj = load_task(task) if task is not None else None
+    if task_obj is not None and not task_obj.is_binary:
+        from .task_evaluate import evaluate_task_tables
+
+        if (threshold_rule, target, calibration) != ("youden", None, "platt"):
+            notes.append(f"Threshold rule and calibration apply to binary tasks; the {task_obj.kind} task uses its "
+                         "own decisions.")
+        return evaluate_task_tables(tables, out, task_obj, names=names, reference=reference, split=split,
+                                    n_boot=n_boot, seed=seed, level=level, manifest_df=manifest_df,
+                                    runs=runs, title=title or f"{task_obj.name}: model evaluation", notes=notes,
+                                    progress=progress)
+    title = title or "Aortic stenosis screening: model evaluation"
 
     # -- calibration and threshold on validation ---------------------------------------------------
     val: dict[str, pd.DataFrame] = {}

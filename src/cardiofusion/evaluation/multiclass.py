@@ -86,8 +86,7 @@ class MulticlassMetrics(MetricFamily):
     def confusion(self, weights: np.ndarray | None = None) -> np.ndarray:
         return confusion_counts(self.y, self.pred, self.k, weights)
 
-    def matrix(self, weights: np.ndarray | None = None) -> np.ndarray:
-        w = as_weights(weights, self.y.size)
+    def _matrix(self, w: np.ndarray) -> np.ndarray:
         cm = self.confusion(w)  # (B, K, K)
         tp = np.diagonal(cm, axis1=1, axis2=2)  # (B, K)
         support, predicted = cm.sum(axis=2), cm.sum(axis=1)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import RankedScores, confusion_design, threshold_metrics
-from .taskmetrics import MetricFamily, MetricInfo, as_weights, div, nanmean_rows
+from .taskmetrics import MetricFamily, MetricInfo, div, nanmean_rows
 
 #: Metrics per label, in table order (``recall`` is sensitivity, ``precision`` PPV).
 LABEL_METRICS = ("auroc", "auprc", "brier", "ece", "recall", "specificity", "precision", "npv", "f1", "accuracy")
@@ -97,8 +97,7 @@ class MultilabelMetrics(MetricFamily):
                 cols[m].append(values[m])
         return {m: np.stack(v, axis=1) for m, v in cols.items()}
 
-    def matrix(self, weights: np.ndarray | None = None) -> np.ndarray:
-        w = as_weights(weights, self.n)
+    def _matrix(self, w: np.ndarray) -> np.ndarray:
         per = self.per_label(w)
         auroc, auprc = self.pooled_ranked.auroc_auprc(w)
         micro = {"auroc": auroc, "auprc": auprc, "ece": _ece(w, self.pooled_ece, self.known.sum(axis=1).astype(np.float64)),

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .taskmetrics import MetricFamily, MetricInfo, as_weights, div
+from .taskmetrics import MetricFamily, MetricInfo, div
 
 #: Metrics per target, in table order.
 TARGET_METRICS = ("mae", "rmse", "r2", "pearson_r", "spearman_r", "bias", "loa_low", "loa_high",
@@ -117,8 +117,7 @@ class RegressionMetrics(MetricFamily):
                                  self.units.get(name, "") if m in IN_UNITS else "", DIRECTION.get(m))
                       for name in self.names for m in TARGET_METRICS]
 
-    def matrix(self, weights: np.ndarray | None = None) -> np.ndarray:
-        w = as_weights(weights, self.n)
+    def _matrix(self, w: np.ndarray) -> np.ndarray:
         cols = []
         for j in range(len(self.names)):
             k = self.known[:, j]

@@ -79,12 +79,26 @@ class MetricFamily:
     """Base of the metric families: ``infos`` (one :class:`MetricInfo` per column) and :meth:`matrix`."""
 
     infos: list[MetricInfo]
+    y: np.ndarray
 
     @property
     def keys(self) -> list[str]:
         return [i.key for i in self.infos]
 
-    def matrix(self, weights: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover - interface
+    #: resamples computed together (bounds the memory of the rank metrics: groups x chunk floats per array)
+    chunk = 125
+
+    def matrix(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """``(B, M)`` metrics for each row of ``weights`` ``(B, n)``; None: the point estimate ``(1, M)``."""
+        n = self.n_records
+        w = as_weights(weights, n)
+        return np.concatenate([self._matrix(w[i:i + self.chunk]) for i in range(0, max(w.shape[0], 1), self.chunk)])
+
+    @property
+    def n_records(self) -> int:
+        return int(self.y.shape[0])
+
+    def _matrix(self, w: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
     def point(self) -> dict[str, float]:
