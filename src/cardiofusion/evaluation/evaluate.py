@@ -31,7 +31,7 @@ import pandas as pd
 from ..configfile import jsonable
 from .calibration import Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
-from ..tasks import load_task
+from ..tasks import Task, binary_task, load_task
 from .bootstrap import (
     bootstrap_weights,
     paired_differences,
@@ -491,15 +491,25 @@ def _write_figures(result: EvaluationResult, per_record: dict[str, dict[str, np.
 # ---------------------------------------------------------------------------------------------------
 # runs
 # ---------------------------------------------------------------------------------------------------
-def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """The validation and ``split`` score tables of a run folder (cached ``RUN/val_scores.csv`` /
-    ``RUN/scores_<split>.csv`` when they are current, else the model is run)."""
+    ``RUN/scores_<split>.csv`` when they are current, else the model is run).
+
+    A folder without ``config.yaml`` holding only score tables (another group's model, an exported table) is read
+    as it is: ``scores_<split>.csv`` is required, ``val_scores.csv`` optional (None; the binary task needs it).
+    """
     from ..training import best_checkpoint, score_split
 
     run = Path(run_dir)
     if not run.is_dir():
         raise ReadError(run, "no such run folder")
     saved_val = run / "val_scores.csv"
+    saved_split = run / ("val_scores.csv" if split == "val" else f"scores_{split}.csv")
+    if not (run / "config.yaml").is_file() and (saved_val.is_file() or saved_split.is_file()):
+        if not saved_split.is_file():
+            raise ReadError(saved_split, f"no {split} score table in this folder of score tables")
+        val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str}) if saved_val.is_file() else None
+        return val, pd.read_csv(saved_split, dtype={"record_id": str, "patient_id": str})
     if saved_val.is_file() and saved_val.stat().st_mtime >= best_checkpoint(run).stat().st_mtime:
         val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str})
     else:
@@ -507,29 +517,62 @@ def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.Data
     return val, score_split(run, split)
 
 
-def run_manifest(run_dir: str | os.PathLike) -> str | None:
-    """The manifest a run was trained on (from ``RUN/config.yaml``), when it still exists."""
-    from ..training import TrainConfig
+def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN/config.yaml`` as a mapping ({} when absent)."""
+    from ..configfile import read_mapping_file
 
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    manifest = TrainConfig.from_file(path).manifest
-    return manifest if manifest and Path(manifest).is_file() else None
+    return read_mapping_file(path, "run config") if path.is_file() else {}
+
+
+def run_manifest(run_dir: str | os.PathLike) -> str | None:
+    """The manifest a run was trained on (from ``RUN/config.yaml``), when it still exists."""
+    manifest = _run_config(run_dir).get("manifest")
+    return str(manifest) if manifest and Path(str(manifest)).is_file() else None
+
+
+def _same_task(a: Task, b: Task) -> bool:
+    """Same targets and outputs (the fitted regression scaler may differ between runs)."""
+    da, db = a.to_dict(), b.to_dict()
+    return all(da[k] == db[k] for k in ("kind", "columns", "classes", "ordinal", "bins"))
+
+
+def run_task(runs: Mapping[str, str | os.PathLike], task: Any = None) -> Task:
+    """The task of run folders: ``RUN/config.yaml``'s ``task`` mapping (the ``TrainConfig.task`` field), else
+    ``task`` (a Task, mapping, built-in name or file), else the binary AS task.  Every run must have the same
+    targets, and a given ``task`` must agree with the runs' own."""
+    given = load_task(task) if task is not None else None
+    found: Task | None = None
+    for name, run in runs.items():
+        mapping = _run_config(run).get("task")
+        if mapping is None:
+            continue
+        own = Task.from_dict(mapping, where=f"{Path(run) / 'config.yaml'}: task")
+        if found is not None and not _same_task(found, own):
+            raise ConfigError(f"run {name!r} ({run}) was trained for task {own.name!r} ({own.kind}), the others for "
+                              f"{found.name!r} ({found.kind}); evaluate runs of one task together")
+        found = found or own
+    if found is not None and given is not None and not _same_task(found, given):
+        raise ConfigError(f"--task {given.name!r} ({given.kind}) differs from the runs' own task {found.name!r} "
+                          f"({found.kind}, from config.yaml)")
+    return found or given or binary_task()
 
 
 def evaluate_runs(runs: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   *, split: str = "test", manifest: pd.DataFrame | str | os.PathLike | None = None,
                   flow: Mapping[str, Any] | str | os.PathLike | None = None, progress: bool = False,
-                  **kwargs: Any) -> EvaluationResult:
+                  task: Any = None, **kwargs: Any) -> EvaluationResult:
     """Evaluate trained run folders: :func:`evaluate_tables` on their validation and ``split`` scores.
 
     Args:
-        runs: ``{name: run_dir}`` (or a list of run folders, named after the folders).
+        runs: ``{name: run_dir}`` (or a list of run folders, named after the folders).  A folder of score
+            tables only (no ``config.yaml``) is read as it is (:func:`run_tables`).
         out_dir: the evaluation folder.
         split: the evaluated split (``test``; ``val`` gives optimistic numbers, the threshold being chosen there).
         manifest / flow: default: the first run's manifest and the ``flow.json`` beside it.
         progress: progress bars.
+        task: the task when the runs' ``config.yaml`` has none (folders of score tables, runs trained before
+            tasks existed); see :func:`run_task`.  Default: the runs' own, else the binary AS task.
         **kwargs: passed to :func:`evaluate_tables` (threshold_rule, target, calibration, subgroups, n_boot,
             seed, level, reference, explanations, title).
     """
@@ -539,13 +582,21 @@ def evaluate_runs(runs: Mapping[str, str | os.PathLike] | Sequence[str | os.Path
         runs = {Path(r).name: r for r in runs}
     if not runs:
         raise ConfigError("no run folders given")
+    for run in runs.values():
+        if not Path(run).is_dir():
+            raise ReadError(Path(run), "no such run folder")
+    the_task = run_task(runs, task)
     tables = {}
     for name, run in tqdm(list(runs.items()), desc="scoring", disable=not progress, leave=False):
         tables[name] = run_tables(run, split)
+        if tables[name][0] is None and the_task.is_binary:
+            raise ReadError(Path(run) / "val_scores.csv", "the binary task needs the validation scores (calibration "
+                            "and threshold are fitted there)")
     if manifest is None:
         manifest = run_manifest(next(iter(runs.values())))
     return evaluate_tables(tables, out_dir, manifest=manifest, flow=flow, split=split,
-                           runs={n: str(Path(r).resolve()) for n, r in runs.items()}, progress=progress, **kwargs)
+                           runs={n: str(Path(r).resolve()) for n, r in runs.items()}, progress=progress,
+                           task=None if the_task.is_binary else the_task, **kwargs)
 
 
 __all__ = [
@@ -560,5 +611,6 @@ __all__ = [
     "read_manifest",
     "run_manifest",
     "run_tables",
+    "run_task",
     "split_summary",
 ]
