@@ -88,7 +88,7 @@ def test_multilabel_equals_sklearn(unknown):
     d = (p >= [0.5, 0.4, 0.3]).astype(float)
     fam = MultilabelMetrics(y, p, names, d)
     _agree(fam, sklearn_multilabel_metrics, y, p, names, d)
-    _agree(fam, sklearn_multilabel_metrics, y, p, names, d, weights=bootstrap_weights(rng.integers(0, 40, n), 20, 0))
+    _agree(fam, sklearn_multilabel_metrics, y, p, names, d, weights=bootstrap_weights(rng.integers(0, 40, n), 10, 0))
 
 
 def test_unknown_label_excluded_from_that_label_only():
@@ -195,13 +195,19 @@ FIGURES = {"multiclass": ("confusion_matrix", "roc"), "multilabel": ("roc",), "r
 def evaluated(request, tmp_path_factory):
     task = TASKS[request.param]()
     tables = _tables(task)
+    val = _tables(task, 50, seed=1)
+    tables = {name: (val[name][1], test) for name, (_, test) in tables.items()}
+    test = tables["ECG"][1]
+    rng = np.random.default_rng(2)
+    manifest = pd.DataFrame({"record_id": test["record_id"], "age": rng.integers(35, 95, len(test)).astype(float),
+                             "sex": rng.choice(["F", "M"], len(test))})
     result = evaluate_tables(tables, tmp_path_factory.mktemp(request.param) / "evaluation", task=task, n_boot=100,
-                             seed=0)
-    return task, tables, result
+                             seed=0, manifest=manifest, subgroups="age,sex")
+    return task, tables, result, manifest
 
 
 def test_evaluation_folder(evaluated):
-    task, tables, result = evaluated
+    task, tables, result, _ = evaluated
     out = result.out_dir
     data = json.loads((out / "metrics.json").read_text())
     assert set(data) == {"ECG", "Multimodal", "comparisons", "settings"}
@@ -227,10 +233,32 @@ def test_evaluation_folder(evaluated):
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert set(comparisons["metric"]) == set(expected) and comparisons["p_value"].between(0, 1).all()
     assert len(pd.read_csv(out / "predictions.csv")) == result.settings["records"]["records"]
+    assert result.models["ECG"].val_counts["records"] == 50 - (0 if task.kind == "multiclass" else
+                                                               int(np.isnan(tables["ECG"][0][task.label_columns()])
+                                                                   .all(axis=1).sum()))
+
+
+def test_task_subgroups(evaluated):
+    from cardiofusion.evaluation.task_evaluate import metric_family, prepare_task_table
+
+    task, tables, result, manifest = evaluated
+    sub = pd.read_csv(result.out_dir / "subgroups.csv")
+    assert set(sub["column"]) == {"age", "sex"} and set(sub.loc[sub["column"] == "sex", "level"]) == {"F", "M"}
+    primary = result.settings["primary_metric"]
+    rows = sub[(sub["model"] == "ECG") & (sub["metric"] == primary)]
+    for _, part in rows.groupby("column"):
+        assert part["n"].sum() == result.settings["records"]["records"]  # the levels partition the records
+    table = prepare_task_table(tables["ECG"][1], task, "ECG")[0]
+    women = set(manifest.loc[manifest["sex"] == "F", "record_id"])
+    expected = metric_family(task, table[table["record_id"].isin(women)].reset_index(drop=True)).point()[primary]
+    row = rows[(rows["column"] == "sex") & (rows["level"] == "F")].iloc[0]
+    assert row["value"] == pytest.approx(expected, rel=1e-12)
+    assert row["ci_low"] <= row["median"] <= row["ci_high"]
+    assert "5. Subgroups" in result.report.read_text()
 
 
 def test_evaluation_figures_and_report(evaluated):
-    task, _, result = evaluated
+    task, _, result, _ = evaluated
     for key in FIGURES[task.kind]:
         with Image.open(result.paths[key]) as img:
             arr = np.asarray(img.convert("L"), dtype=float)

@@ -201,7 +201,7 @@ def evaluate_tables(
             binary AS task.  Multiclass, multi-label and regression tables (the task's score-table columns) are
             evaluated by :func:`cardiofusion.evaluation.task_evaluate.evaluate_task_tables`: no calibration or
             threshold is fitted (the task's decisions), the validation tables are optional (None) and counted only,
-            no subgroup table.  The binary task takes the path below, unchanged.
+            subgroups report the task's key metrics.  The binary task takes the path below, unchanged.
     """
     from tqdm.auto import tqdm
 
@@ -236,7 +236,7 @@ def evaluate_tables(
                          "own decisions.")
         return evaluate_task_tables(tables, out, task_obj, names=names, reference=reference, split=split,
                                     n_boot=n_boot, seed=seed, level=level, manifest_df=manifest_df,
-                                    runs=runs, title=title or f"{task_obj.name}: model evaluation", notes=notes,
+                                    subgroups=subgroups, runs=runs, title=title or f"{task_obj.name}: model evaluation", notes=notes,
                                     progress=progress)
     title = title or "Aortic stenosis screening: model evaluation"
 
@@ -498,8 +498,6 @@ def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.Data
     A folder without ``config.yaml`` holding only score tables (another group's model, an exported table) is read
     as it is: ``scores_<split>.csv`` is required, ``val_scores.csv`` optional (None; the binary task needs it).
     """
-    from ..training import best_checkpoint, score_split
-
     run = Path(run_dir)
     if not run.is_dir():
         raise ReadError(run, "no such run folder")
@@ -510,6 +508,8 @@ def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.Data
             raise ReadError(saved_split, f"no {split} score table in this folder of score tables")
         val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str}) if saved_val.is_file() else None
         return val, pd.read_csv(saved_split, dtype={"record_id": str, "patient_id": str})
+    from ..training import best_checkpoint, score_split
+
     if saved_val.is_file() and saved_val.stat().st_mtime >= best_checkpoint(run).stat().st_mtime:
         val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str})
     else:

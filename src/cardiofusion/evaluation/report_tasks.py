@@ -90,6 +90,27 @@ def _comparisons(result: EvaluationResult, keys: Sequence[str]) -> str:
             f"2/(B+1) = {2 / (result.settings['n_boot'] + 1):.4f}.</p>")
 
 
+def _subgroups(result: EvaluationResult, keys: Sequence[str]) -> str:
+    sub = result.subgroups
+    if sub.empty:
+        return "<p class='muted'>No subgroup analysis (no manifest or no subgroup column).</p>"
+    first = next(iter(result.models.values()))
+    keys = [k for k in keys if k in set(sub["metric"])][:2]
+    header = ["subgroup", "level", "records"] + [f"{_e(n)}: {_e(first.infos[k].label)}" for n in result.models
+                                                 for k in keys]
+    rows = []
+    for (column, level), part in sub.groupby(["column", "level"], sort=False):
+        row = [_e(column), _e(level), _n(int(part["n"].iloc[0]))]
+        for n in result.models:
+            for k in keys:
+                r = part[(part["model"] == n) & (part["metric"] == k)]
+                row.append(_e(format_ci(r["value"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0]))
+                           if len(r) else "n/a")
+        rows.append(row)
+    return (_table(header, rows, left=2) + "<p class='small muted'>Every key metric per level, with CIs from the "
+            "same patient resamples restricted to the level's records, is in subgroups.csv.</p>")
+
+
 def _records(result: EvaluationResult, task: Task) -> str:
     split = _e(result.settings["split"])
     rows = []
@@ -193,9 +214,11 @@ def write_task_report(result: EvaluationResult, task: Task, path: str | os.PathL
 {figure_html}
 <h2>4. Paired comparisons</h2>
 {_comparisons(result, keys)}
-<h2>5. Records evaluated</h2>
+<h2>5. Subgroups</h2>
+{_subgroups(result, keys)}
+<h2>6. Records evaluated</h2>
 {_records(result, task)}
-<h2>6. Methods</h2>
+<h2>7. Methods</h2>
 {_methods(result, task)}
 </body></html>
 """

@@ -31,6 +31,7 @@ from .multiclass import MulticlassMetrics
 from .multilabel import MultilabelMetrics
 from .regression import RegressionMetrics
 from .results import Comparison, EvaluationResult, model_pairs
+from .subgroups import level_order, parse_subgroups, subgroup_levels
 from .taskmetrics import MetricFamily, MetricInfo
 
 
@@ -172,6 +173,46 @@ def key_metrics(task: Task) -> list[str]:
     return [f"{m}:{c}" for c in task.classes for m in ("mae", "rmse", "r2", "pearson_r")]
 
 
+SUBGROUP_COLUMNS = ["column", "level", "model", "metric", "average", "target", "n", "patients", "value", "ci_low",
+                    "ci_high", "median", "n_valid"]
+
+
+def task_subgroups(task: Task, base: pd.DataFrame, aligned: Mapping[str, pd.DataFrame], weights: np.ndarray,
+                   manifest_df: pd.DataFrame | None, subgroups: Any, level: float, notes: list[str]) -> pd.DataFrame:
+    """The key metrics (:func:`key_metrics`) per level of each subgroup column, with CIs from the same patient
+    resamples restricted to the level's records (as the binary path does)."""
+    columns, bins = parse_subgroups(subgroups)
+    rows: list[dict[str, Any]] = []
+    if columns and manifest_df is None:
+        notes.append("No manifest given: subgroup analysis skipped.")
+    if not columns or manifest_df is None:
+        return pd.DataFrame(rows, columns=SUBGROUP_COLUMNS)
+    mf = manifest_df.copy()
+    mf["record_id"] = mf["record_id"].astype(str)
+    mf = mf.drop_duplicates("record_id").set_index("record_id")
+    absent = [c for c in columns if c not in mf.columns]
+    if absent:
+        notes.append(f"Subgroup column(s) not in the manifest, skipped: {', '.join(absent)}.")
+    keys = key_metrics(task)
+    for column in (c for c in columns if c in mf.columns):
+        levels = subgroup_levels(mf[column].reindex(base["record_id"]).reset_index(drop=True), column, bins)
+        for level_name in level_order(levels):
+            mask = (levels == level_name).to_numpy()
+            for name, table in aligned.items():
+                fam = metric_family(task, table[mask].reset_index(drop=True))
+                idx = [fam.keys.index(k) for k in keys]
+                point = fam.matrix(None)[0][idx]
+                boot = fam.matrix(weights[:, mask])[:, idx]
+                infos = {i.key: i for i in fam.infos}
+                for key, iv in zip(keys, percentile_summary(point, boot, level)):
+                    rows.append({"column": column, "level": level_name, "model": name, "metric": key,
+                                 "average": infos[key].average, "target": infos[key].target, "n": int(mask.sum()),
+                                 "patients": int(base.loc[mask, "patient_id"].nunique()), "value": iv.value,
+                                 "ci_low": iv.ci_low, "ci_high": iv.ci_high, "median": iv.median,
+                                 "n_valid": iv.n_valid})
+    return pd.DataFrame(rows, columns=SUBGROUP_COLUMNS)
+
+
 # ---------------------------------------------------------------------------------------------------
 # the evaluation
 # ---------------------------------------------------------------------------------------------------
@@ -187,6 +228,7 @@ def evaluate_task_tables(
     seed: int,
     level: float,
     manifest_df: pd.DataFrame | None,
+    subgroups: Any,
     runs: Mapping[str, Any],
     title: str,
     notes: list[str],
@@ -216,6 +258,12 @@ def evaluate_task_tables(
     if base.empty:
         raise ConfigError(f"no {split} record was scored by every model")
     label_cols = task.label_columns()
+    if task.kind == "multiclass":
+        sums = {n: test[n][task.prediction_columns()].to_numpy().sum(axis=1) for n in names}
+        off = [n for n, v in sums.items() if v.size and np.max(np.abs(v - 1.0)) > 1e-3]
+        if off:
+            notes.append(f"{', '.join(off)}: class probabilities that do not sum to 1 (max deviation "
+                         f"{max(np.max(np.abs(sums[n] - 1.0)) for n in off):.3g}); check the prob_* columns.")
     aligned: dict[str, pd.DataFrame] = {}
     for name in names:
         left_out = len(test[name]) - len(common)
@@ -268,10 +316,10 @@ def evaluate_task_tables(
                       "per label (default 0.5)", "regression": "predictions as they are"}[task.kind],
         "p_value": "two-sided bootstrap: min(1, 2 (min(#{d*<=0}, #{d*>=0}) + 1) / (B + 1))",
     }
-    if manifest_df is not None:
-        notes.append("Subgroup analysis is done for binary tasks only; no subgroup table for this task.")
+    sub = task_subgroups(task, base, aligned, weights, manifest_df, subgroups, level, notes)
+    settings["subgroups"] = list(dict.fromkeys(sub["column"]))
     result = EvaluationResult(out_dir=out_dir, models=models, comparisons=comparisons,  # type: ignore[arg-type]
-                              subgroups=pd.DataFrame(), settings=settings, notes=notes)
+                              subgroups=sub, settings=settings, notes=notes)
     result.seconds["bootstrap"] = round(boot_s, 3)
 
     t0 = time.perf_counter()
@@ -289,4 +337,4 @@ def evaluate_task_tables(
 
 
 __all__ = ["TaskModelEvaluation", "evaluate_task_tables", "key_metrics", "metric_family", "prepare_task_table",
-           "task_counts"]
+           "task_counts", "task_subgroups"]

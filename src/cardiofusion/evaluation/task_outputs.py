@@ -52,6 +52,8 @@ def write_task_outputs(result: EvaluationResult, task: Task, base: pd.DataFrame,
     pd.DataFrame(crow, columns=["model_a", "model_b", "metric", "average", "target", "difference", "ci_low",
                                 "ci_high", "median", "p_value", "test"]).to_csv(result.paths["comparisons_csv"],
                                                                                index=False)
+    result.paths["subgroups_csv"] = out / "subgroups.csv"
+    result.subgroups.to_csv(result.paths["subgroups_csv"], index=False)
     pred = base[["record_id", "patient_id", *task.label_columns()]].copy()
     for name, t in aligned.items():
         for col in task.prediction_columns():
