@@ -307,9 +307,19 @@ def test_binary_task_keeps_the_binary_path(tmp_path):
     assert plain.metrics_json() == named.metrics_json() and "task" not in plain.settings
 
 
-def test_runs_and_command_line_with_a_task(tmp_path, capsys):
-    from cardiofusion.cli import main
+def _evaluate_command(argv: list[str]) -> int:
+    """``cardiofusion evaluate ARGV`` through its own parser (the full CLI imports every command: slow)."""
+    import argparse
 
+    from cardiofusion.commands import evaluate as command
+
+    parser = argparse.ArgumentParser(prog="cardiofusion")
+    command.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", *argv])
+    return args.func(args)
+
+
+def test_runs_and_command_line_with_a_task(tmp_path, capsys):
     task = load_task("as_severity")
     tables = _tables(task, 80)
     runs = {}
@@ -319,8 +329,8 @@ def test_runs_and_command_line_with_a_task(tmp_path, capsys):
         t.to_csv(run / "scores_test.csv", index=False)
         runs[name] = run
     out = tmp_path / "cli"
-    rc = main(["evaluate", str(runs["ECG"]), str(runs["Multimodal"]), "--task", "as_severity", "--out", str(out),
-               "--bootstrap", "50", "--no-progress"])
+    rc = _evaluate_command([str(runs["ECG"]), str(runs["Multimodal"]), "--task", "as_severity", "--out", str(out),
+                            "--bootstrap", "50", "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0 and "Quadratic-weighted kappa" in printed and (out / "report.html").is_file()
     assert json.loads((out / "metrics.json").read_text())["settings"]["task"]["name"] == "as_severity"
@@ -337,6 +347,9 @@ def test_runs_and_command_line_with_a_task(tmp_path, capsys):
         configured[name] = run
     assert run_task(configured).name == "as_severity" and run_task(configured, "as_severity").ordinal
     assert run_task({"x": runs["ECG"]}).is_binary  # no config: the binary AS task
+    task_file = tmp_path / "severity.yaml"
+    task_file.write_text(yaml.safe_dump(task.to_dict()))
+    assert run_task({"x": runs["ECG"]}, str(task_file)).classes == CLASSES  # --task FILE
     with pytest.raises(ConfigError, match="differs from the runs' own task"):
         run_task(configured, "cardiac_multilabel")
     (configured["b"] / "config.yaml").write_text(yaml.safe_dump({"task": load_task("cardiac_multilabel").to_dict()}))
