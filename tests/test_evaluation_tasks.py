@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -355,3 +356,48 @@ def test_runs_and_command_line_with_a_task(tmp_path, capsys):
     (configured["b"] / "config.yaml").write_text(yaml.safe_dump({"task": load_task("cardiac_multilabel").to_dict()}))
     with pytest.raises(ConfigError, match="evaluate runs of one task together"):
         run_task(configured)
+
+
+# ---------------------------------------------------------------------------------------------------
+# trained runs end to end (the task from RUN/config.yaml)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_trained_runs_of_every_kind_evaluate(tmp_path, one_thread):
+    from conftest import build_tiny_cache, register_stand_in_encoders
+
+    from cardiofusion.models import ModelConfig
+    from cardiofusion.training import TrainConfig, fit
+    from cardiofusion.transforms.preprocess import PreprocessConfig
+
+    register_stand_in_encoders()
+    cohort = build_tiny_cache(tmp_path, fs=250.0, duration_s=2.0, image_size=32, n_patients=24, delete_export=True)
+    df = pd.read_parquet(cohort["manifest"])
+    rank = df.groupby("split").cumcount().to_numpy()
+    rng = np.random.default_rng(0)
+    df["sev"] = np.array(CLASSES)[rank % 4]
+    df["dx1"], df["dx2"] = (rank % 2).astype(float), ((rank // 2) % 2).astype(float)
+    df.loc[rank % 5 == 4, "dx2"] = np.nan
+    df["vel"] = 2.0 + rng.normal(size=len(df))
+    manifest = tmp_path / "manifest.parquet"
+    df.to_parquet(manifest)
+    tasks = {"ordinal": {"name": "sev", "kind": "multiclass", "ordinal": True, "columns": ["sev"], "classes": CLASSES},
+             "multilabel": {"name": "dx", "kind": "multilabel", "columns": ["dx1", "dx2"]},
+             "regression": {"name": "echo", "kind": "regression", "columns": ["vel"], "units": {"vel": "m/s"}}}
+    for kind, task in tasks.items():
+        config = TrainConfig(cache_dir=str(cohort["cache"]), manifest=str(manifest), task=task, batch_size=16,
+                             lr=1e-2, max_epochs=1, num_workers=0,
+                             model=ModelConfig(fusion="late", ecg_encoder="test_ecg_stats", cxr_encoder="test_cxr_conv"),
+                             preprocess=PreprocessConfig(fs=250.0, window_s=1.0, eval_stride_s=1.0, image_size=32))
+        run = fit(config, tmp_path / kind / "late", progress=False).run_dir
+        runs = {"late": run, "again": run}  # the same run twice: every paired difference is exactly 0
+        result = evaluate_runs(runs, tmp_path / kind / "evaluation", n_boot=50, subgroups=[])
+        data = json.loads((result.out_dir / "metrics.json").read_text())
+        assert data["settings"]["task"]["name"] == task["name"]
+        test = pd.read_csv(Path(run) / "scores_test.csv")
+        assert data["settings"]["records"]["records"] == len(test)
+        primary = data["settings"]["primary_metric"]
+        assert primary == {"ordinal": "quadratic_kappa", "multilabel": "macro_auroc", "regression": "mae:vel"}[kind]
+        diff = data["comparisons"]["again vs late"]["metrics"][primary]
+        assert diff["difference"] == 0 and diff["p_value"] == 1
+        assert data["late"][primary] == data["again"][primary]
+        assert result.report.is_file()
