@@ -396,7 +396,7 @@ def test_trained_runs_of_every_kind_evaluate(tmp_path, one_thread):
         test = pd.read_csv(Path(run) / "scores_test.csv")
         assert data["settings"]["records"]["records"] == len(test)
         primary = data["settings"]["primary_metric"]
-        assert primary == {"ordinal": "quadratic_kappa", "multilabel": "macro_auroc", "regression": "mae:vel"}[kind]
+        assert primary == {"ordinal": "quadratic_kappa", "multilabel": "macro_auroc", "regression": "mae"}[kind]
         diff = data["comparisons"]["again vs late"]["metrics"][primary]
         assert diff["difference"] == 0 and diff["p_value"] == 1
         assert data["late"][primary] == data["again"][primary]

@@ -6,7 +6,8 @@ Pearson r, Spearman r (Pearson r of mid-ranks, scipy's ``spearmanr``), Bland-Alt
 prediction - measurement) and 95% limits of agreement (bias -+ 1.96 SD of the differences, SD with ``n - 1``),
 and the calibration slope and intercept of the measurement regressed on the prediction (ordinary least
 squares ``truth = intercept + slope * prediction``; slope 1 and intercept 0 when calibrated, slope < 1 when
-the predictions spread too widely).
+the predictions spread too widely).  One summary: ``mae``, the mean over targets of each target's MAE (the
+task's primary metric, as training reports it; in the targets' units, mixed when they differ).
 
 Every moment comes from one product ``(B, n) @ (n, 10)`` of the resample weights with per-record terms
 (centred at the full-set means, so the sums do not cancel); the Spearman mid-ranks of a resample come from the
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .taskmetrics import MetricFamily, MetricInfo, div
+from .taskmetrics import MetricFamily, MetricInfo, div, nanmean_rows
 
 #: Metrics per target, in table order.
 TARGET_METRICS = ("mae", "rmse", "r2", "pearson_r", "spearman_r", "bias", "loa_low", "loa_high",
@@ -113,17 +114,21 @@ class RegressionMetrics(MetricFamily):
         self.names = [str(x) for x in names]
         self.units = dict(units or {})
         self.known = np.isfinite(self.y) & np.isfinite(self.p)
-        self.infos = [MetricInfo(f"{m}:{name}", f"{LABELS[m]} ({name})", "per target", name,
+        units = {self.units.get(name, "") for name in self.names}
+        self.infos = [MetricInfo("mae", "MAE, mean over targets", "macro", "", units.pop() if len(units) == 1 else
+                                 "mixed units", False)]
+        self.infos += [MetricInfo(f"{m}:{name}", f"{LABELS[m]} ({name})", "per target", name,
                                  self.units.get(name, "") if m in IN_UNITS else "", DIRECTION.get(m))
                       for name in self.names for m in TARGET_METRICS]
 
     def _matrix(self, w: np.ndarray) -> np.ndarray:
-        cols = []
+        cols, maes = [], []
         for j in range(len(self.names)):
             k = self.known[:, j]
             values = target_metrics(self.y[k, j], self.p[k, j], w[:, k])
             cols += [values[m] for m in TARGET_METRICS]
-        return np.stack(cols, axis=1)
+            maes.append(values["mae"])
+        return np.stack([nanmean_rows(np.stack(maes, axis=1)), *cols], axis=1)
 
 
 def reference_regression_metrics(labels: Any, predictions: Any, names: Sequence[str]) -> dict[str, float]:
@@ -146,6 +151,8 @@ def reference_regression_metrics(labels: Any, predictions: Any, names: Sequence[
                   "loa_high": d.mean() + LOA_Z * sd, "calibration_slope": fit.slope,
                   "calibration_intercept": fit.intercept}
         out.update({f"{m}:{name}": float(v) for m, v in values.items()})
+    maes = [out[f"mae:{name}"] for name in names if np.isfinite(out[f"mae:{name}"])]
+    out["mae"] = float(np.mean(maes)) if maes else float("nan")
     return out
 
 

@@ -181,8 +181,8 @@ def write_task_report(result: EvaluationResult, task: Task, path: str | os.PathL
     task_line = (f"task <b>{_e(task.name)}</b> ({KIND_WORDS[task.kind]}{', ordinal' if task.ordinal else ''}: "
                  f"{classes})")
     if task.kind == "regression":
-        summary = "".join(f"<h3>{_e(t)}</h3>" + _summary_table(result, [f"{m}:{t}" for m in TARGET_METRICS])
-                          for t in task.classes)
+        summary = _summary_table(result, ["mae"]) + "".join(
+            f"<h3>{_e(t)}</h3>" + _summary_table(result, [f"{m}:{t}" for m in TARGET_METRICS]) for t in task.classes)
         figure_html = (_figure(figures, "scatter", "Predicted against measured value per model and target; dashed: "
                                                    "identity line.")
                        + _figure(figures, "bland_altman", "Bland-Altman plots: prediction - measurement against their "

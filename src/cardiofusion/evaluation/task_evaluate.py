@@ -170,7 +170,7 @@ def key_metrics(task: Task) -> list[str]:
     if task.kind == "multilabel":
         return ["macro_auroc", "micro_auroc", "macro_auprc", "micro_auprc", "macro_brier", "macro_recall",
                 "macro_specificity"]
-    return [f"{m}:{c}" for c in task.classes for m in ("mae", "rmse", "r2", "pearson_r")]
+    return ["mae"] + [f"{m}:{c}" for c in task.classes for m in ("mae", "rmse", "r2", "pearson_r")]
 
 
 SUBGROUP_COLUMNS = ["column", "level", "model", "metric", "average", "target", "n", "patients", "value", "ci_low",
@@ -310,7 +310,7 @@ def evaluate_task_tables(
         "ci": "percentile interval of the bootstrap distribution", "value": "estimate on all evaluated records",
         "median": "median of the bootstrap distribution", "reference": reference,
         "records": task_counts(base, task), "task": task.to_dict(),
-        "primary_metric": primary if task.kind != "regression" else f"{primary}:{task.classes[0]}",
+        "primary_metric": primary,
         "key_metrics": key_metrics(task),
         "decisions": {"multiclass": "most probable class", "multilabel": "probability >= the task's threshold "
                       "per label (default 0.5)", "regression": "predictions as they are"}[task.kind],
