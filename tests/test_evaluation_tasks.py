@@ -189,7 +189,7 @@ def _regression_task() -> Task:
 
 TASKS = {"multiclass": lambda: load_task("as_severity"), "multilabel": lambda: load_task("cardiac_multilabel"),
          "regression": _regression_task}
-FIGURES = {"multiclass": ("confusion_matrix", "roc"), "multilabel": ("roc",), "regression": ("scatter", "bland_altman")}
+FIGURES = {"multiclass": ("confusion_matrix", "roc"), "multilabel": ("roc", "calibration"), "regression": ("scatter", "bland_altman")}
 
 
 @pytest.fixture(scope="module", params=list(TASKS))

@@ -1,5 +1,5 @@
 """Figures of the non-binary task kinds (matplotlib, Agg, PNG): the multiclass confusion matrix heat map,
-per-class / per-label ROC curves, and per regression target the prediction-vs-truth scatter (identity line)
+per-class / per-label ROC curves, multi-label reliability curves, and per regression target the prediction-vs-truth scatter (identity line)
 and the Bland-Altman plot.  One panel per model (and per target), so models are read side by side."""
 
 from __future__ import annotations
@@ -64,6 +64,36 @@ def class_roc_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], path
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7, framealpha=0.9, title="AUROC (95% CI)", title_fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def label_calibration_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike, *,
+                             n_bins: int = 10) -> Path:
+    """Reliability curves (the ECE's 10 equal-width probability bins) per label, one panel per model.
+
+    Args:
+        curves: ``{model: {label: {"labels", "probabilities", "ece", "brier"}}}`` (known labels only).
+    """
+    plt = _plt()
+    n = len(curves)
+    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 5.0), squeeze=False)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for ax, (name, per) in zip(axes[0], curves.items()):
+        for color, (label, c) in zip(_colors(len(per)), per.items()):
+            y, p = np.asarray(c["labels"], float), np.asarray(c["probabilities"], float)
+            bins = np.searchsorted(edges[1:-1], p)
+            used = np.unique(bins)
+            mean_p = [p[bins == b].mean() for b in used]
+            frac = [y[bins == b].mean() for b in used]
+            ax.plot(mean_p, frac, marker="o", ms=4, lw=1.5, color=color,
+                    label=f"{label}: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}")
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="Mean predicted probability",
+               ylabel="Observed fraction positive", title=f"{name}: calibration per label")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -135,4 +165,5 @@ def bland_altman_figure(data: Mapping[str, Mapping[str, Mapping[str, Any]]], pat
     return _save(fig, path)
 
 
-__all__ = ["bland_altman_figure", "class_roc_figure", "confusion_matrix_figure", "scatter_figure"]
+__all__ = ["bland_altman_figure", "class_roc_figure", "confusion_matrix_figure", "label_calibration_figure",
+           "scatter_figure"]

@@ -192,7 +192,9 @@ def write_task_report(result: EvaluationResult, task: Task, path: str | os.PathL
         figure_html = (_figure(figures, "confusion_matrix", "Confusion matrices: counts and % of each true class "
                                                             "(rows); predicted class = most probable class.")
                        + _figure(figures, "roc", "ROC curve per " + ("class (one vs rest)" if task.kind == "multiclass"
-                                                                     else "label") + "; legend: AUROC (95% CI)."))
+                                                                     else "label") + "; legend: AUROC (95% CI).")
+                       + _figure(figures, "calibration", "Reliability curves per label (10 equal-width probability "
+                                                         "bins, as the ECE); dashed: perfect calibration."))
     lvl = round(100 * s["level"])
     caption = (f"Values: estimate on all {s['records']['records']:,} {_e(s['split'])} records with the {lvl}% "
                f"percentile bootstrap CI ({s['n_boot']:,} resamples of patients). P-values: paired bootstrap against "

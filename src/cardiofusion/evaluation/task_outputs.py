@@ -107,6 +107,17 @@ def write_task_figures(result: EvaluationResult, task: Task, aligned: dict[str, 
         if any(curves.values()):
             paths["roc"] = fg.class_roc_figure(curves, out / "roc.png",
                                                what="class" if task.kind == "multiclass" else "label")
+    if task.kind == "multilabel":
+        cal: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, fam in families.items():
+            m = result.models[name].metrics
+            cal[name] = {}
+            for j, label in enumerate(task.classes):
+                k = fam.known[:, j]
+                if k.any():
+                    cal[name][label] = {"labels": fam.y[k, j], "probabilities": fam.p[k, j],
+                                        "ece": m[f"ece:{label}"].value, "brier": m[f"brier:{label}"].value}
+        paths["calibration"] = fg.label_calibration_figure(cal, out / "calibration.png")
     if task.kind == "regression":
         data: dict[str, dict[str, dict[str, Any]]] = {}
         for name, fam in families.items():
