@@ -189,7 +189,8 @@ def _regression_task() -> Task:
 
 TASKS = {"multiclass": lambda: load_task("as_severity"), "multilabel": lambda: load_task("cardiac_multilabel"),
          "regression": _regression_task}
-FIGURES = {"multiclass": ("confusion_matrix", "roc"), "multilabel": ("roc", "calibration"), "regression": ("scatter", "bland_altman")}
+FIGURES = {"multiclass": ("confusion_matrix", "roc"), "multilabel": ("roc", "calibration"),
+           "regression": ("scatter", "bland_altman")}
 
 
 @pytest.fixture(scope="module", params=list(TASKS))
@@ -386,7 +387,8 @@ def test_trained_runs_of_every_kind_evaluate(tmp_path, one_thread):
     for kind, task in tasks.items():
         config = TrainConfig(cache_dir=str(cohort["cache"]), manifest=str(manifest), task=task, batch_size=16,
                              lr=1e-2, max_epochs=1, num_workers=0,
-                             model=ModelConfig(fusion="late", ecg_encoder="test_ecg_stats", cxr_encoder="test_cxr_conv"),
+                             model=ModelConfig(fusion="late", ecg_encoder="test_ecg_stats",
+                                               cxr_encoder="test_cxr_conv"),
                              preprocess=PreprocessConfig(fs=250.0, window_s=1.0, eval_stride_s=1.0, image_size=32))
         run = fit(config, tmp_path / kind / "late", progress=False).run_dir
         runs = {"late": run, "again": run}  # the same run twice: every paired difference is exactly 0

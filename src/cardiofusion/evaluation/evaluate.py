@@ -236,8 +236,8 @@ def evaluate_tables(
                          "own decisions.")
         return evaluate_task_tables(tables, out, task_obj, names=names, reference=reference, split=split,
                                     n_boot=n_boot, seed=seed, level=level, manifest_df=manifest_df,
-                                    subgroups=subgroups, runs=runs, title=title or f"{task_obj.name}: model evaluation", notes=notes,
-                                    progress=progress)
+                                    subgroups=subgroups, runs=runs, notes=notes, progress=progress,
+                                    title=title or f"{task_obj.name}: model evaluation")
     title = title or "Aortic stenosis screening: model evaluation"
 
     # -- calibration and threshold on validation ---------------------------------------------------

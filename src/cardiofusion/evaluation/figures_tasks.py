@@ -1,6 +1,7 @@
 """Figures of the non-binary task kinds (matplotlib, Agg, PNG): the multiclass confusion matrix heat map,
-per-class / per-label ROC curves, multi-label reliability curves, and per regression target the prediction-vs-truth scatter (identity line)
-and the Bland-Altman plot.  One panel per model (and per target), so models are read side by side."""
+per-class / per-label ROC curves, multi-label reliability curves, and per regression target the
+prediction-vs-truth scatter (identity line) and the Bland-Altman plot.  One panel per model (and per target),
+so models are read side by side."""
 
 from __future__ import annotations
 

@@ -100,7 +100,8 @@ class MultilabelMetrics(MetricFamily):
     def _matrix(self, w: np.ndarray) -> np.ndarray:
         per = self.per_label(w)
         auroc, auprc = self.pooled_ranked.auroc_auprc(w)
-        micro = {"auroc": auroc, "auprc": auprc, "ece": _ece(w, self.pooled_ece, self.known.sum(axis=1).astype(np.float64)),
+        pairs = self.known.sum(axis=1).astype(np.float64)  # known (record, label) pairs per record
+        micro = {"auroc": auroc, "auprc": auprc, "ece": _ece(w, self.pooled_ece, pairs),
                  **threshold_metrics(w @ self.pooled_counts)}
         cols = [nanmean_rows(per[m]) for m in LABEL_METRICS] + [micro[m] for m in LABEL_METRICS]
         cols += [per[m][:, j] for m in LABEL_METRICS for j in range(len(self.names))]

@@ -125,8 +125,8 @@ class EvaluationResult:
         key = self.settings["primary_metric"]
         for c in self.comparisons.values():
             d = c.differences[key]
-            lines.append(f"{c.key}: {first.infos[key].label} difference "
-                         f"{format_ci(d.difference, d.ci_low, d.ci_high, signed=True)}, bootstrap p {format_p(d.p_value)}")
+            diff = format_ci(d.difference, d.ci_low, d.ci_high, signed=True)
+            lines.append(f"{c.key}: {first.infos[key].label} difference {diff}, bootstrap p {format_p(d.p_value)}")
         return lines
 
 

@@ -102,8 +102,9 @@ def prepare_task_table(table: pd.DataFrame | str | Any, task: Task, what: str) -
     label_cols, pred_cols = task.label_columns(), task.prediction_columns()
     missing = [c for c in ("record_id", "patient_id", *label_cols, *pred_cols) if c not in df.columns]
     if missing:
+        needed = ", ".join(["record_id", "patient_id", *label_cols, *pred_cols])
         raise ConfigError(f"{what}: score table lacks column(s) {', '.join(missing)} (task {task.name!r} is "
-                          f"{task.kind}: columns {', '.join(task.score_columns()[:2 + len(label_cols) + len(pred_cols)])})")
+                          f"{task.kind}: columns {needed})")
     df["record_id"] = df["record_id"].astype(str)
     df["patient_id"] = df["patient_id"].astype(str)
     y = _numeric(df, label_cols, what)
