@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", metavar="NAME|FILE",
                    help="task of the score tables when the runs' config.yaml has none (a built-in task name such as "
                         "as_severity, or a task YAML/JSON file); default: the runs' own task, else binary AS. A RUN "
-                        "may also be a folder holding only val_scores.csv / scores_<split>.csv")
+                        "may also be a folder holding only val_scores.csv / scores_<split>.csv.")
     p.add_argument("--title", default=None,
                    help="report title (default: 'Aortic stenosis screening: model evaluation', or the task's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
