@@ -56,7 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="model the others are compared against in the Table 2 layout (default: the last RUN)")
     p.add_argument("--manifest", help="cohort manifest for subgroups and the split summary (default: the first run's)")
     p.add_argument("--flow", help="cohort flow.json (default: beside the manifest)")
-    p.add_argument("--title", default="Aortic stenosis screening: model evaluation", help="report title")
+    p.add_argument("--task", metavar="NAME|FILE",
+                   help="task of the score tables when the runs' config.yaml has none (a built-in task name such as "
+                        "as_severity, or a task YAML/JSON file); default: the runs' own task, else binary AS. A RUN "
+                        "may also be a folder holding only val_scores.csv / scores_<split>.csv.")
+    p.add_argument("--title", default=None,
+                   help="report title (default: 'Aortic stenosis screening: model evaluation', or the task's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -74,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_runs(dict(zip(names, args.runs)), args.out, split=args.split, manifest=args.manifest,
                            flow=args.flow, threshold_rule=rule, target=target, calibration=args.calibration,
                            subgroups=subgroups, n_boot=args.bootstrap, seed=args.seed, level=args.level,
-                           reference=args.reference, title=args.title, progress=not args.no_progress)
+                           reference=args.reference, title=args.title, progress=not args.no_progress,
+                           task=args.task)
     for line in result.summary_lines():
         print(line)
     for note in result.notes:

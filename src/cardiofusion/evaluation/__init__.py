@@ -2,7 +2,9 @@
 DeLong), calibration, subgroups, cross-validation, figures and a self-contained HTML report.
 
 The statistics (:mod:`.metrics`, :mod:`.bootstrap`, :mod:`.delong`) need only numpy/scipy and work on
-arrays; :func:`evaluate_tables` works on score tables (any model); :func:`evaluate_runs` on run folders;
+arrays; :func:`evaluate_tables` works on score tables (any model; ``task=`` for multiclass, multi-label and
+regression tables, :mod:`.task_evaluate` with the metric families of :mod:`.multiclass`, :mod:`.multilabel`,
+:mod:`.regression`); :func:`evaluate_runs` on run folders (the task from their ``config.yaml``);
 :func:`cardiofusion.recipes.crossval.cross_validate` trains one run per patient-grouped fold (see ``docs/evaluation.md``).
 """
 
@@ -33,6 +35,7 @@ from .evaluate import (
     evaluate_runs,
     evaluate_tables,
     run_tables,
+    run_task,
 )
 from .formatting import format_ci, format_interval, format_p, format_value
 from .metrics import (
@@ -43,6 +46,11 @@ from .metrics import (
     point_metrics,
     sklearn_metrics,
 )
+from .multiclass import MulticlassMetrics
+from .multilabel import MultilabelMetrics
+from .regression import RegressionMetrics
+from .task_evaluate import key_metrics, metric_family
+from .taskmetrics import MetricFamily, MetricInfo
 from .subgroups import DEFAULT_BINS, DEFAULT_SUBGROUPS, parse_subgroups, subgroup_levels
 
 __all__ = [
@@ -56,7 +64,12 @@ __all__ = [
     "Difference",
     "EvaluationResult",
     "Interval",
+    "MetricFamily",
+    "MetricInfo",
     "ModelEvaluation",
+    "MulticlassMetrics",
+    "MultilabelMetrics",
+    "RegressionMetrics",
     "RankedScores",
     "bootstrap_mean_ci",
     "bootstrap_means",
@@ -73,6 +86,8 @@ __all__ = [
     "format_interval",
     "format_p",
     "format_value",
+    "key_metrics",
+    "metric_family",
     "metric_matrix",
     "paired_differences",
     "parse_subgroups",
@@ -80,6 +95,7 @@ __all__ = [
     "point_metrics",
     "resample_indices",
     "run_tables",
+    "run_task",
     "sklearn_metrics",
     "subgroup_levels",
     "summarize_folds",

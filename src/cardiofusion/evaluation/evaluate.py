@@ -18,7 +18,6 @@ ties); the threshold metrics use the decisions; the Brier score uses the calibra
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -32,13 +31,14 @@ import pandas as pd
 from ..configfile import jsonable
 from .calibration import Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
+from ..tasks import Task, binary_task, load_task
 from .bootstrap import (
     bootstrap_weights,
     paired_differences,
     percentile_summary,
 )
 from .delong import delong_ci, delong_test
-from .results import Comparison, EvaluationResult, ModelEvaluation
+from .results import Comparison, EvaluationResult, ModelEvaluation, model_pairs
 from .metrics import (
     METRIC_LABELS,
     METRICS,
@@ -148,10 +148,7 @@ def split_summary(flow: Mapping[str, Any] | None, manifest: pd.DataFrame | None)
 # ---------------------------------------------------------------------------------------------------
 # the evaluation
 # ---------------------------------------------------------------------------------------------------
-def _pairs(names: Sequence[str], reference: str) -> list[tuple[str, str]]:
-    """Reference first against every other model (the paper's p-values), then the remaining pairs."""
-    others = [n for n in names if n != reference]
-    return [(reference, o) for o in others] + list(itertools.combinations(others, 2))
+_pairs = model_pairs
 
 
 def evaluate_tables(
@@ -171,8 +168,9 @@ def evaluate_tables(
     reference: str | None = None,
     explanations: Sequence[Mapping[str, Any]] | None = None,
     runs: Mapping[str, str | os.PathLike | None] | None = None,
-    title: str = "Aortic stenosis screening: model evaluation",
+    title: str | None = None,
     progress: bool = False,
+    task: Any = None,
 ) -> EvaluationResult:
     """Evaluate models from ``{name: (val_table, eval_table)}`` and write the evaluation folder.
 
@@ -197,8 +195,13 @@ def evaluate_tables(
         explanations: ``{"record_id", "label", "probability", "images": {kind: png_path}}`` items shown in
             the report's Explanations section.
         runs: ``{name: run_dir}`` recorded in ``models/<name>/calibration.json``.
-        title: report title.
+        title: report title (default: the AS screening title for the binary task, else the task's name).
         progress: show a progress bar.
+        task: a :class:`cardiofusion.tasks.Task`, a task mapping, a built-in task name or a task file; None: the
+            binary AS task.  Multiclass, multi-label and regression tables (the task's score-table columns) are
+            evaluated by :func:`cardiofusion.evaluation.task_evaluate.evaluate_task_tables`: no calibration or
+            threshold is fitted (the task's decisions), the validation tables are optional (None) and counted only,
+            subgroups report the task's key metrics.  The binary task takes the path below, unchanged.
     """
     from tqdm.auto import tqdm
 
@@ -224,6 +227,18 @@ def evaluate_tables(
     runs = dict(runs or {})
     manifest_df = read_manifest(manifest)
     flow_dict = read_flow(flow, manifest if not isinstance(manifest, pd.DataFrame) else None)
+    task_obj = load_task(task) if task is not None else None
+    if task_obj is not None and not task_obj.is_binary:
+        from .task_evaluate import evaluate_task_tables
+
+        if (threshold_rule, target, calibration) != ("youden", None, "platt"):
+            notes.append(f"Threshold rule and calibration apply to binary tasks; the {task_obj.kind} task uses its "
+                         "own decisions.")
+        return evaluate_task_tables(tables, out, task_obj, names=names, reference=reference, split=split,
+                                    n_boot=n_boot, seed=seed, level=level, manifest_df=manifest_df,
+                                    subgroups=subgroups, runs=runs, notes=notes, progress=progress,
+                                    title=title or f"{task_obj.name}: model evaluation")
+    title = title or "Aortic stenosis screening: model evaluation"
 
     # -- calibration and threshold on validation ---------------------------------------------------
     val: dict[str, pd.DataFrame] = {}
@@ -476,15 +491,25 @@ def _write_figures(result: EvaluationResult, per_record: dict[str, dict[str, np.
 # ---------------------------------------------------------------------------------------------------
 # runs
 # ---------------------------------------------------------------------------------------------------
-def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """The validation and ``split`` score tables of a run folder (cached ``RUN/val_scores.csv`` /
-    ``RUN/scores_<split>.csv`` when they are current, else the model is run)."""
-    from ..training import best_checkpoint, score_split
+    ``RUN/scores_<split>.csv`` when they are current, else the model is run).
 
+    A folder without ``config.yaml`` holding only score tables (another group's model, an exported table) is read
+    as it is: ``scores_<split>.csv`` is required, ``val_scores.csv`` optional (None; the binary task needs it).
+    """
     run = Path(run_dir)
     if not run.is_dir():
         raise ReadError(run, "no such run folder")
     saved_val = run / "val_scores.csv"
+    saved_split = run / ("val_scores.csv" if split == "val" else f"scores_{split}.csv")
+    if not (run / "config.yaml").is_file() and (saved_val.is_file() or saved_split.is_file()):
+        if not saved_split.is_file():
+            raise ReadError(saved_split, f"no {split} score table in this folder of score tables")
+        val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str}) if saved_val.is_file() else None
+        return val, pd.read_csv(saved_split, dtype={"record_id": str, "patient_id": str})
+    from ..training import best_checkpoint, score_split
+
     if saved_val.is_file() and saved_val.stat().st_mtime >= best_checkpoint(run).stat().st_mtime:
         val = pd.read_csv(saved_val, dtype={"record_id": str, "patient_id": str})
     else:
@@ -492,29 +517,62 @@ def run_tables(run_dir: str | os.PathLike, split: str = "test") -> tuple[pd.Data
     return val, score_split(run, split)
 
 
-def run_manifest(run_dir: str | os.PathLike) -> str | None:
-    """The manifest a run was trained on (from ``RUN/config.yaml``), when it still exists."""
-    from ..training import TrainConfig
+def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN/config.yaml`` as a mapping ({} when absent)."""
+    from ..configfile import read_mapping_file
 
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    manifest = TrainConfig.from_file(path).manifest
-    return manifest if manifest and Path(manifest).is_file() else None
+    return read_mapping_file(path, "run config") if path.is_file() else {}
+
+
+def run_manifest(run_dir: str | os.PathLike) -> str | None:
+    """The manifest a run was trained on (from ``RUN/config.yaml``), when it still exists."""
+    manifest = _run_config(run_dir).get("manifest")
+    return str(manifest) if manifest and Path(str(manifest)).is_file() else None
+
+
+def _same_task(a: Task, b: Task) -> bool:
+    """Same targets and outputs (the fitted regression scaler may differ between runs)."""
+    da, db = a.to_dict(), b.to_dict()
+    return all(da[k] == db[k] for k in ("kind", "columns", "classes", "ordinal", "bins"))
+
+
+def run_task(runs: Mapping[str, str | os.PathLike], task: Any = None) -> Task:
+    """The task of run folders: ``RUN/config.yaml``'s ``task`` mapping (the ``TrainConfig.task`` field), else
+    ``task`` (a Task, mapping, built-in name or file), else the binary AS task.  Every run must have the same
+    targets, and a given ``task`` must agree with the runs' own."""
+    given = load_task(task) if task is not None else None
+    found: Task | None = None
+    for name, run in runs.items():
+        mapping = _run_config(run).get("task")
+        if mapping is None:
+            continue
+        own = Task.from_dict(mapping, where=f"{Path(run) / 'config.yaml'}: task")
+        if found is not None and not _same_task(found, own):
+            raise ConfigError(f"run {name!r} ({run}) was trained for task {own.name!r} ({own.kind}), the others for "
+                              f"{found.name!r} ({found.kind}); evaluate runs of one task together")
+        found = found or own
+    if found is not None and given is not None and not _same_task(found, given):
+        raise ConfigError(f"--task {given.name!r} ({given.kind}) differs from the runs' own task {found.name!r} "
+                          f"({found.kind}, from config.yaml)")
+    return found or given or binary_task()
 
 
 def evaluate_runs(runs: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   *, split: str = "test", manifest: pd.DataFrame | str | os.PathLike | None = None,
                   flow: Mapping[str, Any] | str | os.PathLike | None = None, progress: bool = False,
-                  **kwargs: Any) -> EvaluationResult:
+                  task: Any = None, **kwargs: Any) -> EvaluationResult:
     """Evaluate trained run folders: :func:`evaluate_tables` on their validation and ``split`` scores.
 
     Args:
-        runs: ``{name: run_dir}`` (or a list of run folders, named after the folders).
+        runs: ``{name: run_dir}`` (or a list of run folders, named after the folders).  A folder of score
+            tables only (no ``config.yaml``) is read as it is (:func:`run_tables`).
         out_dir: the evaluation folder.
         split: the evaluated split (``test``; ``val`` gives optimistic numbers, the threshold being chosen there).
         manifest / flow: default: the first run's manifest and the ``flow.json`` beside it.
         progress: progress bars.
+        task: the task when the runs' ``config.yaml`` has none (folders of score tables, runs trained before
+            tasks existed); see :func:`run_task`.  Default: the runs' own, else the binary AS task.
         **kwargs: passed to :func:`evaluate_tables` (threshold_rule, target, calibration, subgroups, n_boot,
             seed, level, reference, explanations, title).
     """
@@ -524,13 +582,21 @@ def evaluate_runs(runs: Mapping[str, str | os.PathLike] | Sequence[str | os.Path
         runs = {Path(r).name: r for r in runs}
     if not runs:
         raise ConfigError("no run folders given")
+    for run in runs.values():
+        if not Path(run).is_dir():
+            raise ReadError(Path(run), "no such run folder")
+    the_task = run_task(runs, task)
     tables = {}
     for name, run in tqdm(list(runs.items()), desc="scoring", disable=not progress, leave=False):
         tables[name] = run_tables(run, split)
+        if tables[name][0] is None and the_task.is_binary:
+            raise ReadError(Path(run) / "val_scores.csv", "the binary task needs the validation scores (calibration "
+                            "and threshold are fitted there)")
     if manifest is None:
         manifest = run_manifest(next(iter(runs.values())))
     return evaluate_tables(tables, out_dir, manifest=manifest, flow=flow, split=split,
-                           runs={n: str(Path(r).resolve()) for n, r in runs.items()}, progress=progress, **kwargs)
+                           runs={n: str(Path(r).resolve()) for n, r in runs.items()}, progress=progress,
+                           task=None if the_task.is_binary else the_task, **kwargs)
 
 
 __all__ = [
@@ -545,5 +611,6 @@ __all__ = [
     "read_manifest",
     "run_manifest",
     "run_tables",
+    "run_task",
     "split_summary",
 ]

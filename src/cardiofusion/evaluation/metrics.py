@@ -51,9 +51,13 @@ class RankedScores:
     Args:
         labels: 0/1 labels ``(n,)``.
         scores: higher = more likely positive ``(n,)``; any monotone scale (logits, probabilities, mV).
+        columns: the weight column of each entry ``(n,)`` (default: entry ``i`` is weighted by column ``i``).
+            Pooled ("micro") metrics of several labels per record give every label of record ``r`` column
+            ``r``, so the resample weights stay ``(B, records)``.
+        n_columns: columns of the weights (default ``n``).
     """
 
-    def __init__(self, labels: Any, scores: Any):
+    def __init__(self, labels: Any, scores: Any, columns: Any = None, n_columns: int | None = None):
         from scipy import sparse
 
         y = np.asarray(labels, dtype=np.float64).ravel()
@@ -67,9 +71,10 @@ class RankedScores:
         self.n_groups = int(group_sorted[-1]) + 1 if n else 0
         group = np.empty(n, dtype=np.int64)
         group[order] = group_sorted  # tie group of each record, 0 = highest score
-        cols = np.arange(n)
-        self.all_by_group = sparse.csr_matrix((np.ones(n), (group, cols)), shape=(self.n_groups, n))  # (G, n)
-        self.pos_by_group = sparse.csr_matrix((y, (group, cols)), shape=(self.n_groups, n))  # (G, n)
+        cols = np.arange(n) if columns is None else np.asarray(columns, dtype=np.int64).ravel()
+        width = n if n_columns is None else int(n_columns)
+        self.all_by_group = sparse.csr_matrix((np.ones(n), (group, cols)), shape=(self.n_groups, width))  # (G, n)
+        self.pos_by_group = sparse.csr_matrix((y, (group, cols)), shape=(self.n_groups, width))  # (G, n)
 
     def auroc_auprc(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """AUROC and average precision for each row of ``weights`` ``(B, n)`` -> two ``(B,)`` arrays.

@@ -3,6 +3,8 @@ comparison, and the whole result (read by :mod:`.report` without importing the e
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,14 @@ import pandas as pd
 
 from .bootstrap import Difference, Interval
 from .calibration import Calibrator, Threshold
-from .formatting import format_ci, format_p
+from .formatting import format_ci, format_interval, format_p
 from .metrics import METRIC_LABELS, METRICS
+
+
+def model_pairs(names: Sequence[str], reference: str) -> list[tuple[str, str]]:
+    """Reference first against every other model (the paper's p-values), then the remaining pairs."""
+    others = [n for n in names if n != reference]
+    return [(reference, o) for o in others] + list(itertools.combinations(others, 2))
 
 
 @dataclass
@@ -90,6 +98,8 @@ class EvaluationResult:
 
     def summary_lines(self) -> list[str]:
         """A short plain-text table (what the command line prints)."""
+        if (self.settings.get("task") or {}).get("kind", "binary") != "binary":
+            return self._task_summary_lines()
         head = f"{'model':<28}" + "".join(f"{METRIC_LABELS[m].split(' ')[0]:>26}" for m in ("auroc", "auprc", "recall",
                                                                                            "specificity"))
         lines = [head, "-" * len(head)]
@@ -105,5 +115,19 @@ class EvaluationResult:
                          f"bootstrap p {format_p(d.p_value)}, DeLong p {format_p(c.delong.get('p_value'))}")
         return lines
 
+    def _task_summary_lines(self) -> list[str]:
+        keys = list(self.settings["key_metrics"])[:4]
+        first = next(iter(self.models.values()))
+        head = f"{'model':<28}" + "".join(f"{first.infos[k].label[:25]:>28}" for k in keys)
+        lines = [head, "-" * len(head)]
+        for name, m in self.models.items():
+            lines.append(f"{name[:27]:<28}" + "".join(f"{format_interval(m.metrics[k]):>28}" for k in keys))
+        key = self.settings["primary_metric"]
+        for c in self.comparisons.values():
+            d = c.differences[key]
+            diff = format_ci(d.difference, d.ci_low, d.ci_high, signed=True)
+            lines.append(f"{c.key}: {first.infos[key].label} difference {diff}, bootstrap p {format_p(d.p_value)}")
+        return lines
 
-__all__ = ["Comparison", "EvaluationResult", "ModelEvaluation"]
+
+__all__ = ["Comparison", "EvaluationResult", "ModelEvaluation", "model_pairs"]
