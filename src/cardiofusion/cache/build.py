@@ -244,6 +244,8 @@ def build_cache(
         "cxr_shape": list(cxr_shape),
         "ecg_dtype": "float16",
         "cxr_dtype": "uint8",
+        # the modalities the manifest has exams of (one for a cohort from-adapter manifest)
+        "modalities": [m for m, t in (("ecg", ecg_exams), ("cxr", cxr_exams)) if len(t)],
         "source_hash": source_hash,
         "manifest": source,
         "manifest_sha256": _file_sha256(manifest_path) if manifest_path is not None else None,

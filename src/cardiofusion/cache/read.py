@@ -158,6 +158,8 @@ class PreprocessedCache:
         ids = exam_ids.astype(object).where(exam_ids.notna(), None)
         pos = lookup.get_indexer(pd.Index([str(x) if x is not None else "\0none" for x in ids]))
         found = pos >= 0
+        if len(index) == 0:  # a modality the manifest has no exams of
+            return pos, np.full(len(pos), "missing", dtype=object), np.full(len(pos), "", dtype=object)
         status = np.where(found, index["status"].to_numpy(dtype=object)[np.where(found, pos, 0)], "missing")
         reason = np.where(found, index["reason"].to_numpy(dtype=object)[np.where(found, pos, 0)], "")
         return pos, status, reason
@@ -175,11 +177,26 @@ class PreprocessedCache:
         df["cxr_row"] = np.where(c_status == STATUS_OK, c_pos, -1).astype(np.int64)
         return df, (e_status, e_reason, c_status, c_reason)
 
+    @staticmethod
+    def _usable(df: pd.DataFrame) -> np.ndarray:
+        """Rows whose exams all decoded; an empty exam id is a modality the record does not have
+        (single-modality manifests of ``cohort from-adapter``), whose row stays ``-1``."""
+        ok = np.ones(len(df), dtype=bool)
+        has_any = np.zeros(len(df), dtype=bool)
+        for m in ("ecg", "cxr"):
+            present = df[f"{m}_exam_id"].notna().to_numpy()
+            has_any |= present
+            ok &= ~present | (df[f"{m}_row"] >= 0).to_numpy()
+        return ok & has_any
+
     def records(self, manifest: str | os.PathLike | pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
-        """Manifest rows whose ECG and X-ray both decoded, with ``ecg_row`` and ``cxr_row`` added."""
+        """Manifest rows whose exams all decoded, with ``ecg_row`` and ``cxr_row`` added.
+
+        A paired record needs both; a single-modality record (the other exam id empty) needs its one exam and
+        has ``-1`` as the other row.
+        """
         df, _ = self._annotate(manifest)
-        keep = (df["ecg_row"] >= 0) & (df["cxr_row"] >= 0)
-        return df[keep].reset_index(drop=True)
+        return df[self._usable(df)].reset_index(drop=True)
 
     def excluded(self, manifest: str | os.PathLike | pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
         """Manifest rows :meth:`records` drops, with why.
@@ -189,11 +206,16 @@ class PreprocessedCache:
         interrupted build) and ``detail`` (the reader's message per modality).
         """
         df, (e_status, e_reason, c_status, c_reason) = self._annotate(manifest)
-        drop = (df["ecg_row"] < 0).to_numpy() | (df["cxr_row"] < 0).to_numpy()
+        drop = ~self._usable(df)
+        e_absent = df["ecg_exam_id"].isna().to_numpy()
+        c_absent = df["cxr_exam_id"].isna().to_numpy()
         reasons, details = [], []
         for i in np.flatnonzero(drop):
             problems, detail = [], []
-            for label, status, reason in (("ECG", e_status[i], e_reason[i]), ("X-ray", c_status[i], c_reason[i])):
+            for label, status, reason, absent in (("ECG", e_status[i], e_reason[i], e_absent[i]),
+                                                  ("X-ray", c_status[i], c_reason[i], c_absent[i])):
+                if absent and not (e_absent[i] and c_absent[i]):
+                    continue
                 if status == STATUS_FAILED:
                     problems.append(("unreadable", label))
                     detail.append(f"{label}: {reason}")

@@ -13,6 +13,60 @@ from .labels import ASCriteria, SeverityGrades
 from .values import DEFAULT_RANGES, ValueRules, check_decimal_comma, resolve_ranges
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+#: tables a config-named target column can come from (``ground_truth``: a per-patient table, e.g. the
+#: synthetic export's ``ground_truth/patients.csv``, joined on ``patient_id``)
+TARGET_TABLES: tuple[str, ...] = ("ecg", "cxr", "echo", "ground_truth")
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    """An extra manifest column copied from a table (``CohortConfig.targets``; ``docs/data_layout.md``).
+
+    Attributes:
+        table: ``echo`` / ``ecg`` / ``cxr`` (the record's linked exam) or ``ground_truth`` (per patient).
+        column: the column in that table (our name, after the column map).
+        numeric: read the column as numbers by the strict value rules (:mod:`cardiofusion.cohort.values`:
+            an unparseable or implausible cell excludes the row with the reason, a mostly invalid column is a
+            read error); ``False`` copies the text as it is (e.g. class names).
+        range: plausible inclusive ``[low, high]`` of a numeric column (``None``: no check; a built-in
+            numeric column such as ``lvef_pct`` keeps its ``plausible_ranges`` entry).
+    """
+
+    table: str
+    column: str
+    numeric: bool = True
+    range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.table not in TARGET_TABLES:
+            raise ConfigError(f"targets: table must be one of {', '.join(TARGET_TABLES)}, got {self.table!r}")
+        if not isinstance(self.column, str) or not self.column.strip():
+            raise ConfigError(f"targets: column must be a non-empty column name, got {self.column!r}")
+        if not isinstance(self.numeric, bool):
+            raise ConfigError(f"targets: numeric must be true or false, got {self.numeric!r}")
+        if self.range is not None:
+            from .values import _check_range
+
+            object.__setattr__(self, "range", _check_range(self.column, self.range))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "column": self.column, "numeric": self.numeric,
+                "range": list(self.range) if self.range is not None else None}
+
+    @classmethod
+    def from_dict(cls, name: str, d: Any) -> "TargetColumn":
+        if isinstance(d, TargetColumn):
+            return d
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"targets.{name} must be a mapping {{table, column}}, got {d!r}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"targets.{name}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        if "table" not in d or "column" not in d:
+            raise ConfigError(f"targets.{name} needs 'table' and 'column'")
+        rng = d.get("range")
+        return cls(table=d["table"], column=d["column"], numeric=d.get("numeric", True),
+                   range=tuple(rng) if isinstance(rng, (list, tuple)) else rng)
 
 
 @dataclass(frozen=True)
@@ -51,6 +105,10 @@ class CohortConfig:
             mean gradient 0-150 mmHg, AVA 0.2-6 cm2, LVEF 5-90 %, age 0-120 years, ECG fs 50-20000 Hz,
             resolution 0.001-1000 uV); ``None`` switches a column's check off.  A row with an
             unparseable or implausible value is excluded with the reason (``docs/data_layout.md``).
+        targets: extra manifest columns, ``{name: {table, column, numeric, range}}`` (:class:`TargetColumn`),
+            copied from the record's linked exam or the per-patient ground truth, e.g.
+            ``{"sts_score": {"table": "echo", "column": "STS"}}``.  A named column missing from its table is a
+            :class:`ConfigError` naming the file and the column.
     """
 
     cxr_within_days: float = 90.0
@@ -70,9 +128,18 @@ class CohortConfig:
     duplicate_exam_ids: Literal["drop", "first"] = "drop"
     decimal_comma: tuple[str, ...] = ()
     plausible_ranges: dict[str, tuple[float, float] | None] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    targets: dict[str, TargetColumn] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "decimal_comma", check_decimal_comma(self.decimal_comma))
+        if not isinstance(self.targets, Mapping):
+            raise ConfigError(f"targets must be a mapping name -> {{table, column}}, got {type(self.targets).__name__}")
+        targets = {}
+        for name, spec in self.targets.items():
+            if not isinstance(name, str) or not name.strip() or name.startswith("_"):
+                raise ConfigError(f"targets: {name!r} is not a valid column name")
+            targets[name] = TargetColumn.from_dict(name, spec)
+        object.__setattr__(self, "targets", targets)
+        object.__setattr__(self, "decimal_comma", check_decimal_comma(self.decimal_comma, extra=self._extra_numeric()))
         object.__setattr__(self, "plausible_ranges", resolve_ranges(self.plausible_ranges))
         for name in ("cxr_within_days", "ecg_within_days"):
             v = getattr(self, name)
@@ -105,7 +172,12 @@ class CohortConfig:
     @property
     def value_rules(self) -> ValueRules:
         """How the index tables' numbers are read (decimal comma, plausibility ranges)."""
-        return ValueRules(decimal_comma=self.decimal_comma, ranges=self.plausible_ranges)
+        return ValueRules(decimal_comma=self.decimal_comma, ranges=self.plausible_ranges,
+                          extra_numeric={t.column: t.range for t in self.targets.values()
+                                         if t.numeric and t.column not in self.plausible_ranges})
+
+    def _extra_numeric(self) -> tuple[str, ...]:
+        return tuple(t.column for t in self.targets.values() if t.numeric)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +189,8 @@ class CohortConfig:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif f.name == "targets":
+                v = {k: t.to_dict() for k, t in v.items()}
             elif isinstance(v, dict):
                 v = {k: (list(r) if r is not None else None) for k, r in v.items()}
             out[f.name] = v
@@ -154,4 +228,4 @@ class CohortConfig:
         return type(self)(**d)
 
 
-__all__ = ["SPLIT_NAMES", "CohortConfig"]
+__all__ = ["SPLIT_NAMES", "TARGET_TABLES", "CohortConfig", "TargetColumn"]

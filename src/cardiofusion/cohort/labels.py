@@ -63,6 +63,29 @@ MEASUREMENTS: tuple[str, ...] = ("peak_velocity_m_s", "mean_gradient_mmhg", "ava
 #: Severity grades from mildest to worst.
 SEVERITY_LEVELS: tuple[str, ...] = ("none", "mild", "moderate", "severe")
 
+# ----------------------------------------------------------------------------- other targets
+#: Coronary artery calcium (Agatston) CAC-DRS bin edges: 0 | 1-99 | 100-399 | >= 400 (a score in
+#: ``[edge_k, edge_k+1)`` is class k + 1; ``numpy.searchsorted(CAC_BINS, score, side="right")``).
+CAC_BINS: tuple[float, ...] = (1.0, 100.0, 400.0)
+CAC_CLASSES: tuple[str, ...] = ("0", "1-99", "100-399", ">=400")
+#: LV hypertrophy by echo LV mass (g), un-indexed ASE/EACVI 2015 upper limits: above this is LVH.
+LVH_MASS_G: dict[str, float] = {"F": 162.0, "M": 224.0}
+#: Heart failure with reduced ejection fraction: LVEF below this (%).
+HF_LVEF_PCT: float = 40.0
+
+
+def dx_lvh_expr(mass: str = "lv_mass_g", sex: str = "sex") -> pl.Expr:
+    """LVH 0/1 (Int8) from LV mass and sex (:data:`LVH_MASS_G`); null when either is unknown."""
+    limit = pl.col(sex).replace_strict(LVH_MASS_G, default=None, return_dtype=pl.Float64)
+    m = pl.col(mass).cast(pl.Float64, strict=False)
+    return pl.when(m.is_null() | limit.is_null()).then(pl.lit(None, pl.Int8)).otherwise((m > limit).cast(pl.Int8))
+
+
+def dx_hf_expr(lvef: str = "lvef_pct") -> pl.Expr:
+    """Reduced LVEF / heart failure 0/1 (Int8): LVEF < :data:`HF_LVEF_PCT`; null when LVEF is unknown."""
+    x = pl.col(lvef).cast(pl.Float64, strict=False)
+    return pl.when(x.is_null()).then(pl.lit(None, pl.Int8)).otherwise((x < HF_LVEF_PCT).cast(pl.Int8))
+
 
 def _check_threshold(name: str, value: float | None) -> None:
     if value is None:
@@ -321,6 +344,12 @@ def as_severity(
 
 
 __all__ = [
+    "CAC_BINS",
+    "CAC_CLASSES",
+    "HF_LVEF_PCT",
+    "LVH_MASS_G",
+    "dx_hf_expr",
+    "dx_lvh_expr",
     "MEASUREMENTS",
     "SEVERITY_LEVELS",
     "ASCriteria",

@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from .labels import MEASUREMENTS, label_expr, severity_expr
+from .labels import MEASUREMENTS, dx_hf_expr, dx_lvh_expr, label_expr, severity_expr
 from .config import CohortConfig
 from .tables import TABLE_KINDS
 
@@ -46,7 +46,12 @@ MANIFEST_CORE_COLUMNS: tuple[str, ...] = (
     "days_echo_to_cxr", "days_cxr_to_ecg",
     "peak_velocity_m_s", "mean_gradient_mmhg", "ava_cm2",
     "age", "sex", "pacemaker", "atrial_fibrillation",
+    "as_severity", "dx_as", "dx_lvh", "dx_hf", "dx_af",
 )
+#: Target columns derived from the linked exams (``docs/data_layout.md``, "Targets"): ``as_severity`` (the
+#: severity grade), ``dx_as`` (= label), ``dx_lvh`` (echo LV mass above the sex-specific limit),
+#: ``dx_hf`` (echo LVEF < 40%), ``dx_af`` (the ECG's atrial_fibrillation flag); null = unknown.
+DERIVED_TARGET_COLUMNS: tuple[str, ...] = ("as_severity", "dx_as", "dx_lvh", "dx_hf", "dx_af")
 #: ECG reader options copied when the ECG index has them.
 ECG_READER_COLUMNS: tuple[str, ...] = ("fs", "units", "resolution_uv")
 #: Columns consumed by the linkage itself (not passed through under their own name).
@@ -474,6 +479,14 @@ def _assemble(
         .sort("patient_id", "echo_datetime", "echo_exam_id", "ecg_datetime", "ecg_exam_id")
         .collect()
     )
+    lv_mass, lvef = passthrough["echo"].get("lv_mass_g"), passthrough["echo"].get("lvef_pct")
+    df = df.with_columns(
+        pl.col("severity").alias("as_severity"),
+        pl.col("label").cast(pl.Int8).alias("dx_as"),
+        (dx_lvh_expr(lv_mass) if lv_mass else pl.lit(None, pl.Int8)).alias("dx_lvh"),
+        (dx_hf_expr(lvef) if lvef else pl.lit(None, pl.Int8)).alias("dx_hf"),
+        pl.col("atrial_fibrillation").cast(pl.Int8).alias("dx_af"),
+    )
     if df["record_id"].n_unique() != df.height:
         n = pl.int_range(pl.len()).over("record_id")
         suffixed = pl.col("record_id") + "#" + n.cast(pl.String)
@@ -484,4 +497,4 @@ def _assemble(
     return df.select(core + reader + extras)
 
 
-__all__ = ["ECG_READER_COLUMNS", "MANIFEST_CORE_COLUMNS", "LinkResult", "link_exams", "reasons"]
+__all__ = ["DERIVED_TARGET_COLUMNS", "ECG_READER_COLUMNS", "MANIFEST_CORE_COLUMNS", "LinkResult", "link_exams", "reasons"]

@@ -7,7 +7,7 @@ Default layout (``docs/data_layout.md``)::
     cxr   required: patient_id, exam_id, exam_datetime, path
           optional: age, sex, view_position
     echo  required: patient_id, exam_id, exam_datetime, peak_velocity_m_s, mean_gradient_mmhg, ava_cm2
-          optional: path, age, sex, birth_date, lvef_pct
+          optional: path, age, sex, birth_date, lvef_pct, lv_mass_g
 
 Any other column is kept and passed through to the manifest.  A real export with other names is
 mapped with a :class:`ColumnMap` (ours -> theirs), e.g. in YAML::
@@ -65,7 +65,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "ecg": ("age", "sex", "pacemaker", "atrial_fibrillation", "fs", "units", "resolution_uv"),
     "cxr": ("age", "sex", "view_position"),
-    "echo": ("path", "age", "sex", "birth_date", "lvef_pct"),
+    "echo": ("path", "age", "sex", "birth_date", "lvef_pct", "lv_mass_g"),
 }
 
 _ID_COLUMNS = ("patient_id", "exam_id")
@@ -327,7 +327,7 @@ def normalise_index(
         elif name in _FLAG_COLUMNS:
             s = pl.col(name).cast(pl.String).str.strip_chars().str.to_uppercase()
             exprs.append(s.replace_strict(_FLAG_MAP, default=None, return_dtype=pl.Int8).alias(name))
-        elif name in _FLOAT_COLUMNS:
+        elif name in rules.numeric_columns:
             exprs.extend(number_exprs(name, dtype, rules))
             checked.append(name)
         elif name == "units":
@@ -363,7 +363,7 @@ def _check_majority(
                     "they are not ISO 8601 dates (YYYY-MM-DD[ HH:MM[:SS]]); give the export's layout as "
                     "datetime_format in the column map, e.g. '%d/%m/%Y %H:%M'")
         elif reason.startswith("implausible"):
-            hint = f"the column must hold {NUMERIC_UNITS[name]}; check its unit or plausible_ranges in the cohort config"
+            hint = f"the column must hold {NUMERIC_UNITS.get(name, 'numbers')}; check its unit or plausible_ranges in the cohort config"
         elif "," in str(example) and name not in rules.decimal_comma:
             hint = f"for a decimal comma, list '{name}' under decimal_comma in the cohort config"
         else:

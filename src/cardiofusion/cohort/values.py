@@ -37,6 +37,8 @@ NUMERIC_UNITS: dict[str, str] = {
     "mean_gradient_mmhg": "mmHg",
     "ava_cm2": "cm2",
     "lvef_pct": "%",
+    "lv_mass_g": "g",
+    "cac_agatston": "AU",
     "age": "years",
     "fs": "Hz",
     "resolution_uv": "uV",
@@ -52,6 +54,8 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "mean_gradient_mmhg": (0.0, 150.0),
     "ava_cm2": (0.2, 6.0),
     "lvef_pct": (5.0, 90.0),
+    "lv_mass_g": (20.0, 1000.0),
+    "cac_agatston": (0.0, 20000.0),
     "age": (0.0, 120.0),
     "fs": (50.0, 20000.0),
     "resolution_uv": (0.001, 1000.0),
@@ -63,6 +67,8 @@ UNITS: dict[str, dict[str, tuple[float, float]]] = {
     "mean_gradient_mmhg": {"mmhg": (1, 1), "mm hg": (1, 1)},
     "ava_cm2": {"cm2": (1, 1), "cm²": (1, 1), "cm^2": (1, 1), "mm2": (1, 100), "mm²": (1, 100), "mm^2": (1, 100)},
     "lvef_pct": {"%": (1, 1)},
+    "lv_mass_g": {"g": (1, 1), "kg": (1000, 1)},
+    "cac_agatston": {"au": (1, 1)},
     "age": {"y": (1, 1), "yr": (1, 1), "yrs": (1, 1), "year": (1, 1), "years": (1, 1)},
     "fs": {"hz": (1, 1), "khz": (1000, 1)},
     "resolution_uv": {"uv": (1, 1), "µv": (1, 1), "μv": (1, 1), "mv": (1000, 1), "nv": (1, 1000)},
@@ -117,14 +123,14 @@ def resolve_ranges(overrides: Mapping[str, Any] | None) -> dict[str, tuple[float
     return out
 
 
-def check_decimal_comma(columns: Any) -> tuple[str, ...]:
+def check_decimal_comma(columns: Any, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Validate the ``decimal_comma`` column list (our column names)."""
     if columns is None:
         return ()
     if isinstance(columns, str) or not hasattr(columns, "__iter__"):
         raise ConfigError(f"decimal_comma must be a list of column names, got {columns!r}")
     cols = tuple(columns)
-    bad = [c for c in cols if c not in NUMERIC_COLUMNS]
+    bad = [c for c in cols if c not in NUMERIC_COLUMNS and c not in extra]
     if bad:
         raise ConfigError(
             f"decimal_comma: {', '.join(map(repr, bad))} is not a numeric column (numeric columns: {', '.join(NUMERIC_COLUMNS)})"
@@ -143,14 +149,26 @@ class ValueRules:
 
     decimal_comma: tuple[str, ...] = ()
     ranges: dict[str, tuple[float, float] | None] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    extra_numeric: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "decimal_comma", check_decimal_comma(self.decimal_comma))
-        object.__setattr__(self, "ranges", resolve_ranges(self.ranges))
+        extra = {str(k): _check_range(str(k), v) for k, v in dict(self.extra_numeric or {}).items()}
+        object.__setattr__(self, "extra_numeric", extra)
+        object.__setattr__(self, "decimal_comma", check_decimal_comma(self.decimal_comma, extra=tuple(extra)))
+        ranges = resolve_ranges(self.ranges)
+        for k, v in extra.items():  # a target column named in the cohort config (CohortConfig.targets)
+            if k not in NUMERIC_COLUMNS:
+                ranges[k] = v
+        object.__setattr__(self, "ranges", ranges)
+
+    @property
+    def numeric_columns(self) -> tuple[str, ...]:
+        """Columns read as numbers: the built-in ones and the config's numeric targets."""
+        return NUMERIC_COLUMNS + tuple(k for k in self.extra_numeric if k not in NUMERIC_COLUMNS)
 
 
 def range_text(name: str, rng: tuple[float, float]) -> str:
-    return f"{rng[0]:g}-{rng[1]:g} {NUMERIC_UNITS[name]}"
+    return f"{rng[0]:g}-{rng[1]:g} {NUMERIC_UNITS.get(name, '')}".rstrip()
 
 
 def number_exprs(name: str, dtype: pl.DataType, rules: ValueRules) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
@@ -171,11 +189,11 @@ def number_exprs(name: str, dtype: pl.DataType, rules: ValueRules) -> tuple[pl.E
         if sep == ",":
             num = num.str.replace(",", ".", literal=True)
         number = num.cast(pl.Float64, strict=False)
-        units = UNITS[name]
+        units = UNITS.get(name, {})
         mul = unit.replace_strict({u: float(m) for u, (m, _) in units.items()}, default=None, return_dtype=pl.Float64)
         div = unit.replace_strict({u: float(d) for u, (_, d) in units.items()}, default=None, return_dtype=pl.Float64)
         value = pl.when(unit.is_null()).then(number).otherwise(number * mul / div)
-        accepted = ", ".join(units)
+        accepted = ", ".join(units) or "none"
         reason = (
             pl.when(missing).then(pl.lit(None, pl.String))
             .when(num.is_null()).then(pl.lit(f"unparseable {name}"))

@@ -75,6 +75,28 @@ def add_parser(subparsers) -> None:
     b.add_argument("--json", action="store_true", help="print the flow as JSON instead of the table")
     b.set_defaults(func=run_build)
 
+    fa = sub.add_parser(
+        "from-adapter",
+        help="one-modality manifest (ECG-only or X-ray-only) from an adapter's output, with a task's columns",
+        description=(
+            "Turn the output of 'cardiofusion adapt {ptbxl,cinc,nih,mimic}' into manifest.parquet + config.json "
+            "with one modality and the task's target columns, keeping the data set's split, grouped by patient "
+            "(PTB-XL strat_fold; MIMIC's official split; otherwise a seeded patient-grouped split, by record or "
+            "image where the data set has no patient ids). Then 'cardiofusion cache build' works on it."
+        ),
+    )
+    fa.add_argument("src", metavar="DIR", help="folder written by cardiofusion adapt")
+    fa.add_argument("--task", required=True, metavar="TASK",
+                    help="built-in task name (e.g. ptbxl_superclass, ptbxl_lvh, nih_cardiomegaly) or a task YAML/JSON")
+    fa.add_argument("--out", metavar="DIR", help="output folder (default: DIR/cohort-<task>)")
+    fa.add_argument("--modality", choices=("ecg", "cxr"), help="which index to use when the adapter wrote both (MIMIC)")
+    fa.add_argument("--val-folds", type=int, nargs="+", metavar="K", help="data set folds (strat_fold) used for val")
+    fa.add_argument("--test-folds", type=int, nargs="+", metavar="K", help="data set folds (strat_fold) used for test")
+    fa.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.70, 0.15, 0.15),
+                    help="patient fractions of a random split, when the data set has no split (default 0.70 0.15 0.15)")
+    fa.add_argument("--seed", type=int, default=0, help="seed of a random split (default 0)")
+    fa.set_defaults(func=run_from_adapter)
+
 
 def _resolve_inputs(args: argparse.Namespace) -> dict[str, Path]:
     from ..cohort.tables import DEFAULT_FILENAMES
@@ -139,4 +161,27 @@ def run_build(args: argparse.Namespace) -> int:
     print()
     for name, path in result.files.items():
         print(f"{name:<11} {path}")
+    return 0
+
+
+def run_from_adapter(args: argparse.Namespace) -> int:
+    from ..adapters.single_modality import single_modality_cohort
+    from ..tasks import load_task
+
+    task = load_task(args.task)
+    out = Path(args.out) if args.out else Path(args.src) / f"cohort-{task.name}"
+    res = single_modality_cohort(args.src, task.columns, out, modality=args.modality, val_folds=args.val_folds,
+                                 test_folds=args.test_folds, fractions=tuple(args.split), seed=args.seed,
+                                 task=task.to_dict())
+    info = res.info
+    print(f"{info['dataset']}: {info['modalities'][0]}-only cohort for task {task.name} ({task.kind})")
+    print(f"split: {info['split_rule']} (grouped by {info['split_unit']})")
+    for s in ("train", "val", "test"):
+        line = f"  {s:<5} {info['records'][s]:>6} records  {info['patients'][s]:>6} {info['split_unit']}s"
+        frame = res.manifest[res.manifest["split"] == s]
+        pos = [f"{c} {int((frame[c] == 1).sum())}" for c in task.columns
+               if set(frame[c].dropna().unique()) <= {0, 1} and len(frame[c].dropna())]
+        print(line + ("  positives: " + ", ".join(pos) if pos else ""))
+    for name, path in res.files.items():
+        print(f"{name:<9} {path}")
     return 0

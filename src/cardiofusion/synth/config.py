@@ -135,7 +135,7 @@ class SynthResult:
         ]
         if self.oracle:
             lines.append("oracle AUROC (planted signs): " + "  ".join(
-                f"{k} {v:.3f}" for k, v in self.oracle.items()))
+                f"{k} {v:.3f}" for k, v in self.oracle.items() if isinstance(v, float)))
         if self.defects:
             lines.append("defective files: " + ", ".join(f"{d['path']} ({d['kind']})" for d in self.defects))
         lines.append(f"time: {self.seconds:.1f} s")

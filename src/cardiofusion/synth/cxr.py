@@ -3,7 +3,8 @@
 The phantom is built in an "attenuation" image (bright = dense): soft-tissue body, two air-filled
 lungs with vascular texture, mediastinum and spine, posterior ribs, clavicles, diaphragm domes, a heart
 silhouette whose width is ``CTR x`` the inner thoracic width, the aortic knob, calcification spots
-(aortic valve region, aortic knob) and a pacemaker with its lead.  A random rotation / zoom / shift,
+(aortic valve region, aortic knob; fainter coronary specks near the heart border, drawn from their own
+random stream) and a pacemaker with its lead.  A random rotation / zoom / shift,
 detector blur, exposure (gamma, contrast), quantum noise and a 12-bit mapping follow.  Bounding boxes
 of the heart, every calcification and the pacemaker are returned in pixel coordinates of the stored
 image (``x0, y0, x1, y1``: columns, rows, inclusive-exclusive).  A few ms per 256 px image.
@@ -30,7 +31,8 @@ def _smooth_mask(inside: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(inside.astype(np.float32), sigma)
 
 
-def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, dict[str, Any]]:
+def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256,
+               coronary_rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One radiograph: ``(size, size)`` uint16 12-bit MONOCHROME2 values and its ground truth.
 
     ``spec`` keys: ``ctr``, ``n_valve_calc``, ``n_knob_calc``, ``pacemaker``, ``habitus``, ``female``,
@@ -176,6 +178,33 @@ def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256) 
                            int(np.clip(np.ceil(b[2]), 0, S)), int(np.clip(np.ceil(b[3]), 0, S))])
         calc_kinds.append(kind)
 
+    # coronary calcification specks near the heart border (LAD / circumflex on the left, RCA on the right):
+    # smaller and fainter than the valve spots, from their own stream so that everything else is unchanged
+    cor_boxes = []
+    n_cor = int(spec.get("n_coronary_calc", 0))
+    if n_cor > 0 and coronary_rng is not None:
+        crng = coronary_rng
+        for _ in range(n_cor):
+            if crng.random() >= 0.7:  # each speck visible on 70% of exams
+                continue
+            a = crng.uniform(np.deg2rad(-80), np.deg2rad(10)) if crng.random() < 0.7 \
+                else crng.uniform(np.deg2rad(150), np.deg2rad(200))
+            rr = crng.uniform(0.8, 0.95)
+            sx, sy = h_cx + rr * (hw / 2) * np.cos(a), h_cy + rr * h_ry * np.sin(a)
+            r = crng.uniform(0.7, 1.2) * zoom * S / 256
+            amp = crng.uniform(0.1, 0.18)
+            qr, qc = fwd(sx, sy)
+            h = int(np.ceil(3 * r))
+            r0, r1 = max(int(qr) - h, 0), min(int(qr) + h + 2, S)
+            c0, c1 = max(int(qc) - h, 0), min(int(qc) + h + 2, S)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            py_, px_ = np.mgrid[r0:r1, c0:c1]
+            A[r0:r1, c0:c1] += amp * np.exp(-0.5 * (((py_ - qr) / r) ** 2 + ((px_ - qc) / r) ** 2))
+            b = [qc - 2.2 * r, qr - 2.2 * r, qc + 2.2 * r, qr + 2.2 * r]
+            cor_boxes.append([int(np.clip(np.floor(b[0]), 0, S)), int(np.clip(np.floor(b[1]), 0, S)),
+                              int(np.clip(np.ceil(b[2]), 0, S)), int(np.clip(np.ceil(b[3]), 0, S))])
+
     # detector blur, exposure, noise, 12-bit mapping
     A = ndimage.gaussian_filter(A, float(rng.uniform(0.5, 0.9)))
     exposure = float(np.exp(rng.normal(0, 0.15)))
@@ -196,6 +225,8 @@ def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256) 
         "calc_kinds": calc_kinds,
         "n_valve_calc_visible": calc_kinds.count("valve"),
         "n_knob_calc_visible": calc_kinds.count("knob"),
+        "coronary_bboxes": cor_boxes,
+        "n_coronary_calc_visible": len(cor_boxes),
         "pacemaker_bbox": fwd_box(*pm_box) if pm_box is not None else None,
         "rotation_deg": round(rot, 3), "zoom": round(zoom, 4),
         "shift_px": [round(float(shift[1]), 2), round(float(shift[0]), 2)],

@@ -36,6 +36,15 @@ _V_LVH_S = np.array([1.0, 1.0, 0.6, 0.2, 0.0, 0.0])  # share of the LVH gain on 
 _V_STRAIN_ST = np.array([0.15, 0.0, -0.1, -0.35, -0.6, -0.6])
 _V_STRAIN_T = np.array([0.2, 0.0, -0.2, -0.6, -1.0, -1.0])
 
+#: ECG territories of the ischaemic correlates: (frontal-plane axis in degrees, V1..V6 weights).
+ISCHAEMIA_TERRITORIES: dict[str, tuple[float, tuple[float, ...]]] = {
+    "inferior": (90.0, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    "anterior": (0.0, (0.3, 1.0, 1.0, 0.7, 0.2, 0.0)),
+    "lateral": (10.0, (0.0, 0.0, 0.0, 0.4, 1.0, 1.0)),
+}
+#: limb-lead amplitude of a territory's changes relative to its precordial ones (inferior: limb leads only)
+_TERRITORY_LIMB = {"inferior": 1.0, "anterior": 0.15, "lateral": 0.6}
+
 
 def _frontal(amp: float, axis_deg: float) -> np.ndarray:
     """Projection of a frontal-plane vector on leads I (0 deg) and II (60 deg): shape (2,)."""
@@ -100,7 +109,33 @@ def beat_template(spec: dict[str, Any], fs: float) -> tuple[np.ndarray, int]:
             st = g(0.1 + 0.25 * (t_c - 0.1), 0.045)  # downsloping ST segment into the T wave
             add(_frontal(0.6 * strain, 165), strain * _V_STRAIN_ST, st)
             add(_frontal(1.1 * strain, 165), strain * _V_STRAIN_T, t_wave)
+        _add_ischaemia(spec, add, g, t_wave, t_prec, tsc, w)
     return (out * scale).astype(np.float64), int(round(pre * fs))
+
+
+def _add_ischaemia(spec: dict[str, Any], add: Any, g: Any, t_wave: np.ndarray, t_prec: np.ndarray,
+                   tsc: float, w: float) -> None:
+    """Ischaemic correlates of coronary calcium in one territory (``isch_*_visible`` keys; none: unchanged).
+
+    ST depression (a negative ST-segment wave), T flattening (part of the T wave removed) and a
+    pathological Q wave (a deep, wide negative deflection before R), each along the territory's
+    frontal-plane axis and precordial weights (:data:`ISCHAEMIA_TERRITORIES`).
+    """
+    terr = spec.get("isch_territory") or ""
+    st_mv = float(spec.get("isch_st_mv_visible", 0.0))
+    t_flat = float(spec.get("isch_t_flat_visible", 0.0))
+    q_mv = float(spec.get("isch_q_mv_visible", 0.0))
+    if not terr or (st_mv <= 0 and t_flat <= 0 and q_mv <= 0):
+        return
+    axis, prec = ISCHAEMIA_TERRITORIES[terr]
+    prec_w = np.asarray(prec, dtype=float)
+    limb = _TERRITORY_LIMB[terr]
+    if st_mv > 0:
+        add(_frontal(-st_mv * limb, axis), -st_mv * prec_w, g(0.12, 0.05))
+    if t_flat > 0:
+        add(_frontal(-t_flat * 0.32 * tsc * limb, axis), -t_flat * t_prec * prec_w, t_wave)
+    if q_mv > 0:
+        add(_frontal(-q_mv * limb, axis), -q_mv * prec_w, g(-0.03 * w, 0.012 * w))
 
 
 def _beat_times(spec: dict[str, Any], duration: float, rng: np.random.Generator) -> np.ndarray:

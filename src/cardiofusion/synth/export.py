@@ -22,20 +22,20 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..cohort.labels import ASCriteria
+from ..cohort.labels import CAC_BINS, CAC_CLASSES, HF_LVEF_PCT, LVH_MASS_G, ASCriteria
 from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
 from .config import SynthConfig, SynthResult
 from .cxr import render_cxr, truncate_file, write_cxr_dicom
 from .ecg import render_ecg, to_counts, write_defective_ecg_csv, write_ecg_csv
-from .oracle import link_records, oracle_auroc
-from .patients import LVH_LEADS, STRAIN_LEADS, PatientPlan, exam_rng, plan_cohort
+from .oracle import link_records, oracle_auroc, oracle_targets, record_targets
+from .patients import LVH_LEADS, STRAIN_LEADS, PatientPlan, coronary_rng, exam_rng, plan_cohort
 
 ECG_INDEX_COLUMNS = ("patient_id", "exam_id", "exam_datetime", "path", "age", "sex", "pacemaker",
                      "atrial_fibrillation", "fs", "units", "resolution_uv")
 CXR_INDEX_COLUMNS = ("patient_id", "exam_id", "exam_datetime", "path", "age", "sex", "view_position")
 ECHO_INDEX_COLUMNS = ("patient_id", "exam_id", "exam_datetime", "peak_velocity_m_s", "mean_gradient_mmhg",
-                      "ava_cm2", "age", "sex", "lvef_pct")
+                      "ava_cm2", "age", "sex", "lvef_pct", "lv_mass_g")
 
 
 def _iso(when: Any) -> str:
@@ -60,7 +60,8 @@ def _render_chunk(args: tuple[dict[str, Any], Path, list[tuple[dict, list[dict],
         for c in cxrs:
             path = out_dir / "cxr" / f"{c['exam_id']}.dcm"
             rng = exam_rng(seed, c["patient_index"], c["exam_key"])
-            stored, gt = render_cxr(c, rng, size=cfg_d["cxr_size"])
+            stored, gt = render_cxr(c, rng, size=cfg_d["cxr_size"],
+                                    coronary_rng=coronary_rng(seed, c["patient_index"], c["exam_key"]))
             write_cxr_dicom(
                 path, stored, monochrome1=c["monochrome1"], modality=c["modality"],
                 window_center=gt["window_center"], window_width=gt["window_width"],
@@ -117,6 +118,9 @@ def _tables(plans: list[PatientPlan], cfg: SynthConfig) -> dict[str, pd.DataFram
                 "hr_bpm": round(e["hr_bpm"], 1), "amp_scale": round(e["amp_scale"], 4),
                 "qrs_axis_deg": round(e["qrs_axis_deg"], 1), "noise_mv": round(e["noise_mv"], 4),
                 "wander_mv": round(e["wander_mv"], 4), "powerline_mv": round(e["powerline_mv"], 4),
+                "isch_territory": e["isch_territory"],
+                **{k: round(e[k], 4) for k in ("isch_st_mv", "isch_t_flat", "isch_q_mv", "isch_st_mv_visible",
+                                               "isch_t_flat_visible", "isch_q_mv_visible")},
                 "defect": e.get("defect", "")})
         for c in p.cxrs:
             cxr_rows.append({
@@ -127,7 +131,8 @@ def _tables(plans: list[PatientPlan], cfg: SynthConfig) -> dict[str, pd.DataFram
             echo_rows.append({
                 "patient_id": u["patient_id"], "exam_id": u["exam_id"], "exam_datetime": _iso(u["datetime"]),
                 "peak_velocity_m_s": u["peak_velocity_m_s"], "mean_gradient_mmhg": u["mean_gradient_mmhg"],
-                "ava_cm2": u["ava_cm2"], "age": u["age"], "sex": u["sex"], "lvef_pct": u["lvef_pct"]})
+                "ava_cm2": u["ava_cm2"], "age": u["age"], "sex": u["sex"], "lvef_pct": u["lvef_pct"],
+                "lv_mass_g": u["lv_mass_g"]})
     return {
         "ecg": pd.DataFrame(ecg_rows, columns=list(ECG_INDEX_COLUMNS)),
         "cxr": pd.DataFrame(cxr_rows, columns=list(CXR_INDEX_COLUMNS)),
@@ -149,6 +154,8 @@ def _cxr_truth(plans: list[PatientPlan], rendered: dict[str, dict[str, Any]]) ->
                 "ctr": round(c["ctr"], 4), "view_position": c["view_position"],
                 "n_valve_calc": c["n_valve_calc"], "n_knob_calc": c["n_knob_calc"],
                 "n_valve_calc_visible": g["n_valve_calc_visible"], "n_knob_calc_visible": g["n_knob_calc_visible"],
+                "n_coronary_calc": c["n_coronary_calc"], "n_coronary_calc_visible": g["n_coronary_calc_visible"],
+                "coronary_bboxes": json.dumps(g["coronary_bboxes"]),
                 "calc_present": int(len(g["calc_bboxes"]) > 0),
                 "calc_bboxes": json.dumps(g["calc_bboxes"]), "calc_kinds": ",".join(g["calc_kinds"]),
                 "heart_x0": hb[0], "heart_y0": hb[1], "heart_x1": hb[2], "heart_y1": hb[3],
@@ -224,9 +231,12 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
     records = link_records(tables["ecg"], tables["cxr"], tables["echo"])
     bad = {d["exam_id"] for d in defects}
     clean = records[~records["ecg_exam_id"].isin(bad) & ~records["cxr_exam_id"].isin(bad)]
+    targets = record_targets(records, tables["ecg"], tables["echo"], tables["patients"])
     oracle: dict[str, Any] = {}
     if cfg.compute_oracle:
         oracle = oracle_auroc(clean, tables["ecg_truth"], tables["cxr_truth"], seed=cfg.seed)
+        clean_t = targets[~targets["ecg_exam_id"].isin(bad) & ~targets["cxr_exam_id"].isin(bad)]
+        oracle["targets"] = oracle_targets(clean_t, tables["ecg_truth"], tables["cxr_truth"], seed=cfg.seed)
     pat = tables["patients"]
     counts = {"patients": len(plans), "ecg": len(tables["ecg"]), "cxr": len(tables["cxr"]),
               "echo": len(tables["echo"]), "records": int(len(records)),
@@ -241,6 +251,7 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
         tables["ecg_truth"].to_csv(gt / "ecg_exams.csv", index=False)
         tables["cxr_truth"].to_csv(gt / "cxr_exams.csv", index=False)
         records.to_csv(gt / "records.csv", index=False)
+        targets.to_csv(gt / "record_targets.csv", index=False)
         pd.DataFrame(defects, columns=["modality", "exam_id", "path", "kind"]).to_csv(gt / "defects.csv", index=False)
         rule = ASCriteria()  # the cohort's AS rule (cardiofusion.cohort.labels), the echoes are drawn to meet it
         summary = {
@@ -254,6 +265,7 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
                                 "non_as": round(float((pat.loc[pat.as_label == 0, "sex"] == "F").mean()), 3)},
             "af_fraction": {"as": round(float(pat.loc[pat.as_label == 1, "atrial_fibrillation"].mean()), 3),
                             "non_as": round(float(pat.loc[pat.as_label == 0, "atrial_fibrillation"].mean()), 3)},
+            "targets": _target_summary(pat, targets),
             "oracle": oracle,
             "defects": defects,
             "label_rule": (f"AS iff peak_velocity_m_s >= {rule.peak_velocity_m_s:g} or mean_gradient_mmhg >= "
@@ -280,6 +292,25 @@ def generate_export(out_dir: str | Path, config: SynthConfig | None = None, *, o
     return SynthResult(out_dir=out, n_patients=len(plans), counts=counts, as_prevalence_patients=prev_pat,
                        as_prevalence_records=prev_rec, oracle=aurocs, defects=defects,
                        seconds=time.perf_counter() - t0)
+
+
+def _target_summary(pat: pd.DataFrame, targets: pd.DataFrame) -> dict[str, Any]:
+    """Prevalence of the planted targets (patients: adults; records: linked records)."""
+    adults = pat[~pat["minor"].astype(bool)]
+    bins = np.searchsorted(CAC_BINS, adults["cac_agatston"].to_numpy(float), side="right")
+    return {
+        "cac_bins_patients": {c: round(float((bins == k).mean()), 4) if len(adults) else None
+                              for k, c in enumerate(CAC_CLASSES)},
+        "lvh_patients_lv_mass": round(float((adults["lv_mass_patient_g"] > adults["sex"].map(LVH_MASS_G)).mean()), 4)
+        if len(adults) else None,
+        "hf_patients_lvef_lt_40": round(float((adults["lvef_patient_pct"] < HF_LVEF_PCT).mean()), 4)
+        if len(adults) else None,
+        "af_patients": round(float(adults["atrial_fibrillation"].mean()), 4) if len(adults) else None,
+        "records": {k: round(float(targets[k].mean()), 4) if len(targets) else None
+                    for k in ("dx_as", "dx_lvh", "dx_hf", "dx_af")},
+        "rules": "CAC-DRS bins 0 | 1-99 | 100-399 | >=400; LVH: LV mass > 224 g (M) / 162 g (F); HF: LVEF < 40%; "
+                 "AF: planted in the ECG (irregular RR, no P waves, f-waves)",
+    }
 
 
 def _no_nan(o: Any) -> Any:

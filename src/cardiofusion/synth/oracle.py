@@ -5,6 +5,11 @@ The oracle links exams exactly as the paper does (adults; for each echo the clos
 planted per-exam sign variables (ECG: visible LVH gain, visible strain, paced, AF; X-ray: CTR, visible
 valve and knob calcifications, AP view, pacemaker) with patient-grouped 5-fold cross-validation.  The
 resulting AUROCs are a ceiling for what a model can learn from the pixels and samples of this export.
+
+The other targets (:func:`record_targets`, :func:`oracle_targets`) get the same treatment with the new planted
+signs added (ECG: visible ST depression, T flattening, Q wave; X-ray: visible coronary specks): per-label AUROC
+of the multi-label set (AS, LVH, HF, AF) and, for the four CAC-DRS bins, accuracy and quadratic-weighted
+kappa of a multinomial logistic regression (scikit-learn), all patient-grouped 5-fold cross-validated.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cohort.labels import as_label
+from ..cohort.labels import CAC_BINS, HF_LVEF_PCT, LVH_MASS_G, as_label
 
 ECG_FEATURES = ("log_lvh_gain_visible", "strain_visible_mv", "paced", "atrial_fibrillation")
 CXR_FEATURES = ("ctr", "n_valve_calc_visible", "n_knob_calc_visible", "view_ap", "pacemaker")
@@ -119,4 +124,81 @@ def oracle_auroc(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.D
         X = df[list(feats)].to_numpy(dtype=float)
         res[name] = round(auroc(y, _cv_scores(X, y, groups, n_folds, seed)), 4)
     res["features"] = {"ecg": list(ECG_FEATURES), "cxr": list(CXR_FEATURES)}
+    return res
+
+
+#: per-record target columns of ``ground_truth/record_targets.csv`` (besides the record keys)
+TARGET_COLUMNS = ("cac_agatston", "cac_bin", "lv_mass_g", "lvef_pct", "sex", "dx_as", "dx_lvh", "dx_hf", "dx_af")
+TARGET_ECG_FEATURES = ECG_FEATURES + ("isch_st_mv_visible", "isch_t_flat_visible", "isch_q_mv_visible")
+TARGET_CXR_FEATURES = CXR_FEATURES + ("n_coronary_calc_visible",)
+MULTILABEL_TARGETS = ("dx_as", "dx_lvh", "dx_hf", "dx_af")
+
+
+def record_targets(records: pd.DataFrame, ecg: pd.DataFrame, echo: pd.DataFrame,
+                   patients: pd.DataFrame) -> pd.DataFrame:
+    """Linked records with the true value of every target: the linked echo's LVEF and LV mass, the patient's
+    coronary calcium, and the diagnoses by the cohort's rules (``cardiofusion.cohort.labels``: LVH = LV mass
+    above 224 g (male) / 162 g (female), HF = LVEF < 40%, AF from the ECG; NaN when the measurement is missing).
+    """
+    e = echo[["exam_id", "lvef_pct", "lv_mass_g", "sex"]].rename(columns={"exam_id": "echo_exam_id"})
+    g = ecg[["exam_id", "atrial_fibrillation"]].rename(columns={"exam_id": "ecg_exam_id"})
+    pt = patients[["patient_id", "cac_agatston"]]
+    r = records.merge(e, on="echo_exam_id", how="left").merge(g, on="ecg_exam_id", how="left")
+    r = r.merge(pt, on="patient_id", how="left")
+    r["cac_bin"] = np.searchsorted(CAC_BINS, r["cac_agatston"].to_numpy(float), side="right")
+    limit = r["sex"].map(LVH_MASS_G)
+    mass, lvef = r["lv_mass_g"].astype(float), r["lvef_pct"].astype(float)
+    r["dx_as"] = r["label"].astype(float)
+    r["dx_lvh"] = np.where(mass.isna() | limit.isna(), np.nan, (mass > limit).astype(float))
+    r["dx_hf"] = np.where(lvef.isna(), np.nan, (lvef < HF_LVEF_PCT).astype(float))
+    r["dx_af"] = r["atrial_fibrillation"].astype(float)
+    return r[["patient_id", "ecg_exam_id", "cxr_exam_id", "echo_exam_id", *TARGET_COLUMNS]]
+
+
+def oracle_targets(targets: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.DataFrame, *,
+                   n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Oracle metrics of the other targets from the planted ECG + X-ray evidence (see the module docstring).
+
+    Returns ``{"multilabel": {label: AUROC}, "cac": {"ecg"|"cxr"|"both": {"accuracy", "quadratic_kappa"}},
+    "n_records", "prevalence": {label: fraction of records}, "cac_bins": fraction of records per bin}``;
+    NaN where a class is missing or there are fewer than ``n_folds`` patients.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, cohen_kappa_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    eg = ecg_truth.rename(columns={"exam_id": "ecg_exam_id"})
+    eg = eg.assign(log_lvh_gain_visible=np.log(eg["lvh_gain_visible"]),
+                   atrial_fibrillation=eg["atrial_fibrillation"].astype(int), paced=eg["paced"].astype(int))
+    cg = cxr_truth.rename(columns={"exam_id": "cxr_exam_id"})
+    cg = cg.assign(view_ap=(cg["view_position"] == "AP").astype(int), pacemaker=cg["pacemaker"].astype(int))
+    df = targets.merge(eg[["ecg_exam_id", *TARGET_ECG_FEATURES]], on="ecg_exam_id")
+    df = df.merge(cg[["cxr_exam_id", *TARGET_CXR_FEATURES]], on="cxr_exam_id")
+    groups = df["patient_id"].to_numpy()
+    enough = len(np.unique(groups)) >= n_folds
+    both = TARGET_ECG_FEATURES + TARGET_CXR_FEATURES
+    res: dict[str, Any] = {"n_records": int(len(df)), "multilabel": {}, "cac": {},
+                           "prevalence": {k: round(float(df[k].mean()), 4) for k in MULTILABEL_TARGETS},
+                           "cac_bins": [round(float((df["cac_bin"] == k).mean()), 4) for k in range(4)]}
+    for name in MULTILABEL_TARGETS:
+        known = df[name].notna().to_numpy()
+        y = df.loc[known, name].to_numpy().astype(int)
+        if not enough or len(y) == 0 or y.min() == y.max():
+            res["multilabel"][name] = float("nan")
+            continue
+        X = df.loc[known, list(both)].to_numpy(dtype=float)
+        res["multilabel"][name] = round(auroc(y, _cv_scores(X, y, groups[known], n_folds, seed)), 4)
+    y = df["cac_bin"].to_numpy().astype(int)
+    for name, feats in (("ecg", TARGET_ECG_FEATURES), ("cxr", TARGET_CXR_FEATURES), ("both", both)):
+        if not enough or len(np.unique(y)) < 2:
+            res["cac"][name] = {"accuracy": float("nan"), "quadratic_kappa": float("nan")}
+            continue
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))
+        pred = cross_val_predict(model, df[list(feats)].to_numpy(dtype=float), y, groups=groups,
+                                 cv=GroupKFold(n_splits=n_folds))
+        res["cac"][name] = {"accuracy": round(float(accuracy_score(y, pred)), 4),
+                            "quadratic_kappa": round(float(cohen_kappa_score(y, pred, weights="quadratic")), 4)}
+    res["features"] = {"ecg": list(TARGET_ECG_FEATURES), "cxr": list(TARGET_CXR_FEATURES)}
     return res

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cohort.labels import ASCriteria
+from ..cohort.labels import CAC_BINS, ASCriteria
 from .config import SynthConfig
+from .ecg import ISCHAEMIA_TERRITORIES
 
 #: The AS label rule (:mod:`cardiofusion.cohort.labels`, the paper's thresholds) the echoes are drawn to meet.
 _AS_RULE = ASCriteria()
@@ -40,6 +41,11 @@ def patient_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
 def exam_rng(seed: int, patient_index: int, exam_key: int) -> np.random.Generator:
     """Random stream of one rendered exam, independent of worker layout."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, patient_index, exam_key)))
+
+
+def coronary_rng(seed: int, patient_index: int, exam_key: int) -> np.random.Generator:
+    """Random stream of an X-ray's coronary calcification specks (separate from :func:`exam_rng`)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, patient_index, exam_key)))
 
 
 @dataclass
@@ -92,6 +98,66 @@ def _echo_measurements(is_as: bool, sev: float, rng: np.random.Generator,
     return round(float(v), 2), round(float(mpg), 1), round(float(ava), 2)
 
 
+#: random stream of the targets added after the AS signs (coronary calcium, ischaemia, LV mass, LVEF):
+#: a separate stream, so the plan stream (and every AS sign, signal and image it decides) is unchanged.
+TARGET_STREAM = 3
+def _plan_targets(index: int, cfg: SynthConfig, *, age0: float, female: bool, is_as: bool, sev: float,
+                  minor: bool, hf: bool, hypertrophy: float) -> dict[str, Any]:
+    """Coronary calcium, its ECG / X-ray correlates, LV mass and LVEF of one patient (targets stream).
+
+    - Agatston score: P(score > 0) = sigmoid(0.09 (age - 62) +- 0.55 (male +, female -)), log10 of a positive
+      score ~ N(1.7 + 0.02 (age - 62) + 0.2 male + 0.3 AS, 0.9), at least 1: about 50% zero, 30% 1-99,
+      11% 100-399, 8% >= 400 in a screening-age population (MESA-like).
+    - X-ray: Poisson(1.6 log10(1 + score) / 3) coronary calcification specks (fainter and smaller than the
+      valve spots), each visible on 70% of exams.
+    - ECG: an ischaemic pattern with probability 0.04 + 0.14 log10(1 + score) (about 4% at 0, 33% at 100,
+      46% at 1000): ST depression 0.04-0.1 mV and T flattening 30-70% in one territory, with a pathological
+      Q wave (0.12-0.3 mV) in 35% of them; a paced rhythm hides it.
+    - LV mass (g): 160 (male) / 120 (female) x hypertrophy^2 x (1 + 0.004 (age - 60)) x lognormal(0.13), where
+      hypertrophy is the product of the AS and hypertensive factors of the ECG LVH voltage gain (so voltage and
+      mass agree); LVH = mass > 224 g (male) / 162 g (female) (ASE/EACVI 2015).
+    - LVEF (%): heart-failure cardiomegaly patients (the X-ray's large heart) have HFrEF (LVEF 18-39) in 70%,
+      else 42-55; AS with a low-flow severe valve (probability 0.15 sev) 25-45; everyone else ~N(62, 5.5)
+      clipped 45-80.  HF = LVEF < 40%.
+    """
+    rng = patient_rng(cfg.seed, index, TARGET_STREAM)
+    male = not female
+    age_c = age0 - 62.0
+    p_pos = 1.0 / (1.0 + np.exp(-(0.09 * age_c + (0.55 if male else -0.55))))
+    positive = (not minor) and bool(rng.random() < p_pos)
+    mu = 1.7 + 0.02 * age_c + (0.2 if male else 0.0) + (0.3 if is_as else 0.0)
+    log_score = float(rng.normal(mu, 0.9))
+    cac = round(max(1.0, 10.0 ** log_score), 1) if positive else 0.0
+    cac_bin = int(np.searchsorted(CAC_BINS, cac, side="right"))
+    lcac = float(np.log10(1.0 + cac))
+    n_cor = int(rng.poisson(1.6 * lcac / 3.0))
+    isch = bool(rng.random() < 0.04 + 0.14 * lcac) and not minor
+    territory = str(rng.choice(list(ISCHAEMIA_TERRITORIES)))
+    st = float(rng.uniform(0.04, 0.1))
+    t_flat = float(rng.uniform(0.3, 0.7))
+    q = float(rng.uniform(0.12, 0.3)) if rng.random() < 0.35 else 0.0
+    if not isch:
+        st = t_flat = q = 0.0
+    mass = (120.0 if female else 160.0) * hypertrophy ** 2 * (1 + 0.004 * (age0 - 60)) * float(np.exp(rng.normal(0, 0.13)))
+    u = float(rng.random())
+    low_flow = is_as and bool(rng.random() < 0.15 * sev)
+    if hf:
+        lvef = rng.uniform(18, 39) if u < 0.7 else rng.uniform(42, 55)
+    elif low_flow:
+        lvef = rng.uniform(25, 45)
+    else:
+        lvef = np.clip(rng.normal(62, 5.5), 45, 80)
+    return {
+        "rng": rng,
+        "patient": {
+            "cac_agatston": cac, "cac_bin": cac_bin, "n_coronary_calc": n_cor, "ischaemia": int(isch),
+            "isch_territory": territory if isch else "", "isch_st_mv": round(st, 4), "isch_t_flat": round(t_flat, 4),
+            "isch_q_mv": round(q, 4), "lv_mass_patient_g": round(float(mass), 1), "lvef_patient_pct": round(float(lvef), 1),
+        },
+        "ecg": {"isch_territory": territory if isch else "", "isch_st_mv": st, "isch_t_flat": t_flat, "isch_q_mv": q},
+    }
+
+
 def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
     """Draw one patient: demographics, latent severity, confounders, exam schedule and planted signs."""
     rng = patient_rng(cfg.seed, index)
@@ -116,9 +182,11 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
     # --- ECG signs (patient level) ---
     sev_eff = (0.25 + 0.75 * sev) if is_as else 0.0
     # natural spread of LV voltage (chest wall, habitus), AS effect, hypertension
-    lvh_gain = float(np.exp(rng.normal(0, cfg.ecg_voltage_spread))) \
-        * (1.0 + cfg.ecg_lvh_effect * sev_eff * rng.uniform(0.4, 1.6)) \
-        * (1.0 + (rng.uniform(0.15, 0.45) if hyp_lvh else 0.0))
+    # the same three draws in the same order as one product; the two hypertrophy factors also set the LV mass
+    voltage_habitus = float(np.exp(rng.normal(0, cfg.ecg_voltage_spread)))
+    hyp_as = 1.0 + cfg.ecg_lvh_effect * sev_eff * rng.uniform(0.4, 1.6)
+    hyp_htn = 1.0 + (rng.uniform(0.15, 0.45) if hyp_lvh else 0.0)
+    lvh_gain = voltage_habitus * hyp_as * hyp_htn
     strain = 0.0
     if is_as and rng.random() < 0.35 + 0.6 * sev:
         strain += cfg.ecg_strain_effect * sev_eff * rng.uniform(0.5, 1.5)
@@ -170,6 +238,10 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
         "strain_mv": round(float(strain), 4), **{f"ecg_{k}": round(v, 4) for k, v in ecg_pat.items()},
         "ctr_patient": round(cxr_pat["ctr"], 4), "n_valve_calc": n_valve, "n_knob_calc": n_knob,
     }
+    targets = _plan_targets(index, cfg, age0=age0, female=female, is_as=is_as, sev=sev, minor=minor, hf=hf,
+                            hypertrophy=float(hyp_as * hyp_htn))
+    patient.update(targets["patient"])
+    rng_t = targets["rng"]
     plan = PatientPlan(patient)
 
     lvef_mu, lvef_sd = (61.7, 11.9) if is_as else (58.8, 12.3)
@@ -189,6 +261,7 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
             "n_valve_calc": n_valve, "n_knob_calc": n_knob, "pacemaker": int(pacemaker),
             "habitus": cxr_pat["habitus"], "female": female, "monochrome1": bool(rng.random() < cfg.monochrome1_fraction),
             "modality": "CR" if rng.random() < cfg.cr_fraction else "DX", "linked_hint": linked_hint,
+            "n_coronary_calc": targets["patient"]["n_coronary_calc"],
         })
         return plan.cxrs[-1]
 
@@ -207,6 +280,8 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
             "noise_mv": float(rng.uniform(0.004, 0.02)), "wander_mv": float(rng.uniform(0.02, 0.3)),
             "powerline_mv": float(rng.uniform(0.0, 0.02) if rng.random() < 0.4 else 0.0),
             "powerline_hz": 50.0 if rng.random() < 0.5 else 60.0, "linked_hint": linked_hint,
+            **targets["ecg"], **{f"{k}_visible": 0.0 if paced else targets["ecg"][k]
+                                 for k in ("isch_st_mv", "isch_t_flat", "isch_q_mv")},
         })
 
     def ecgs_around(cxr_when: dt.datetime, counts_p: list[float]) -> None:
@@ -234,10 +309,15 @@ def plan_patient(index: int, cfg: SynthConfig) -> PatientPlan:
             # never drop the only criterion an AS echo meets
             if not (is_as and crit[drop] and sum(crit.values()) == 1):
                 vals[drop] = None
-        lvef = float(np.clip(rng.normal(lvef_mu, lvef_sd), 12, 82))
+        float(np.clip(rng.normal(lvef_mu, lvef_sd), 12, 82))  # drawn and unused: keeps the plan stream as before
+        lvef_missing = rng.random() < 0.05
+        # LVEF and LV mass: the patient's values with measurement noise, from the targets stream
+        lvef = float(np.clip(targets["patient"]["lvef_patient_pct"] + rng_t.normal(0, 3.0), 10, 85))
+        lv_mass = targets["patient"]["lv_mass_patient_g"] * float(np.exp(rng_t.normal(0, 0.07)))
         plan.echos.append({
             "patient_index": index, "exam_key": exam_key, "datetime": when, "age": _age_at(birth, when),
-            **vals, "lvef_pct": None if rng.random() < 0.05 else round(lvef, 1),
+            **vals, "lvef_pct": None if lvef_missing else round(lvef, 1),
+            "lv_mass_g": None if rng_t.random() < 0.05 else round(float(np.clip(lv_mass, 40, 650)), 0),
         })
         # X-rays around this echo
         if rng.random() < 0.9:
