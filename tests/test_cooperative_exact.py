@@ -115,3 +115,51 @@ def test_cooperative_lbfgs_on_module(rho):
     opt.step(closure)
     got = torch.cat([head.ecg_head.weight.detach().ravel(), head.cxr_head.weight.detach().ravel()])
     torch.testing.assert_close(got, _augmented_lstsq(x, z, y, rho, intercept=False), rtol=1e-7, atol=1e-7)
+
+
+# ---------------------------------------------------------------- k outputs (tasks beyond binary)
+
+K = 3
+
+
+def _targets(kind: str, seed: int = 4):
+    """Encoded (N, K) targets: one-hot (softmax), multi-hot with unknown entries (logistic), values (identity)."""
+    g = torch.Generator().manual_seed(seed)
+    x, z, _ = _data(seed)
+    if kind == "softmax":
+        cls = torch.argmax(x[:, :K] + z[:, :K] + 0.5 * torch.randn(N, K, generator=g, dtype=torch.float64), 1)
+        return x, z, torch.nn.functional.one_hot(cls, K).to(torch.float64), "softmax"
+    if kind == "logistic":
+        y = ((x[:, :K] - z[:, :K] + 0.3 * torch.randn(N, K, generator=g, dtype=torch.float64)) > 0).to(torch.float64)
+        y[torch.rand(N, K, generator=g, dtype=torch.float64) < 0.2] = float("nan")  # unknown labels
+        return x, z, y, "logistic"
+    y = x[:, :K] @ torch.randn(K, K, generator=g, dtype=torch.float64) + z[:, :K]
+    return x, z, y + 0.1 * torch.randn(N, K, generator=g, dtype=torch.float64), "identity"
+
+
+@pytest.mark.parametrize("kind", ["softmax", "logistic", "identity"])
+@pytest.mark.parametrize("rho", [0.0, 0.7, 2.0])
+def test_cooperative_k_outputs_equal_augmented_least_squares_per_output(kind, rho):
+    """Each output j of the k-output cooperative minimiser is least squares on the augmented data for target j
+    (rows whose target j is unknown left out)."""
+    x, z, y, link = _targets(kind)
+    head = create_fusion("cooperative", DX, DZ, rho=rho, num_outputs=K, link=link).double()
+    names = ["ecg_head.weight", "cxr_head.weight"]
+    shapes = {n: p.shape for n, p in head.named_parameters()}
+    sizes = [shapes[n].numel() for n in names]
+
+    def loss_of(theta):
+        params = {n: torch.zeros(s, dtype=torch.float64) for n, s in shapes.items()}
+        for n, chunk in zip(names, torch.split(theta, sizes)):
+            params[n] = chunk.reshape(shapes[n])
+        return head.loss(functional_call(head, params, ({"ecg": x, "cxr": z},)), y)["loss"]
+
+    theta0 = torch.zeros(sum(sizes), dtype=torch.float64)
+    grad = torch.func.grad(loss_of)(theta0)
+    hess = torch.func.jacrev(torch.func.jacrev(loss_of))(theta0)
+    w_e, w_c = torch.split(theta0 - torch.linalg.solve(hess, grad), sizes)
+    w_e, w_c = w_e.reshape(K, DX), w_c.reshape(K, DZ)
+    for j in range(K):
+        known = ~torch.isnan(y[:, j])
+        want = _augmented_lstsq(x[known], z[known], y[known, j], rho, intercept=False)
+        torch.testing.assert_close(torch.cat([w_e[j], w_c[j]]), want, rtol=1e-9, atol=1e-9)

@@ -358,3 +358,154 @@ def test_repeated_xray_rows_encoded_once_same_scores():
         plain = model({"ecg": ecg, "cxr": cxr[record_index]}).score
     assert calls == [2, 5]
     torch.testing.assert_close(deduped, plain)
+
+
+# ---------------------------------------------------------------- task kinds: num_outputs + link
+
+NAN = float("nan")
+B_TASK = 8
+# kind -> (num_outputs, link, encoded (B, k) target); NaN = unknown entry
+TASK_KINDS = {
+    "binary": (1, "logistic", torch.tensor([1.0, 0, 1, 0, NAN, 1, 0, 0])),
+    "multiclass": (3, "softmax", F.one_hot(torch.tensor([0, 1, 2, 1, 0, 2, 2, 1]), 3).float()),
+    "ordinal": (3, "cumulative", (torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])[:, None] > torch.arange(3)).float()),
+    "multilabel": (2, "logistic", torch.tensor([[1.0, 0], [0, NAN], [1, 1], [NAN, 0], [0, 1], [1, NAN], [0, 0], [1, 1]])),
+    "regression": (2, "identity", torch.randn(B_TASK, 2, generator=torch.Generator().manual_seed(5))),
+}
+
+
+def _task_features(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    feats = {"ecg": torch.randn(B_TASK, 6, generator=g), "cxr": torch.randn(B_TASK, 5, generator=g)}
+    present = {"ecg": torch.tensor([True] * 6 + [True, False]), "cxr": torch.tensor([True] * 6 + [False, True])}
+    return feats, present
+
+
+def _head_grads(head, feats, present, target, mask=None):
+    head.zero_grad()
+    out = head(feats, present)
+    losses = head.loss(out, target, mask=mask)
+    losses["loss"].backward()
+    return out, losses, {n: p.grad.clone() for n, p in head.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", list(TASK_KINDS))
+@pytest.mark.parametrize("fusion", FUSION_NAMES)
+def test_fusion_every_task_kind(fusion, kind):
+    k, link, target = TASK_KINDS[kind]
+    torch.manual_seed(0)
+    kw = {"hidden": 8, "dropout": 0.0} if fusion == "early" else {}
+    head = create_fusion(fusion, 6, 5, num_outputs=k, link=link, **kw)
+    feats, present = _task_features()
+    out, losses, grads = _head_grads(head, feats, present, target)
+    scored = out.used.any(1)
+    m = k + 1 if link == "cumulative" else k
+    want = (B_TASK,) if kind == "binary" else (B_TASK, k)
+    assert out.score.shape == want and out.prob.shape == ((B_TASK,) if kind == "binary" else (B_TASK, m))
+    assert torch.isfinite(out.score[scored]).all() and torch.isnan(out.score[~scored]).all()
+    for b in ("ecg", "cxr"):
+        if out.branch_scores[b] is not None:
+            assert out.branch_scores[b].shape == want
+    assert all(torch.isfinite(v) for v in losses.values())
+    for name, g in grads.items():  # gradients reach every head parameter
+        assert torch.isfinite(g).all() and g.abs().sum() > 0, f"no gradient at {name}"
+    p = out.prob[scored]
+    if link == "identity":
+        torch.testing.assert_close(out.prob, out.score, equal_nan=True)
+    else:
+        assert ((p >= 0) & (p <= 1)).all()
+    if link in ("softmax", "cumulative"):
+        torch.testing.assert_close(p.sum(1), torch.ones(len(p)))
+    if link == "cumulative":  # rank-consistent: P(y > j) non-increasing in j, for every head
+        s = out.score[scored]
+        assert (s[:, 1:] <= s[:, :-1] + 1e-6).all()
+        gt = 1 - p.cumsum(1)[:, :-1]
+        assert (gt[:, 1:] <= gt[:, :-1] + 1e-6).all()
+    if kind == "multilabel":  # a NaN label changes neither the loss nor the gradients
+        known = ~torch.isnan(target)
+        for fill in (0.0, 1.0):
+            filled = torch.where(known, target, torch.full_like(target, fill))
+            _, losses2, grads2 = _head_grads(head, feats, present, filled, mask=known)
+            torch.testing.assert_close(losses2["loss"], losses["loss"])
+            for name in grads:
+                torch.testing.assert_close(grads2[name], grads[name])
+        _, losses3, _ = _head_grads(head, feats, present, torch.where(known, target, 1.0))
+        assert not torch.allclose(losses3["loss"], losses["loss"])  # ...whereas a known 1 there does
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "ordinal", "multilabel", "regression"])
+@pytest.mark.parametrize("fusion", ["cooperative", "late"])
+def test_task_model_end_to_end_shapes(fusion, kind):
+    k, link, target = TASK_KINDS[kind]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(fusion=fusion, num_outputs=k, link=link, **TINY))
+    out = model(_batch())
+    assert out.score.shape == (4, k)
+    losses = model.loss(out, target[:4])
+    losses["loss"].backward()
+    _assert_all_grads(model)
+
+
+def test_softmax_and_cumulative_losses_match_references():
+    torch.manual_seed(0)
+    feats, _ = _task_features()
+    y = torch.tensor([0, 1, 2, 1, 0, 2, 2, 1])
+    head = create_fusion("ecg", 6, None, num_outputs=3, link="softmax")
+    out = head(feats)
+    cw = torch.tensor([1.0, 2.0, 0.5])
+    torch.testing.assert_close(head.loss(out, F.one_hot(y, 3).float(), pos_weight=cw)["loss"],
+                               F.cross_entropy(out.score, y, weight=cw))
+    torch.testing.assert_close(head.loss(out, F.one_hot(y, 3).float())["ce"], F.cross_entropy(out.score, y))
+    head = create_fusion("cxr", None, 5, num_outputs=3, link="cumulative")
+    out = head(feats)
+    t = (y[:, None] > torch.arange(3)).float()  # CORAL targets
+    want = sum(F.binary_cross_entropy_with_logits(out.score[:, j], t[:, j]) for j in range(3))
+    torch.testing.assert_close(head.loss(out, t)["bce"], want)
+    head = create_fusion("late", 6, 5, num_outputs=2, link="identity")
+    out = head(feats)
+    v = torch.randn(8, 2)
+    terms = head.loss(out, v)
+    assert set(terms) == {"loss", "mse_ecg", "mse_cxr"}
+    torch.testing.assert_close(terms["mse_ecg"], 2 * F.mse_loss(out.branch_scores["ecg"], v))
+
+
+def test_cumulative_layer_is_rank_consistent():
+    from cardiofusion.models import CumulativeLinear
+
+    layer = CumulativeLinear(4, 5)
+    with torch.no_grad():
+        layer.deltas.copy_(torch.tensor([-5.0, 3.0, 0.0, -1.0]))
+    assert (layer.bias[1:] < layer.bias[:-1]).all()
+    z = layer(torch.randn(100, 4) * 10)
+    assert (z[:, 1:] <= z[:, :-1]).all()
+
+
+def test_task_config_fields_and_errors():
+    old = ModelConfig().to_dict()
+    del old["num_outputs"], old["link"]
+    cfg = ModelConfig.from_dict(old)  # configs written before tasks existed: the binary head
+    assert (cfg.num_outputs, cfg.link) == (1, "logistic") and cfg.is_binary
+    cfg = ModelConfig(fusion="early", num_outputs=4, link="softmax", **TINY)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad in ({"link": "probit"}, {"num_outputs": 0}, {"num_outputs": 1, "link": "softmax"}):
+        with pytest.raises(ConfigError):
+            ModelConfig(**bad)
+    head = create_fusion("early", 4, 4, num_outputs=3, link="logistic")
+    out = head({"ecg": torch.randn(2, 4), "cxr": torch.randn(2, 4)})
+    with pytest.raises(ConfigError, match="encode_targets"):
+        head.loss(out, torch.tensor([1.0, 0.0]))
+    head = create_fusion("cooperative", 4, 4, num_outputs=2, link="identity")
+    with pytest.raises(ConfigError, match="pos_weight"):
+        head.loss(head({"ecg": torch.randn(2, 4), "cxr": torch.randn(2, 4)}), torch.zeros(2, 2), pos_weight=2.0)
+
+
+def test_cooperative_prob_per_link():
+    head = create_fusion("cooperative", 3, 3, num_outputs=3, link="softmax")
+    score = torch.tensor([[0.2, 0.6, 0.9], [-0.5, 2.0, 0.0], [-1.0, -1.0, -2.0]])
+    p = head._prob(score)
+    torch.testing.assert_close(p[0], torch.tensor([0.2, 0.6, 0.9]) / 1.7)
+    torch.testing.assert_close(p[1], torch.tensor([0.0, 1.0, 0.0]))
+    torch.testing.assert_close(p[2], torch.full((3,), 1 / 3))
+    head = create_fusion("cooperative", 3, 3, num_outputs=3, link="cumulative")
+    p = head._prob(torch.tensor([[1.3, 0.7, -0.2]]))
+    torch.testing.assert_close(p, torch.tensor([[0.0, 0.3, 0.7, 0.0]]))

@@ -21,6 +21,12 @@ Single-modality models load only their modality (``modalities=("ecg",)`` or ``("
 key is then absent from the batch and its ``has_*`` flag is False.  An X-ray-only evaluation has one row
 per record.
 
+**Labels.**  By default a record's label is the manifest's ``label`` column (``(N,)`` 0/1, NaN unknown).
+Other targets (``cardiofusion.tasks``: class indices, several labels, measurements) reach the datasets as an
+already encoded array ``(N,)`` or ``(N, L)`` (float, NaN unknown), or as a callable producing it from the
+records table: this layer does not know tasks, the training layer passes ``labels=task.encode_labels``.
+Batches then carry ``label`` ``(B,)`` or ``(B, L)``.
+
 Randomness: the training order is a function of ``(seed, epoch)`` and a training sample of
 ``(seed, epoch, index)``: :class:`EpochSampler` yields ``(index, epoch)`` pairs, so augmentation does not
 depend on the number of loader workers nor on when a worker was started.
@@ -29,7 +35,7 @@ depend on the number of loader workers nor on when a worker was started.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,23 @@ from ..transforms.preprocess import (
 
 MODALITIES = ("ecg", "cxr")
 SPLITS = ("train", "val", "test")
+
+#: Encoded labels for a records table: an array aligned with its rows, or a callable producing one from it.
+Labels = np.ndarray | Callable[[pd.DataFrame], np.ndarray]
+
+
+def record_labels(records: pd.DataFrame, labels: Labels | None = None) -> np.ndarray:
+    """Float32 labels ``(N,)`` or ``(N, L)`` of ``records``: the ``label`` column (NaN where missing or not a
+    number) by default, else ``labels`` (an array aligned with the rows, or a callable of the table)."""
+    if labels is None:
+        if "label" not in records:
+            return np.full(len(records), np.nan, dtype=np.float32)
+        return pd.to_numeric(records["label"], errors="coerce").to_numpy(dtype=np.float32)
+    values = labels(records) if callable(labels) else labels
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim not in (1, 2) or len(values) != len(records):
+        raise ConfigError(f"labels must be (N,) or (N, L) for the {len(records)} records, got shape {values.shape}")
+    return values
 
 
 def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -94,11 +117,13 @@ class CohortDataset(Dataset):
         train: random augmented windows (True) or every evaluation window, deterministic (False).
         modalities: which modalities to load.
         seed: seed of the training augmentation.
+        labels: encoded labels (array aligned with ``records`` or a callable of it, see :func:`record_labels`);
+            default the ``label`` column.
     """
 
     def __init__(self, cache: PreprocessedCache | str | os.PathLike, records: pd.DataFrame,
                  preprocess: PreprocessConfig, *, train: bool, modalities: Sequence[str] = MODALITIES,
-                 seed: int = 0):
+                 seed: int = 0, labels: Labels | None = None):
         self.cache = cache if isinstance(cache, PreprocessedCache) else open_cache(cache)
         self.preprocess = preprocess
         self.train = bool(train)
@@ -109,8 +134,7 @@ class CohortDataset(Dataset):
         records = records.reset_index(drop=True)
         self.record_id = records["record_id"].astype(str).tolist()
         self.patient_id = records["patient_id"].astype(str).tolist()
-        label = pd.to_numeric(records["label"], errors="coerce") if "label" in records else pd.Series(np.nan, index=records.index)
-        self.label = label.to_numpy(dtype=np.float32)
+        self.label = record_labels(records, labels)  # (N,) or (N, L)
         self.ecg_row = records["ecg_row"].to_numpy(dtype=np.int64)
         self.cxr_row = records["cxr_row"].to_numpy(dtype=np.int64)
 
@@ -126,7 +150,7 @@ class CohortDataset(Dataset):
         index, epoch = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), self.epoch)
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
         sample: dict[str, Any] = {
-            "label": torch.tensor(self.label[index]),
+            "label": torch.from_numpy(np.array(self.label[index], dtype=np.float32)),
             "record_id": self.record_id[index],
             "patient_id": self.patient_id[index],
             "has_ecg": torch.tensor("ecg" in self.modalities),
@@ -182,7 +206,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "patient_id": [s["patient_id"] for s, n in zip(samples, n_windows) for _ in range(n)],
     }
     for key in ("label", "has_ecg", "has_cxr"):
-        batch[key] = torch.stack([s[key] for s in samples])[record_index]  # (B_w,)
+        batch[key] = torch.stack([s[key] for s in samples])[record_index]  # (B_w,); label (B_w,) or (B_w, L)
     if "ecg" in samples[0]:
         batch["ecg"] = torch.cat([s["ecg"] for s in samples])  # (B_w, L, W)
         batch["ecg_mask"] = torch.stack([s["ecg_mask"] for s in samples])[record_index]  # (B_w, L)
@@ -212,11 +236,15 @@ class CohortDataModule(L.LightningDataModule):
         num_workers: loader processes (0: in the main process).
         modalities: which modalities to load (single-modality models skip the other one).
         seed: augmentation seed.
+        labels: encoded labels of the usable records: a callable of the records table (all splits, the
+            manifest's columns plus ``ecg_row`` / ``cxr_row``) returning ``(N,)`` or ``(N, L)``; default the
+            ``label`` column.
     """
 
     def __init__(self, cache_dir: str | os.PathLike, manifest: str | os.PathLike | pd.DataFrame,
                  preprocess: PreprocessConfig, *, batch_size: int = 64, eval_batch_size: int | None = None,
-                 num_workers: int = 0, modalities: Sequence[str] = MODALITIES, seed: int = 0):
+                 num_workers: int = 0, modalities: Sequence[str] = MODALITIES, seed: int = 0,
+                 labels: Callable[[pd.DataFrame], np.ndarray] | None = None):
         super().__init__()
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
@@ -227,6 +255,7 @@ class CohortDataModule(L.LightningDataModule):
         self.modalities = check_modalities(modalities)
         self.seed = int(seed)
         self.start_epoch = 0
+        self.labels = labels
         self.cache: PreprocessedCache | None = None
         self.datasets: dict[str, CohortDataset] = {}
 
@@ -237,10 +266,12 @@ class CohortDataModule(L.LightningDataModule):
         records = self.cache.records(self.manifest)
         if "split" not in records.columns:
             raise ConfigError("the manifest has no 'split' column; build it with `cardiofusion cohort build`")
+        labels = record_labels(records, self.labels)
         for split in SPLITS:
-            part = records[records["split"].astype(str) == split].reset_index(drop=True)
+            keep = (records["split"].astype(str) == split).to_numpy()
+            part = records[keep].reset_index(drop=True)
             self.datasets[split] = CohortDataset(self.cache, part, self.preprocess, train=split == "train",
-                                                 modalities=self.modalities, seed=self.seed)
+                                                 modalities=self.modalities, seed=self.seed, labels=labels[keep])
         for split in ("train", "val"):
             if len(self.datasets[split]) == 0:
                 raise ConfigError(f"no usable {split} records in {self.manifest} with the cache {self.cache_dir}")
@@ -270,13 +301,13 @@ class CohortDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         if dataset.train:
             dataset = CohortDataset(self.cache, _records_of(dataset), self.preprocess, train=False,
-                                    modalities=self.modalities, seed=self.seed)
+                                    modalities=self.modalities, seed=self.seed, labels=dataset.label)
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers,
                           collate_fn=collate, pin_memory=torch.cuda.is_available())
 
 
 def _records_of(dataset: CohortDataset) -> pd.DataFrame:
-    return pd.DataFrame({"record_id": dataset.record_id, "patient_id": dataset.patient_id, "label": dataset.label,
+    return pd.DataFrame({"record_id": dataset.record_id, "patient_id": dataset.patient_id,
                          "ecg_row": dataset.ecg_row, "cxr_row": dataset.cxr_row})
 
 
@@ -287,5 +318,6 @@ __all__ = [
     "EpochSampler",
     "check_cache",
     "collate",
+    "record_labels",
     "split_records",
 ]

@@ -15,7 +15,9 @@ from . import ecg as _ecg  # noqa: F401  (registers ECG encoders)
 from .cxr import TimmCXREncoder, resolve_gradcam_layer
 from .ecg import ECGResNetTransformer, ResNet1d
 from .fusion import (
+    LINKS,
     CooperativeFusion,
+    CumulativeLinear,
     EarlyFusion,
     FusionHead,
     FusionOutput,
@@ -42,7 +44,9 @@ from .weights import (
 )
 
 __all__ = [
+    "LINKS",
     "CooperativeFusion",
+    "CumulativeLinear",
     "ECGResNetTransformer",
     "EarlyFusion",
     "FusionHead",

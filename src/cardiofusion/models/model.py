@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
-from .fusion import FusionOutput
+from .fusion import FusionOutput, check_link
 from .registry import CXR_ENCODERS, ECG_ENCODERS, FUSIONS
 
 __all__ = [
@@ -87,6 +87,9 @@ class ModelConfig:
         rho: cooperative agreement strength (used by heads that take ``rho``).
         leads: ECG lead names the model reads, canonical order.
         fusion_kwargs: extra keywords for the fusion head (e.g. ``hidden``, ``modality_dropout``).
+        num_outputs: raw outputs of the fusion head (timm's ``num_classes``; ``Task.n_outputs``); 1 = binary.
+        link: how the head turns outputs into ``prob``, one of :data:`cardiofusion.models.fusion.LINKS`
+            (``Task.link``); configs written before tasks existed load as the binary head (1, ``logistic``).
     """
 
     fusion: str = "cooperative"
@@ -98,11 +101,14 @@ class ModelConfig:
     rho: float = 0.5
     leads: tuple[str, ...] = CANONICAL_LEADS
     fusion_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_outputs: int = 1
+    link: str = "logistic"
 
     def __post_init__(self):
         self.leads = tuple(self.leads)
         if self.cxr_pretrained is None:
             self.cxr_pretrained = False
+        check_link(self.num_outputs, self.link, "ModelConfig")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-friendly dict (tuples become lists)."""
@@ -124,6 +130,11 @@ class ModelConfig:
     def modalities(self) -> tuple[str, ...]:
         """Modalities the configured fusion head uses."""
         return FUSIONS.get(self.fusion).modalities
+
+    @property
+    def is_binary(self) -> bool:
+        """One logistic output (``score`` / ``prob`` of shape ``(B,)``)."""
+        return self.num_outputs == 1 and self.link == "logistic"
 
 
 class MultimodalModel(nn.Module):
@@ -179,9 +190,18 @@ class MultimodalModel(nn.Module):
         feats, present = self.encode(batch)
         return self.fusion(feats, present)
 
-    def loss(self, output: FusionOutput, label: Tensor, pos_weight: float | Tensor | None = None) -> dict[str, Tensor]:
-        """``{"loss": total, <named terms>}`` from the fusion head (NaN labels ignored)."""
-        return self.fusion.loss(output, label.to(device=output.score.device, dtype=output.score.dtype), pos_weight)
+    def loss(self, output: FusionOutput, label: Tensor, pos_weight: float | Tensor | None = None,
+             mask: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"loss": total, <named terms>}`` from the fusion head.
+
+        ``label``: the binary ``(B,)`` 0/1 label (NaN ignored), or for other heads the encoded ``(B, k)`` target
+        (:func:`cardiofusion.tasks.losses.encode_targets`) with an optional bool ``mask`` of the entries that count
+        (default: the non-NaN ones).
+        """
+        label = label.to(device=output.score.device, dtype=output.score.dtype)
+        if mask is None:
+            return self.fusion.loss(output, label, pos_weight)
+        return self.fusion.loss(output, label, pos_weight, mask=mask.to(output.score.device))
 
 
 def _encode_images_once(enc: nn.Module, x: Tensor, record_index: Tensor | None, has: Tensor) -> Tensor:
@@ -216,6 +236,12 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> MultimodalModel:
     kw = dict(cfg.fusion_kwargs)
     if fusion_uses_rho(cfg.fusion):
         kw.setdefault("rho", cfg.rho)
+    params = inspect.signature(FUSIONS.get(cfg.fusion)).parameters
+    if "num_outputs" in params and "link" in params:
+        kw.update(num_outputs=cfg.num_outputs, link=cfg.link)
+    elif not cfg.is_binary:
+        raise ConfigError(f"fusion head {cfg.fusion!r} takes no num_outputs / link, so it can only be binary "
+                          f"(asked for {cfg.num_outputs} {cfg.link} outputs)")
     fusion = create_fusion(
         cfg.fusion, ecg.out_dim if ecg is not None else None, cxr.out_dim if cxr is not None else None, **kw
     )

@@ -28,7 +28,8 @@ plus ``score_ecg_<output>`` / ``score_cxr_<output>`` for heads with modality bra
 (:meth:`Task.score_columns`, :meth:`Task.table_from_outputs`, :meth:`Task.labels_from_table`,
 :meth:`Task.outputs_from_table`).
 
-This module needs only numpy and pandas; the torch side (target encoding for the losses) is
+This module needs numpy and pandas (and the link names of :mod:`cardiofusion.models.fusion`); the torch
+side (target encoding for the losses) is
 :mod:`cardiofusion.tasks.losses`.
 """
 
@@ -47,6 +48,7 @@ import pandas as pd
 
 from ..configfile import read_mapping_file
 from ..errors import ConfigError
+from ..models.fusion import LINKS
 
 __all__ = [
     "KINDS",
@@ -58,8 +60,8 @@ __all__ = [
 
 #: task kinds
 KINDS = ("binary", "multiclass", "multilabel", "regression")
-#: how a head turns its outputs into probabilities / values (see ``cardiofusion.models.fusion``)
-LINKS = ("logistic", "softmax", "cumulative", "identity")
+# LINKS (how a head turns its outputs into probabilities / values) is defined by the models layer
+# (``cardiofusion.models.fusion.LINKS``) and re-exported here.
 
 #: primary validation metric per kind and ordinal flag: (name, higher is better)
 PRIMARY_METRICS = {

@@ -71,6 +71,11 @@ class TrainConfig:
         freeze_encoders_epochs: the first epochs train only the fusion head, the encoders frozen (weights
             and BatchNorm statistics), then everything fine-tunes (linear probing then fine-tuning: with
             ``init_from`` a fresh head does not disturb the pretrained encoders).
+        task: what the model learns, a :class:`cardiofusion.tasks.Task` as a mapping (``Task.to_dict``);
+            None (the default, and configs written before tasks existed) = the binary AS task on the
+            manifest's ``label`` column, exactly as before.  :func:`~cardiofusion.training.fit` saves the
+            task fitted on the training split (regression scaler) in ``RUN/config.yaml`` and sets
+            ``model.num_outputs`` / ``model.link`` from it.
     """
 
     cache_dir: str = ""
@@ -99,6 +104,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     init_from: dict[str, str] = field(default_factory=dict)
     freeze_encoders_epochs: int = 0
+    task: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -134,6 +140,25 @@ class TrainConfig:
         if int(self.freeze_encoders_epochs) != self.freeze_encoders_epochs or int(self.freeze_encoders_epochs) < 0:
             raise ConfigError(f"freeze_encoders_epochs must be an integer >= 0, got {self.freeze_encoders_epochs}")
         self.freeze_encoders_epochs = int(self.freeze_encoders_epochs)
+        if self.task is not None:
+            from ..tasks import Task, load_task
+
+            task = self.task if isinstance(self.task, Task) else load_task(self.task)
+            self.task = task.to_dict()
+
+    def task_spec(self):
+        """The :class:`~cardiofusion.tasks.Task` this config trains (the default binary task when ``task`` is None)."""
+        from ..tasks import Task, binary_task
+
+        return binary_task() if self.task is None else Task.from_dict(self.task)
+
+    def with_task_outputs(self) -> TrainConfig:
+        """A copy whose ``model.num_outputs`` / ``model.link`` are the task's (unchanged without a task)."""
+        if self.task is None:
+            return self
+        task = self.task_spec()
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, num_outputs=task.n_outputs,
+                                                                    link=task.link))
 
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -5,9 +5,11 @@ Run folder layout::
     config.yaml          the resolved TrainConfig (reload: TrainConfig.from_file)
     checkpoints/         best-step*.ckpt (lowest val_loss) and last.ckpt (end of the latest epoch)
     metrics.csv          one row per epoch: epoch, train_loss, val_loss, val_auroc, lr, train_s, epoch_s
+                         (other tasks: val_<metric> columns instead of val_auroc, evaluate.metric_names)
     logs/lightning/      Lightning's CSVLogger (step-level values); logs/tensorboard/ when asked
     val_scores.csv       the best checkpoint's validation scores, one row per record
-    result.json          best epoch, best val loss, val AUROC, timings, library versions
+    result.json          best epoch, best val loss, val AUROC (other tasks: their metrics and the fitted
+                         task), timings, library versions
     reproduce.txt        the commands that reproduce or continue the run
 
 Epochs are counted from 1 in ``metrics.csv``, ``result.json`` and printed messages.
@@ -44,7 +46,7 @@ from ..data.dataset import CohortDataModule
 from ..configfile import jsonable
 from ..errors import ConfigError, ReadError
 from .config import RESUME_OVERRIDABLE, TrainConfig
-from .evaluate import auroc, evaluate_scores
+from .evaluate import auroc, evaluate_scores, metric_names, task_labels, task_metrics
 from .module import CardioFusionModule
 
 CONFIG_FILE = "config.yaml"
@@ -73,6 +75,11 @@ class FitResult:
         epochs_trained: epochs completed, in total over resumptions.
         stopped_early: True when early stopping ended the run.
         result_json: ``result.json`` path.
+        metric: the task's primary validation metric (``auroc`` for binary; ``macro_auroc``,
+            ``quadratic_kappa`` (ordinal), ``mae``: ``Task.primary_metric``).
+        val_metric: its value at the best checkpoint (binary: ``val_auroc``).
+        higher_is_better: the metric's direction (False for ``mae``).
+        val_metrics: every validation metric of the best checkpoint (:func:`~.evaluate.task_metrics`).
     """
 
     run_dir: Path
@@ -85,6 +92,10 @@ class FitResult:
     epochs_trained: int = 0
     stopped_early: bool = False
     result_json: Path | None = None
+    metric: str = "auroc"
+    val_metric: float = math.nan
+    higher_is_better: bool = True
+    val_metrics: dict[str, float] | None = None
 
 
 class EpochMetricsCSV(Callback):
@@ -94,8 +105,10 @@ class EpochMetricsCSV(Callback):
     drops the rows of epochs it will redo, so the file always matches the checkpoints.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, metrics: Sequence[str] = ("auroc",)):
         self.path = Path(path)
+        self.metrics = tuple(f"val_{m}" for m in metrics)
+        self.columns = ("epoch", "train_loss", "val_loss", *self.metrics, "lr", "train_s", "epoch_s")
         self._t_epoch = self._t_train = 0.0
         self._train_s = math.nan
         self.samples = 0  # training samples seen by this process during this invocation
@@ -106,7 +119,7 @@ class EpochMetricsCSV(Callback):
             return
         rows = _read_metrics(self.path)
         done = trainer.current_epoch  # epochs already completed (restored from a checkpoint)
-        _write_metrics(self.path, [r for r in rows if int(r["epoch"]) <= done])
+        _write_metrics(self.path, [r for r in rows if int(r["epoch"]) <= done], self.columns)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t_epoch = time.perf_counter()
@@ -130,13 +143,13 @@ class EpochMetricsCSV(Callback):
             "epoch": trainer.current_epoch + 1,
             "train_loss": pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss") else math.nan,
             "val_loss": _metric(metrics, "val_loss"),
-            "val_auroc": _metric(metrics, "val_auroc"),
+            **{name: _metric(metrics, name) for name in self.metrics},
             "lr": lr,
             "train_s": self._train_s,
             "epoch_s": time.perf_counter() - self._t_epoch,
         }
         rows = [r for r in _read_metrics(self.path) if int(r["epoch"]) < row["epoch"]]
-        _write_metrics(self.path, rows + [{k: _fmt(v) for k, v in row.items()}])
+        _write_metrics(self.path, rows + [{k: _fmt(v) for k, v in row.items()}], self.columns)
 
 
 def _metric(metrics: dict[str, Any], name: str) -> float:
@@ -157,10 +170,10 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_metrics(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
@@ -204,6 +217,9 @@ def library_versions() -> dict[str, str]:
 
 def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> None:
     a, b = saved.to_dict(), given.to_dict()
+    for d in (a, b):  # the saved task carries the scaler fitted on the training split
+        if d.get("task") is not None:
+            d["task"] = {**d["task"], "scaler": None}
     changed = sorted(k for k in a if a[k] != b.get(k) and k not in RESUME_OVERRIDABLE)
     if changed:
         raise ConfigError(f"a resumed run keeps its saved settings; these differ: {', '.join(changed)} "
@@ -231,12 +247,15 @@ def prepare_run(config: TrainConfig | None, run_dir: str | os.PathLike, *, resum
         if config is None:
             config = saved
         else:
+            config = config.with_task_outputs()
             _check_resume_config(saved, config)
+            config = config.replace(task=saved.task)  # with the scaler fitted when the run started
     else:
         if config is None:
             raise ConfigError("a config is needed to start a run")
         if last.exists() or (run / RESULT_JSON).exists():
             raise ConfigError(f"{run} already holds a run; continue it with --resume or choose another folder")
+        config = config.with_task_outputs()
     if not config.cache_dir or not config.manifest:
         raise ConfigError("cache_dir and manifest must be set")
     if tuple(config.model.leads) != tuple(config.preprocess.leads):
@@ -267,13 +286,25 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
     ckpt_dir, last = run / CHECKPOINT_DIR, run / CHECKPOINT_DIR / LAST_CHECKPOINT
 
     L.seed_everything(config.seed, workers=True, verbose=False)
+    task = None if config.task is None else config.task_spec()
     datamodule = CohortDataModule(config.cache_dir, config.manifest, config.preprocess, batch_size=config.batch_size,
                                   eval_batch_size=config.eval_batch_size,
                                   num_workers=min(config.num_workers, os.cpu_count() or 1),
-                                  modalities=config.model.modalities, seed=config.seed)
+                                  modalities=config.model.modalities, seed=config.seed,
+                                  labels=task_labels(task, config.manifest))
     datamodule.setup()
     train_labels = datamodule.train_labels()
-    pos_weight = resolve_pos_weight(config, train_labels)
+    if task is None:
+        pos_weight = resolve_pos_weight(config, train_labels)
+    else:
+        from ..tasks.losses import task_pos_weight
+
+        task.check_train_labels(train_labels, where=f"{config.manifest} (training split)")
+        if not resume:  # a resumed run keeps the scaler it started with
+            task = task.fit(train_labels)
+            config = config.replace(task=task.to_dict())
+            config.save(run / CONFIG_FILE)
+        pos_weight = task_pos_weight(task, train_labels, config.pos_weight)
     module = CardioFusionModule(config.to_dict(), pos_weight=pos_weight)
     if config.init_from and not resume:
         warm_start(module.model, config.init_from)
@@ -283,7 +314,7 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:07d}", monitor="val_loss", mode="min",
                                  save_top_k=1, save_last=True, auto_insert_metric_name=False)
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
-    epoch_csv = EpochMetricsCSV(run / METRICS_CSV)
+    epoch_csv = EpochMetricsCSV(run / METRICS_CSV, metric_names(task))
     all_callbacks: list[Callback] = [epoch_csv, checkpoint, early_stopping, *callbacks]
     if progress:
         all_callbacks.append(TQDMProgressBar(refresh_rate=10))
@@ -320,9 +351,19 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
     device = trainer.strategy.root_device  # the module itself is back on the CPU after fit
     best_module = CardioFusionModule.load_from_checkpoint(best, map_location=device, pretrained=False,
                                                           weights_only=False)
-    scores = evaluate_scores(best_module.model, datamodule.eval_dataloader("val"))
+    scores = evaluate_scores(best_module.model, datamodule.eval_dataloader("val"), task=task)
     scores.to_csv(result.val_scores, index=False)
-    result.val_auroc = auroc(scores["label"].to_numpy(), scores["score"].to_numpy())
+    if task is None or task.is_binary:
+        result.val_auroc = auroc(scores["label"].to_numpy(), scores["score"].to_numpy())
+        result.val_metric, result.val_metrics = result.val_auroc, {"auroc": result.val_auroc}
+    else:
+        probs = scores[task.prediction_columns()].to_numpy(dtype=np.float64)
+        if task.kind == "regression":
+            probs = task.standardize(probs)
+        result.val_metrics = task_metrics(task, task.labels_from_table(scores), probs)
+        result.metric, result.higher_is_better = task.primary_metric
+        result.val_metric = result.val_metrics[result.metric]
+        result.val_auroc = result.val_metrics.get("macro_auroc", math.nan)
     eval_s = time.perf_counter() - t_eval
 
     info = {
@@ -338,7 +379,7 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
         "pos_weight": pos_weight,
         "modalities": list(config.model.modalities),
         "records": {split: len(ds) for split, ds in datamodule.datasets.items()},
-        "positives": {split: int(np.nansum(ds.label)) for split, ds in datamodule.datasets.items()},
+        **_label_counts(task, datamodule),
         "seconds": {"this_invocation": round(time.perf_counter() - t_start, 2), "fit": round(fit_s, 2),
                     "evaluate_best": round(eval_s, 2), "training_batches": round(epoch_csv.train_seconds, 2)},
         "train_samples_per_s": (round(epoch_csv.samples / epoch_csv.train_seconds, 1)
@@ -347,8 +388,29 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
         "versions": library_versions(),
         "command": command,
     }
+    if task is not None:
+        info.update(task=task.to_dict(), metric=result.metric, val_metric=result.val_metric,
+                    higher_is_better=result.higher_is_better, val_metrics=result.val_metrics)
     _write_json(run / RESULT_JSON, info)
     return result
+
+
+def _label_counts(task: Any, datamodule: CohortDataModule) -> dict[str, Any]:
+    """``positives`` per split (binary, as before); per class / label, or known values, for other tasks."""
+    if task is None or task.is_binary:
+        return {"positives": {split: int(np.nansum(ds.label)) for split, ds in datamodule.datasets.items()}}
+    counts: dict[str, Any] = {}
+    for split, ds in datamodule.datasets.items():
+        lab = np.asarray(ds.label, dtype=np.float64)
+        if task.kind == "multiclass":
+            counts[split] = {c: int((lab == i).sum()) for i, c in enumerate(task.classes)}
+        elif task.kind == "multilabel":
+            counts[split] = {c: int(np.nansum(lab.reshape(len(lab), -1)[:, j])) for j, c in enumerate(task.classes)}
+        else:
+            counts[split] = {c: int(np.isfinite(lab.reshape(len(lab), -1)[:, j]).sum())
+                             for j, c in enumerate(task.classes)}
+    key = {"multiclass": "class_counts", "multilabel": "positives", "regression": "known_values"}[task.kind]
+    return {key: counts}
 
 
 def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, int]:
@@ -382,14 +444,20 @@ def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, i
         copied[modality] = len(src)
         source_head = getattr(loaded.model.fusion, "head", None) if loaded.config.model.fusion == modality else None
         target_head = getattr(model.fusion, f"{modality}_head", None)
-        if (isinstance(source_head, torch.nn.Linear) and isinstance(target_head, torch.nn.Linear)
-                and source_head.weight.shape == target_head.weight.shape):
-            scale, shift = ((1.0 / 8.0, 0.25) if isinstance(model.fusion, CooperativeFusion) else
-                            (1.0, 0.0) if isinstance(model.fusion, LateFusion) else (None, None))
-            if scale is not None:
-                with torch.no_grad():
-                    target_head.weight.copy_(source_head.weight * scale)
-                    target_head.bias.copy_(source_head.bias * scale + shift)
+        same_outputs = (getattr(loaded.model.fusion, "link", "logistic") == getattr(model.fusion, "link", "logistic")
+                        and source_head is not None and target_head is not None
+                        and type(source_head) is type(target_head)
+                        and all(a.shape == b.shape for a, b in zip(source_head.state_dict().values(),
+                                                                   target_head.state_dict().values())))
+        if not same_outputs:
+            continue
+        if isinstance(model.fusion, LateFusion):  # same parametrisation (also the ordinal CumulativeLinear)
+            target_head.load_state_dict(source_head.state_dict())
+        elif (isinstance(model.fusion, CooperativeFusion) and model.fusion.link == "logistic"
+              and isinstance(target_head, torch.nn.Linear)):
+            with torch.no_grad():
+                target_head.weight.copy_(source_head.weight / 8.0)
+                target_head.bias.copy_(source_head.bias / 8.0 + 0.25)
     return copied
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError, ReadError
 from .config import TrainConfig
-from .evaluate import SCORE_COLUMNS, evaluate_scores
+from .evaluate import SCORE_COLUMNS, evaluate_scores, task_labels
 
 SPLITS = ("train", "val", "test")
 
@@ -49,6 +49,11 @@ class LoadedRun:
     @property
     def preprocess(self):
         return self.config.preprocess
+
+    @property
+    def task(self):
+        """The run's :class:`~cardiofusion.tasks.Task` (fitted; the default binary AS task for runs without one)."""
+        return self.config.task_spec()
 
 
 def best_checkpoint(run_dir: str | os.PathLike) -> Path:
@@ -113,7 +118,9 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
             (written after the first scoring).
 
     Returns:
-        The columns of :data:`~cardiofusion.training.evaluate.SCORE_COLUMNS` plus ``split``.
+        The columns of :data:`~cardiofusion.training.evaluate.SCORE_COLUMNS` plus ``split`` (runs with another
+        task: ``Task.score_columns()`` plus ``split``).  Records of a manifest without the task's columns
+        get unknown (NaN) labels.
     """
     from ..data.dataset import CohortDataModule
 
@@ -130,7 +137,10 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
     datamodule = CohortDataModule(cache_dir or config.cache_dir, manifest if manifest is not None else config.manifest,
                                   config.preprocess, batch_size=batch_size or config.eval_batch_size or config.batch_size,
                                   eval_batch_size=batch_size or config.eval_batch_size or config.batch_size,
-                                  num_workers=num_workers, modalities=config.model.modalities, seed=config.seed)
+                                  num_workers=num_workers, modalities=config.model.modalities, seed=config.seed,
+                                  labels=task_labels(None if config.task is None else config.task_spec(),
+                                                     manifest if manifest is not None else config.manifest,
+                                                     allow_unlabelled=True))
     try:
         datamodule.setup()
     except ConfigError:
@@ -138,7 +148,8 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
             raise
     if split not in datamodule.datasets or len(datamodule.datasets[split]) == 0:
         raise ConfigError(f"no usable {split} records in {datamodule.manifest} with the cache {datamodule.cache_dir}")
-    table = evaluate_scores(loaded.model, datamodule.eval_dataloader(split))
+    table = evaluate_scores(loaded.model, datamodule.eval_dataloader(split),
+                            task=None if config.task is None else config.task_spec())
     table.insert(3, "split", split)
     if own_data and saved is not None:
         tmp = saved.with_suffix(".csv.tmp")

@@ -4,7 +4,10 @@ per-epoch validation metrics.
 Validation is deterministic and uses the same windows as final evaluation (``cardiofusion.data.dataset``):
 ``val_loss`` is the model's loss over all evaluation windows of the validation records (each window a
 row, weighted equally); ``val_auroc`` is the ROC AUC of the record scores, each the mean of its windows'
-scores.
+scores.  For other tasks (``TrainConfig.task``) the losses take the encoded targets
+(:func:`cardiofusion.tasks.losses.task_loss`) and each epoch logs the task's metrics instead of ``val_auroc``
+(:func:`~cardiofusion.training.evaluate.metric_names`: ``val_macro_auroc``, ``val_quadratic_kappa``,
+``val_mae``), computed on the record-level outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .evaluate import aggregate_windows, auroc, model_batch
+from .evaluate import aggregate_windows, auroc, model_batch, task_metrics
 
 
 class CardioFusionModule(L.LightningModule):
@@ -27,12 +30,13 @@ class CardioFusionModule(L.LightningModule):
     Args:
         config: the run's :class:`TrainConfig` as a dict (``to_dict``), stored in every checkpoint so a
             checkpoint alone rebuilds the model and its preprocessing.
-        pos_weight: resolved positive-class weight of the loss (None: unweighted).
+        pos_weight: resolved positive-class weight of the loss (None: unweighted); for other tasks a number or
+            one weight per output / class (:func:`cardiofusion.tasks.losses.task_pos_weight`).
         pretrained: load the X-ray encoder's pretrained weights when building the model; False when the
             weights come from a checkpoint anyway.
     """
 
-    def __init__(self, config: dict[str, Any], pos_weight: float | None = None, pretrained: bool = True):
+    def __init__(self, config: dict[str, Any], pos_weight: float | list[float] | None = None, pretrained: bool = True):
         super().__init__()
         self.save_hyperparameters()
         from ..models import build_model
@@ -42,9 +46,14 @@ class CardioFusionModule(L.LightningModule):
         if not pretrained and getattr(model_cfg, "cxr_pretrained", False):
             model_cfg = dataclasses.replace(model_cfg, cxr_pretrained=False)
         self.model = build_model(model_cfg)
-        self.pos_weight = None if pos_weight is None else float(pos_weight)
+        self.task = None if self.config.task is None else self.config.task_spec()
+        if pos_weight is None or isinstance(pos_weight, (int, float)):
+            self.pos_weight = None if pos_weight is None else float(pos_weight)
+        else:
+            self.pos_weight = [float(v) for v in pos_weight]
         self._train_loss = [0.0, 0]  # running (sum, count) of the current epoch
         self._val_scores: list[torch.Tensor] = []
+        self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
     @property
@@ -57,7 +66,12 @@ class CardioFusionModule(L.LightningModule):
 
     def _loss(self, batch: dict[str, Any]):
         output = self.model(model_batch(batch))
-        losses = self.model.loss(output, batch["label"], pos_weight=self.pos_weight)
+        if self.task is None:
+            losses = self.model.loss(output, batch["label"], pos_weight=self.pos_weight)
+        else:
+            from ..tasks.losses import task_loss
+
+            losses = task_loss(self.task, self.model, output, batch["label"], pos_weight=self.pos_weight)
         return output, losses
 
     # -- training -----------------------------------------------------------------------------------
@@ -96,7 +110,7 @@ class CardioFusionModule(L.LightningModule):
 
     # -- validation ---------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_scores, self._val_labels = [], []
+        self._val_scores, self._val_probs, self._val_labels = [], [], []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         output, losses = self._loss(batch)
@@ -108,18 +122,26 @@ class CardioFusionModule(L.LightningModule):
         row = torch.zeros(int(batch["n_records"]), dtype=torch.long, device=batch["label"].device)
         row.scatter_(0, batch["record_index"].to(row.device), torch.arange(n_windows, device=row.device))
         self._val_scores.append(agg["score"].detach().float())
+        self._val_probs.append(agg["prob"].detach().float())
         self._val_labels.append(batch["label"][row].detach().float())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_scores:
             return
-        scores, labels = torch.cat(self._val_scores), torch.cat(self._val_labels)  # (N_records,)
+        scores, labels = torch.cat(self._val_scores), torch.cat(self._val_labels)  # (N_records,) or (N_records, k)
+        probs = torch.cat(self._val_probs)
         if self.trainer.world_size > 1:
-            scores = self.all_gather(scores).reshape(-1)
-            labels = self.all_gather(labels).reshape(-1)
-        value = auroc(labels.cpu().numpy(), scores.cpu().numpy())
-        self.log("val_auroc", float(value) if np.isfinite(value) else math.nan, prog_bar=True, sync_dist=False)
-        self._val_scores, self._val_labels = [], []
+            scores, probs, labels = (self.all_gather(x).reshape(-1, *x.shape[1:]) for x in (scores, probs, labels))
+        if self.task is None:
+            value = auroc(labels.cpu().numpy(), scores.cpu().numpy())
+            self.log("val_auroc", float(value) if np.isfinite(value) else math.nan, prog_bar=True, sync_dist=False)
+        else:
+            metrics = task_metrics(self.task, labels.cpu().numpy(), probs.cpu().numpy(), scores.cpu().numpy())
+            primary = self.task.primary_metric[0] if not self.task.is_binary else "auroc"
+            for name, value in metrics.items():
+                self.log(f"val_{name}", float(value) if np.isfinite(value) else math.nan, prog_bar=name == primary,
+                         sync_dist=False)
+        self._val_scores, self._val_probs, self._val_labels = [], [], []
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self):
