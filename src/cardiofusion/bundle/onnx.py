@@ -19,10 +19,10 @@ PyTorch model, window by window.  Models of non-binary tasks (``num_outputs`` k 
 link) give ``score`` / ``score_ecg`` / ``score_cxr`` ``(B, k)`` and ``prob`` ``(B, m)`` (class
 probabilities, label probabilities or standardised regression values), the same names.
 
-Record scores are window means, as in evaluation.  Each X-ray is encoded once per record (gathered by ``record_index``).  Unlike ``MultimodalModel.encode`` the encoders
-run on every row (a graph cannot select rows by a data-dependent mask); rows without the modality are
-discarded by the fusion head's presence masks, so present rows score identically.  A single-modality
-model's graph has only the inputs it reads.
+Record scores are window means, as in evaluation. Each X-ray is encoded once per record (gathered by
+``record_index``). Unlike ``MultimodalModel.encode`` the encoders run on every row (a graph cannot select
+rows by a data-dependent mask); rows without the modality are discarded by the fusion head's presence
+masks, so present rows score identically. A single-modality model's graph has only the inputs it reads.
 """
 
 from __future__ import annotations
