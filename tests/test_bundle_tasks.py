@@ -62,7 +62,7 @@ def _task_runs(base: Path) -> dict:
         for kind, task in TASKS.items():
             config = demo_train_config(cohort["cache"], manifest, "cooperative", max_epochs=1, fs=FS,
                                        image_size=IMAGE_SIZE)
-            config = dataclasses.replace(config, batch_size=16, eval_batch_size=32, task=dict(task),
+            config = dataclasses.replace(config, batch_size=16, eval_batch_size=32, task=dict(task), limit_train_batches=2,
                                          pos_weight=None)
             run = fit(config, root / kind, progress=False).run_dir
             export_bundle(run, root / f"bundle_{kind}")
