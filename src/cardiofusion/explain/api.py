@@ -196,6 +196,10 @@ def choose_examples(run: Any, split: str = "test", *, n_as: int = 2, n_non_as: i
     from ..training import score_split
 
     loaded = load_run_any(run)
+    task = run_task(loaded)
+    if not task.is_binary:
+        raise ConfigError(f"choose_examples picks AS and non-AS records of binary runs; this run's task "
+                          f"{task.name!r} is {task.kind}: give record ids to explain_records")
     table = score_split(loaded, split, cache_dir=cache_dir, manifest=manifest)
     table = table[np.isfinite(table["score"])]
     pos = table[table["label"] == 1].sort_values(["score", "record_id"], ascending=[False, True])
