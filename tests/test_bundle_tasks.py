@@ -423,3 +423,12 @@ def test_figure_title_names_the_target(runs, tmp_path, monkeypatch):
     rid = _val(runs, "ordinal").iloc[0]["record_id"]
     api.explain_records(runs["ordinal"], [rid], tmp_path, output="raised")
     assert len(titles) == 1 and "target: class raised" in titles[0]
+
+
+def test_export_command_of_a_multilabel_run(runs, tmp_path, capsys):
+    rc, out, _ = _cli(["export", runs["multilabel"], "--out", tmp_path / "b", "--no-onnx"], capsys)
+    assert rc == 0 and "task         two_labels (multilabel: AS, fast jet)" in out and "per-label threshold" in out
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["decision"]["thresholds"] == {"AS": 0.5, "fast jet": 0.4}
+    rc, _, err = _cli(["export", runs["multilabel"], "--out", tmp_path / "c", "--target-sensitivity", "0.9"], capsys)
+    assert rc != 0 and "no single decision threshold" in err and not (tmp_path / "c").exists()

@@ -327,6 +327,9 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
     if run_dir is not None and (run_dir / "val_scores.csv").is_file():
         val = pd.read_csv(run_dir / "val_scores.csv", dtype={"record_id": str, "patient_id": str})
     if not task.is_binary:
+        if target_sensitivity is not None or threshold != "youden":
+            raise ConfigError(f"{run}: a {task.kind} task ({task.name}) has no single decision threshold; leave "
+                              f"out --threshold / --target-sensitivity (multilabel thresholds are the task's)")
         if evaluation is not None:
             raise ConfigError(f"{run}: --evaluation supplies a binary calibration and threshold; a {task.kind} "
                               f"task ({task.name}) has none, leave it out")
