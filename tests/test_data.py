@@ -164,3 +164,25 @@ def test_datamodule_with_workers(tiny_cache):
     b = [b["ecg"] for b in dm0.train_dataloader()]
     for x, y in zip(a, b):  # augmentation does not depend on the number of workers
         torch.testing.assert_close(x, y)
+
+
+def test_encoded_labels_vector_and_matrix(tiny_cache):
+    """Other tasks' labels reach the batches as given: (N,) or (N, L), NaN kept; a callable of the records too."""
+    cache = open_cache(tiny_cache["cache"])
+    records = split_records(cache, tiny_cache["manifest"], "val")
+    n = len(records)
+    matrix = np.stack([np.arange(n, dtype=np.float32), np.full(n, np.nan, dtype=np.float32)], 1)
+    ds = CohortDataset(cache, records, PRE, train=False, labels=matrix)
+    batch = collate([ds[0], ds[1]])
+    assert batch["label"].shape == (len(batch["record_index"]), 2) and batch["label"].dtype == torch.float32
+    torch.testing.assert_close(batch["label"][:, 0], batch["record_index"].float())
+    assert torch.isnan(batch["label"][:, 1]).all()
+    with pytest.raises(ConfigError, match="labels must be"):
+        CohortDataset(cache, records, PRE, train=False, labels=matrix[:-1])
+    dm = CohortDataModule(tiny_cache["cache"], tiny_cache["manifest"], PRE, batch_size=4, num_workers=0,
+                          labels=lambda recs: recs["label"].to_numpy(dtype=np.float32) * 2 + 1)
+    dm.setup()
+    np.testing.assert_array_equal(dm.train_labels(), dm.datasets["train"].label)
+    assert set(np.unique(dm.train_labels())) == {1.0, 3.0}
+    train_eval = next(iter(dm.eval_dataloader("train")))  # the train split's deterministic loader keeps them
+    assert set(train_eval["label"].unique().tolist()) <= {1.0, 3.0}

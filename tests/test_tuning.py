@@ -375,3 +375,61 @@ def test_tune_end_to_end_cli(tiny_cache, tmp_path, capsys):
     assert trial_cfg.lr == pytest.approx(b["params"]["lr"])
     df = pd.read_csv(out / "trials.csv")
     assert len(df) == 2 and set(df["state"]) == {"COMPLETE"} and all(Path(p).is_dir() for p in df["run_dir"])
+
+
+# -- tasks beyond binary: the objective is the task's primary metric, with its direction ----------------
+@dataclass
+class FakeTaskTrainConfig(FakeTrainConfig):
+    task: dict[str, Any] | None = None
+
+    def task_spec(self):
+        from cardiofusion.tasks import load_task
+
+        return load_task(self.task)
+
+
+class FakeTaskFit:
+    """``fit`` stand-in for a task: epochs of (val_loss, metric) reported as ``val_<metric>``."""
+
+    def __init__(self, metric: str, curve):
+        self.metric, self.curve, self.configs = metric, curve, []
+
+    def __call__(self, config, run_dir, *, callbacks=(), resume=False):
+        self.configs.append(config)
+        epochs = self.curve(config)
+        for epoch, (loss, value) in enumerate(epochs):
+            trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch, is_global_zero=True,
+                                      callback_metrics={"val_loss": torch.tensor(loss),
+                                                        f"val_{self.metric}": torch.tensor(value)})
+            for cb in callbacks:
+                cb.on_validation_end(trainer, None)
+        best = min(range(len(epochs)), key=lambda e: epochs[e][0])
+        return SimpleNamespace(run_dir=Path(run_dir), best_checkpoint=None, best_epoch=best + 1,
+                               best_val_loss=epochs[best][0], val_auroc=math.nan, val_metric=epochs[best][1],
+                               metric=self.metric)
+
+
+@pytest.mark.parametrize(("task", "metric", "maximise"), [("echo_measurements", "mae", False),
+                                                          ("as_severity", "quadratic_kappa", True),
+                                                          ("cardiac_multilabel", "macro_auroc", True)])
+def test_tuning_objective_follows_the_task(tmp_path, task, metric, maximise):
+    def curve(config):  # the metric is best at lr = 1e-4: MAE lowest, kappa / AUROC highest
+        d = abs(math.log10(config.lr) + 4)
+        return [(1.0, 5.0), (0.5, 1.0 + d if not maximise else 0.9 - 0.1 * d), (0.7, 0.0 if not maximise else 1.0)]
+
+    fit = FakeTaskFit(metric, curve)
+    base = FakeTaskTrainConfig(task=task)
+    lines: list[str] = []
+    result = tune(_config(base=base, n_trials=4), tmp_path / "t", fit=fit, log=lines.append)
+    study = result.study
+    assert study.direction == (optuna.study.StudyDirection.MAXIMIZE if maximise else
+                               optuna.study.StudyDirection.MINIMIZE)
+    values = [t.value for t in study.trials]
+    # the value at the lowest-val-loss epoch (epoch 2), never the better last epoch
+    want = [curve(c)[1][1] for c in fit.configs]
+    assert values == pytest.approx(want)
+    assert result.best_value == (max(values) if maximise else min(values))
+    assert result.metric == metric
+    best = json.loads(result.best_json.read_text())
+    assert ("highest" if maximise else "lowest") in best["selection"]
+    assert any(metric.replace("_", " ").split()[-1].lower() in line.lower() for line in lines)

@@ -11,6 +11,12 @@ from typing import Any
 from ..errors import ConfigError
 
 
+#: built-in task names shown by ``--help`` (kept equal to ``cardiofusion.tasks.builtin_tasks()`` by the tests;
+#: listed here because importing the tasks package loads the model code).
+BUILTIN_TASK_NAMES = ("aortic_stenosis", "as_severity", "cac_severity", "echo_measurements", "cardiac_multilabel",
+                      "ptbxl_superclass", "ptbxl_lvh", "nih_cardiomegaly")
+
+
 class _FusionChoices:
     """``--fusion`` choices: the fusion heads registered in :mod:`cardiofusion.models` (read from the
     registry when argparse checks a value or prints help, so building the parser imports no model code)."""
@@ -46,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(only --max-epochs, --num-workers, --devices, --accelerator, --strategy, "
                         "--tensorboard may change)")
     p.add_argument("--config", metavar="YAML", help="training config (a run's config.yaml or a hand-written subset)")
+    p.add_argument("--task", metavar="NAME|FILE",
+                   help="what the model learns: a built-in task (" + ", ".join(BUILTIN_TASK_NAMES) + ") or a task "
+                        "file (YAML/JSON, see cardiofusion.tasks); default: aortic_stenosis, the binary 'label' column")
     m = p.add_argument_group("model")
     m.add_argument("--fusion", choices=_FusionChoices(), metavar="NAME",
                    help="registered fusion head: %(choices)s (default: cooperative)")
@@ -113,6 +122,13 @@ def config_from_args(args: argparse.Namespace, base=None):
         value = getattr(args, arg, None)
         if value is not None:
             top[key] = str(Path(value).resolve()) if arg in ("cache", "manifest") else value
+    if getattr(args, "task", None) is not None:
+        from ..tasks import load_task
+
+        task = args.task
+        if Path(task).suffix or Path(task).exists():
+            task = str(Path(task).resolve())
+        top["task"] = load_task(task).to_dict()
     if args.devices is not None:
         top["devices"] = _devices(args.devices)
     if args.limit_train_batches is not None:
@@ -181,9 +197,11 @@ def run(args: argparse.Namespace) -> int:
         if not config.cache_dir or not config.manifest:
             raise ConfigError("--cache and --manifest are required (or set cache_dir / manifest in --config)")
         result = fit(config, args.out, progress=not args.no_progress, command=command)
+    metric = ("val AUROC" if result.metric == "auroc" else f"val {result.metric.replace('_', ' ')}")
+    value = result.val_auroc if result.metric == "auroc" else result.val_metric
     print(f"best epoch {result.best_epoch} of {result.epochs_trained}"
           f"{' (stopped early)' if result.stopped_early else ''}: val loss {result.best_val_loss:.4f}, "
-          f"val AUROC {result.val_auroc:.3f}")
+          f"{metric} {value:.3f}")
     print(f"run folder: {result.run_dir}")
     print(f"  best checkpoint  {result.best_checkpoint}")
     print(f"  metrics          {result.metrics_csv}")

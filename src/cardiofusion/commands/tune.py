@@ -10,7 +10,9 @@ selection rule (the paper's):
   every trial trains one run (OUT/trials/trial_NNNN); its value is the validation AUROC at its
   lowest-validation-loss epoch; the best trial is the one with the highest value, and its weights are
   that run's best (lowest-val-loss) checkpoint. rho is searched only when the base model's fusion is
-  'cooperative'.
+  'cooperative'. A base config with a task (task: in the YAML, or a run trained with --task) tunes
+  that task's primary metric instead: macro AUROC (multiclass, multilabel), quadratic-weighted kappa
+  (ordinal), MAE (regression, minimised).
 
 outputs (OUT):
   study.db      the Optuna study (default storage)      trials/trial_NNNN  one training run per trial
@@ -62,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Bayesian hyper-parameter search (Optuna): rho, batch size, learning rate",
         description="Tune a training recipe with Optuna's TPE sampler: rho (cooperative fusion) uniform in "
         "[0, 1], batch size in {64, 128}, learning rate log-uniform in [1e-6, 1e-3] by default; objective: "
-        "validation AUROC at each trial's lowest-validation-loss epoch. Trials can be pruned, the study "
+        "validation AUROC (or the base config's task metric) at each trial's lowest-validation-loss epoch. Trials can be pruned, the study "
         "resumes after an interruption, and several workers can share one study through a database.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -304,6 +304,8 @@ class FusionHead(nn.Module):
 
     def _link_term(self, logit: Tensor, target: Tensor, rows_used: Tensor, pos_weight, mask) -> tuple[str, Tensor]:
         name, fn = _TERM[self.link]
+        dtype = torch.promote_types(logit.dtype, torch.float32)  # fp16/bf16 -> fp32
+        logit, target = logit.to(dtype), target.to(dtype)
         y, rows = _masked(target, mask, rows_used)
         return name, fn(logit, y, rows, pos_weight)
 

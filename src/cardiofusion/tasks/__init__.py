@@ -6,6 +6,8 @@ kind needs from the layers around it (label encoding, losses, score tables, deci
 """
 
 from .builtin import BUILTIN_TASKS, builtin_tasks
+from .losses import encode_targets, task_loss, task_pos_weight
 from .spec import KINDS, LINKS, TargetScaler, Task, binary_task, load_task
 
-__all__ = ["BUILTIN_TASKS", "KINDS", "LINKS", "TargetScaler", "Task", "binary_task", "builtin_tasks", "load_task"]
+__all__ = ["BUILTIN_TASKS", "KINDS", "LINKS", "TargetScaler", "Task", "binary_task", "builtin_tasks", "encode_targets",
+           "load_task", "task_loss", "task_pos_weight"]

@@ -423,7 +423,10 @@ class Task:
         return [f"{stem}_{n}" for n in self.output_names]
 
     def score_columns(self) -> list[str]:
-        """Every column of a record-level score table, in order."""
+        """Every column of a record-level score table, in order (binary: today's ``label, score, prob,
+        score_ecg, score_cxr``)."""
+        if self.kind == "binary":
+            return ["record_id", "patient_id", "label", "score", "prob", "score_ecg", "score_cxr"]
         return ["record_id", "patient_id", *self.label_columns(), *self.prediction_columns(),
                 *self.output_columns(), *self.output_columns("ecg"), *self.output_columns("cxr")]
 

@@ -6,7 +6,10 @@ learning rate, log-uniform in [1e-6, 1e-3] (its ECG-only model: batch 32, lr in 
 selection rule is two-level: the best *configuration* is the one with the highest validation AUROC,
 and its *weights* are those of its lowest-validation-loss epoch.  So each trial's objective value is
 the validation AUROC measured at that trial's lowest-validation-loss epoch (``FitResult.val_auroc``),
-not the best AUROC of any epoch.
+not the best AUROC of any epoch.  For a base config with another task (``TrainConfig.task``) the objective is
+that task's primary metric (``Task.primary_metric``: macro AUROC, quadratic-weighted kappa for ordinal tasks,
+MAE for regression, :func:`objective_metric`), with its direction (the study minimises MAE), under the same
+two-level rule (``FitResult.val_metric``).
 
 How a study runs (:func:`tune`):
 
@@ -265,8 +268,25 @@ def _scalar(value: Any) -> float | None:
     return v
 
 
-def auroc_at_lowest_val_loss(history: Iterable[Mapping[str, Any]]) -> tuple[float | None, int | None]:
-    """The paper's selection rule on per-epoch metrics: ``(val_auroc, epoch)`` of the lowest ``val_loss``.
+def objective_metric(base: Any) -> tuple[str, bool]:
+    """``(metric, higher is better)`` a study on ``base`` optimises: ``("auroc", True)`` for the binary task
+    (and configs without a task), else the task's primary metric (``Task.primary_metric``)."""
+    task = getattr(base, "task", None)
+    if task is None or not hasattr(base, "task_spec"):
+        return "auroc", True
+    spec = base.task_spec()
+    return ("auroc", True) if spec.is_binary else spec.primary_metric
+
+
+def _metric_label(metric: str) -> str:
+    return {"auroc": "AUROC", "macro_auroc": "macro AUROC", "quadratic_kappa": "quadratic kappa",
+            "mae": "MAE"}.get(metric, metric)
+
+
+def auroc_at_lowest_val_loss(history: Iterable[Mapping[str, Any]],
+                             monitor: str = "val_auroc") -> tuple[float | None, int | None]:
+    """The paper's selection rule on per-epoch metrics: ``(val_auroc, epoch)`` of the lowest ``val_loss``
+    (``monitor``: the metric read instead of ``val_auroc``, e.g. ``val_mae``).
 
     ``history``: one mapping per epoch with ``epoch``, ``val_loss``, ``val_auroc`` (rows of
     ``metrics.csv``, or :attr:`PruningCallback.history`).
@@ -283,7 +303,7 @@ def auroc_at_lowest_val_loss(history: Iterable[Mapping[str, Any]]) -> tuple[floa
             best = {**row, "val_loss": loss}
     if best is None:
         return None, None
-    auroc = _scalar(best.get("val_auroc"))
+    auroc = _scalar(best.get(monitor))
     epoch = best.get("epoch")
     return auroc, (None if epoch is None else int(epoch))
 
@@ -326,7 +346,8 @@ class _PruningMixin:
         self.trial.report(auroc, epoch)
         if self.trial.should_prune():
             self.pruned_epoch = epoch
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} (val AUROC {auroc:.4f})")
+            label = "AUROC" if self.monitor == "val_auroc" else _metric_label(self.monitor[len("val_"):])
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} (val {label} {auroc:.4f})")
 
 
 _PRUNING_CLASS: type | None = None
@@ -376,13 +397,14 @@ class TuneResult:
         out_dir: the tuning folder.
         study_name / storage: where the study lives (re-use them to resume or add workers).
         best_number: number of the best trial (highest validation AUROC at its lowest-val-loss epoch).
-        best_value: its validation AUROC.
+        best_value: its validation AUROC (or the task's primary metric, :attr:`metric`).
         best_params: its hyper-parameters (``rho`` for cooperative fusion, ``batch_size``, ``lr``).
         best_run_dir: its run folder (config, checkpoints, metrics).
         best_checkpoint: its lowest-validation-loss checkpoint (the weights to evaluate).
         n_complete / n_pruned / n_failed: trials of the study in each state.
         trials_csv / best_json: the written tables.
         study: the Optuna study itself (for plots in a notebook).
+        metric: the objective metric (``auroc``, or the task's primary metric).
     """
 
     out_dir: Path
@@ -399,6 +421,7 @@ class TuneResult:
     trials_csv: Path
     best_json: Path
     study: Any = field(default=None, repr=False)
+    metric: str = "auroc"
 
 
 def default_storage(out_dir: str | os.PathLike) -> str:
@@ -564,6 +587,8 @@ def make_objective(config: TuneConfig, base: Any, out_dir: str | os.PathLike, *,
     """
     out = Path(out_dir)
     tune_rho = tunes_rho(config, base)
+    metric, _ = objective_metric(base)
+    monitor, label = f"val_{metric}", _metric_label(metric)
 
     def objective(trial: Any) -> float:
         import optuna
@@ -579,8 +604,10 @@ def make_objective(config: TuneConfig, base: Any, out_dir: str | os.PathLike, *,
             run_dir.rename(stale)
         run_dir.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("run_dir", str(run_dir))
+        if metric != "auroc":
+            trial.set_user_attr("metric", metric)
         train_config = apply_params(base, params)
-        pruning = PruningCallback(trial)
+        pruning = PruningCallback(trial, monitor=monitor)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         log(f"trial {trial.number}: {shown} -> {run_dir}")
         t0 = time.perf_counter()
@@ -596,11 +623,11 @@ def make_objective(config: TuneConfig, base: Any, out_dir: str | os.PathLike, *,
         finally:
             trial.set_user_attr("history", [{k: v for k, v in row.items()} for row in pruning.history])
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
-        value = _scalar(getattr(result, "val_auroc", None))
+        value = _scalar(getattr(result, "val_auroc" if metric == "auroc" else "val_metric", None))
         best_epoch = getattr(result, "best_epoch", None)
         if value is None or not math.isfinite(value):
             # fall back on the per-epoch metrics the callback saw (same rule: lowest val_loss)
-            value, best_epoch_seen = auroc_at_lowest_val_loss(pruning.history)
+            value, best_epoch_seen = auroc_at_lowest_val_loss(pruning.history, monitor)
             best_epoch = best_epoch if best_epoch is not None else best_epoch_seen
         for key in ("best_checkpoint", "metrics_csv", "val_scores"):
             v = getattr(result, key, None)
@@ -612,9 +639,9 @@ def make_objective(config: TuneConfig, base: Any, out_dir: str | os.PathLike, *,
         if best_epoch is not None:
             trial.set_user_attr("best_epoch", int(best_epoch))
         if value is None or not math.isfinite(value):
-            log(f"trial {trial.number}: no validation AUROC (one class in the validation set?) -> FAIL")
+            log(f"trial {trial.number}: no validation {label} (one class in the validation set?) -> FAIL")
             return float("nan")  # Optuna marks the trial FAIL
-        log(f"trial {trial.number}: val AUROC {value:.4f} at its lowest-val-loss epoch {best_epoch}")
+        log(f"trial {trial.number}: val {label} {value:.4f} at its lowest-val-loss epoch {best_epoch}")
         return float(value)
 
     return objective
@@ -665,7 +692,7 @@ def tune(config: TuneConfig, out_dir: str | os.PathLike, *, fit: Callable[..., A
     study = optuna.create_study(
         storage=storage,
         study_name=config.study_name,
-        direction="maximize",
+        direction="maximize" if objective_metric(base)[1] else "minimize",
         load_if_exists=True,
         pruner=_make_pruner(config, max_epochs),
     )
@@ -707,14 +734,16 @@ def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def best_trial(study: Any) -> Any | None:
-    """The COMPLETE trial with the highest value (ties: the earliest), or None."""
+    """The COMPLETE trial with the best value (highest; lowest for a minimising study; ties: the earliest), or None."""
+    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
     if not complete:
         return None
-    return max(complete, key=lambda t: (t.value, -t.number))
+    sign = -1.0 if getattr(study, "direction", None) == StudyDirection.MINIMIZE else 1.0
+    return max(complete, key=lambda t: (sign * t.value, -t.number))
 
 
 def write_results(study: Any, out_dir: str | os.PathLike, *, storage_url: str = "") -> TuneResult:
@@ -745,7 +774,7 @@ def write_results(study: Any, out_dir: str | os.PathLike, *, storage_url: str = 
     info: dict[str, Any] = {
         "study_name": study.study_name,
         "storage": storage_url,
-        "selection": "highest validation AUROC, measured at each trial's lowest-validation-loss epoch",
+        "selection": _selection(study, trials),
         "n_complete": counts[TrialState.COMPLETE],
         "n_pruned": counts[TrialState.PRUNED],
         "n_failed": counts[TrialState.FAIL],
@@ -770,7 +799,16 @@ def write_results(study: Any, out_dir: str | os.PathLike, *, storage_url: str = 
         best_run_dir=b.get("run_dir"), best_checkpoint=b.get("best_checkpoint"),
         n_complete=info["n_complete"], n_pruned=info["n_pruned"], n_failed=info["n_failed"],
         trials_csv=trials_csv, best_json=best_json, study=study,
+        metric=next((t.user_attrs.get("metric") for t in trials if t.user_attrs.get("metric")), "auroc"),
     )
+
+
+def _selection(study: Any, trials: list[Any]) -> str:
+    from optuna.study import StudyDirection
+
+    metric = next((t.user_attrs.get("metric") for t in trials if t.user_attrs.get("metric")), "auroc")
+    best = "lowest" if getattr(study, "direction", None) == StudyDirection.MINIMIZE else "highest"
+    return f"{best} validation {_metric_label(metric)}, measured at each trial's lowest-validation-loss epoch"
 
 
 def summary_lines(result: TuneResult) -> list[str]:
@@ -781,7 +819,7 @@ def summary_lines(result: TuneResult) -> list[str]:
         lines.append("no trial completed: no best configuration yet")
     else:
         lines += [
-            (f"best trial {result.best_number}: validation AUROC {result.best_value:.4f} "
+            (f"best trial {result.best_number}: validation {_metric_label(result.metric)} {result.best_value:.4f} "
              "(at its lowest-validation-loss epoch)"),
             "  params      " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items()),
             f"  run dir     {result.best_run_dir}",
