@@ -432,3 +432,47 @@ def test_export_command_of_a_multilabel_run(runs, tmp_path, capsys):
     assert manifest["decision"]["thresholds"] == {"AS": 0.5, "fast jet": 0.4}
     rc, _, err = _cli(["export", runs["multilabel"], "--out", tmp_path / "c", "--target-sensitivity", "0.9"], capsys)
     assert rc != 0 and "no single decision threshold" in err and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("kind", list(TASKS))
+def test_non_finite_outputs_are_an_error_everywhere(runs, kind, tmp_path, capsys):
+    """NaN X-ray head weights: predict raises, the CLI prints one error line, the batch row with an X-ray
+    fails while the ECG-only row is predicted, the web service answers 500."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from cardiofusion.bundle import load
+    from cardiofusion.bundle.format import read_manifest, write_manifest
+    from cardiofusion.bundle.screener import PredictionError
+    from cardiofusion.serve.app import ScreeningService
+    from cardiofusion.serve.sniff import Upload, UploadError
+
+    bundle = tmp_path / "nan"
+    shutil.copytree(_bundle(runs, kind), bundle)
+    state = load_file(str(bundle / "model.safetensors"))
+    keys = [k for k, v in state.items() if k.startswith("fusion.cxr_head") and v.is_floating_point()]
+    assert keys
+    for key in keys:
+        state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, str(bundle / "model.safetensors"))
+    manifest = read_manifest(bundle)
+    manifest.pop("files", None)
+    write_manifest(bundle, manifest)
+    val = _val(runs, kind).head(2)
+    row = val.iloc[1]
+    with pytest.raises(PredictionError, match="non-finite score"):
+        load(bundle).predict(ecg=row["ecg_path"], cxr=row["cxr_path"])
+    rc, out, err = _cli(["predict", bundle, "--ecg", row["ecg_path"], "--cxr", row["cxr_path"], "--json"], capsys)
+    assert rc != 0 and out == "" and err.startswith("cardiofusion: error: the model gave a non-finite score")
+    pd.DataFrame({"patient_id": ["ecg-only", "both"], "ecg": list(val["ecg_path"]),
+                  "cxr": ["", row["cxr_path"]]}).to_csv(tmp_path / "t.csv", index=False)
+    rc, _, err = _cli(["predict", bundle, "--batch", tmp_path / "t.csv", "--out", tmp_path / "o.jsonl",
+                       "--no-progress"], capsys)
+    lines = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert rc == 1 and [r["status"] for r in lines] == ["ok", "failed"] and "non-finite" in lines[1]["error"]
+    service = ScreeningService(load(bundle), max_upload_bytes=20_000_000)
+    with pytest.raises(UploadError) as e:
+        service.predict({"ecg": [Upload(Path(row["ecg_path"]).read_bytes(), "a.csv")],
+                         "cxr": [Upload(Path(row["cxr_path"]).read_bytes(), "b.dcm")]}, {"explain": "0"})
+    assert e.value.status == 500
