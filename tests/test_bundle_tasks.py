@@ -476,3 +476,50 @@ def test_non_finite_outputs_are_an_error_everywhere(runs, kind, tmp_path, capsys
         service.predict({"ecg": [Upload(Path(row["ecg_path"]).read_bytes(), "a.csv")],
                          "cxr": [Upload(Path(row["cxr_path"]).read_bytes(), "b.dcm")]}, {"explain": "0"})
     assert e.value.status == 500
+
+
+def test_browser_shows_the_outputs_table(runs, tmp_path):
+    """The clinician's page with a multilabel bundle: one table row per label with its probability,
+    threshold and decision (as the API answered), the labels' heat maps named by target."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_serve import _browser, _Server
+
+    from cardiofusion.bundle import load
+    from cardiofusion.serve import create_app
+
+    screener = load(_bundle(runs, "multilabel"))
+    row = _val(runs, "multilabel").iloc[0]
+    want = screener.predict(ecg=row["ecg_path"], cxr=row["cxr_path"])
+    server = _Server(create_app(screener, max_upload_mb=20))
+    browser = None
+    try:
+        browser = _browser()
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 90)
+        wait.until(lambda b: "Task: two_labels" in b.find_element(By.ID, "model-card").text)
+        assert "two_labels" in browser.find_element(By.ID, "page-title").text
+        browser.find_element(By.ID, "ecg").send_keys(str(row["ecg_path"]))
+        browser.find_element(By.ID, "cxr").send_keys(str(row["cxr_path"]))
+        browser.find_element(By.ID, "submit").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "task-result")))
+        wait.until(lambda b: b.execute_script(
+            "return [...document.querySelectorAll('#target-figures img')].length > 0 && "
+            "[...document.querySelectorAll('#target-figures img')].every(i => i.naturalWidth > 100)"))
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#outputs-body tr")]
+        assert [r[0] for r in rows] == ["AS", "fast jet"]
+        for r, o in zip(rows, want.outputs):
+            assert float(r[1]) == pytest.approx(o["probability"], abs=1e-3)
+            assert float(r[2]) == pytest.approx(o["threshold"]) and r[3] == o["decision"].upper()
+        assert not browser.find_element(By.ID, "binary-prob").is_displayed()
+        captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#target-figures figcaption")]
+        targets = want.positive_labels or ["AS"]
+        assert sorted(captions) == sorted(f"{m} \u2013 target {t}" for t in targets for m in (
+            "X-ray: Grad-CAM overlay", "ECG: lead importance \u00d7 time"))
+        browser.save_screenshot(str(tmp_path / "multilabel_page.png"))
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.stop()
