@@ -196,10 +196,6 @@ def task_description(task: Task, modalities: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Record-level outputs -> results
 # --------------------------------------------------------------------------------------------------
-def _row(values: Any, k: int) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64).reshape(-1, k) if k else np.asarray(values, dtype=np.float64)
-
-
 def _list(values: np.ndarray) -> list[float | None] | None:
     out = [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values, dtype=np.float64).ravel()]
     return None if all(v is None for v in out) else out
@@ -269,15 +265,11 @@ BINARY_COLUMNS = ("patient_id", "status", "probability", "decision", "threshold"
 BINARY_NUMERIC = ("probability", "threshold", "score", "score_ecg", "score_cxr")
 
 
-def _safe_names(task: Task) -> list[str]:
-    return list(task.target_names)
-
-
 def batch_columns(task: Task) -> list[str]:
     """Output columns of a batch for this task (binary: :data:`BINARY_COLUMNS`)."""
     if task.kind == "binary":
         return list(BINARY_COLUMNS)
-    names = _safe_names(task)
+    names = list(task.target_names)
     if task.kind == "multiclass":
         middle = ["predicted_class", "predicted_index", *(f"prob_{n}" for n in names)]
     elif task.kind == "multilabel":
@@ -303,7 +295,7 @@ def batch_row(task: Task, d: Mapping[str, Any]) -> dict[str, Any]:
                 "score_ecg": d["scores"]["ecg"], "score_cxr": d["scores"]["cxr"],
                 "warnings": "; ".join(d["warnings"]), "error": ""}
     row: dict[str, Any] = {"patient_id": d.get("patient_id"), "status": "ok"}
-    names = _safe_names(task)
+    names = list(task.target_names)
     if task.kind == "multiclass":
         row.update(predicted_class=d["predicted_class"], predicted_index=d["predicted_index"])
     if task.kind == "multilabel":
