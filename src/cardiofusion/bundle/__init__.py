@@ -8,6 +8,10 @@
     result = screener.predict(ecg="patient.hea", cxr="patient.dcm")
     result.to_dict()  # {"probability", "decision", "modalities", "scores", "threshold", "warnings"}
 
+Bundles of multiclass / multilabel / regression tasks answer per-class probabilities and the predicted
+class, per-label probabilities and decisions, or values in units (:mod:`cardiofusion.bundle.results`;
+``result.outputs``, ``result.to_dict()["outputs"]``).
+
 ``cardiofusion.load`` is :func:`load`.
 """
 
@@ -17,6 +21,7 @@ from .batch import BatchReport, predict_batch, read_table
 from .export import export_bundle
 from .format import FORMAT_VERSION, BundleError, read_manifest, verify_files
 from .inputs import ReaderDefaults, prepare_cxr, prepare_ecg
+from .results import OUTPUT_KEYS, task_from_manifest
 from .screener import (
     NEGATIVE,
     POSITIVE,
@@ -30,6 +35,7 @@ from .screener import (
 __all__ = [
     "FORMAT_VERSION",
     "NEGATIVE",
+    "OUTPUT_KEYS",
     "POSITIVE",
     "RUNTIMES",
     "BatchReport",
@@ -45,5 +51,6 @@ __all__ = [
     "prepare_ecg",
     "read_manifest",
     "read_table",
+    "task_from_manifest",
     "verify_files",
 ]

@@ -14,6 +14,11 @@ An output that is one of the inputs (the table, the bundle, a file the table nam
 In CSV and workbook output a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return gets a leading ``'`` (OWASP's CSV-injection advice), so that a spreadsheet shows it as text and
 never runs it as a formula; the numeric columns (probability, threshold, scores) are written as numbers.
+
+Output columns follow the bundle's task (:func:`cardiofusion.bundle.results.batch_columns`): binary bundles
+write :data:`OUTPUT_COLUMNS` as always; multiclass ones ``predicted_class``, ``predicted_index`` and
+``prob_<class>`` per class; multilabel ones ``positive_labels``, ``prob_<label>`` and ``decision_<label>``;
+regression ones ``pred_<target>`` in the target's unit.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import pandas as pd
 
 from ..errors import CardiofusionError, ConfigError, ReadError
 from ..io._files import check_input_file
+from ..tasks import binary_task
+from .results import BINARY_COLUMNS, BINARY_NUMERIC, batch_columns, batch_row, numeric_columns
 from .screener import PreparedPatient, Screener
 
-OUTPUT_COLUMNS = ("patient_id", "status", "probability", "decision", "threshold", "modalities", "score",
-                  "score_ecg", "score_cxr", "warnings", "error")
+OUTPUT_COLUMNS = BINARY_COLUMNS
 _ALIASES = {"ecg": ("ecg", "ecg_path", "ecg_file"), "cxr": ("cxr", "cxr_path", "cxr_file", "xray"),
             "patient_id": ("patient_id", "patient", "id"), "ecg_fs": ("ecg_fs", "fs"),
             "ecg_units": ("ecg_units", "units"), "ecg_resolution_uv": ("ecg_resolution_uv", "resolution_uv")}
@@ -90,7 +96,7 @@ def _resolve(value: Any, base: Path | None) -> str | None:
 #: Output extensions -> format.
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".xlsx": "xlsx"}
 #: Columns written as numbers (never escaped); every other column is text.
-NUMERIC_COLUMNS = ("probability", "threshold", "score", "score_ecg", "score_cxr")
+NUMERIC_COLUMNS = BINARY_NUMERIC
 #: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -157,8 +163,9 @@ def check_output(out: str | os.PathLike, inputs: list[str | os.PathLike | None],
 class _RowWriter:
     """Writes output rows in table order as soon as they and all rows before them are done."""
 
-    def __init__(self, out: Path, fmt: str, columns: list[str], n_rows: int):
-        self.out, self.fmt, self.columns = out, fmt, columns
+    def __init__(self, out: Path, fmt: str, columns: list[str], n_rows: int,
+                 numeric: tuple[str, ...] | list[str] = NUMERIC_COLUMNS):
+        self.out, self.fmt, self.columns, self.numeric = out, fmt, columns, tuple(numeric)
         self.rows: list[dict[str, Any] | None] = [None] * n_rows
         self.next = 0
         self.file = None
@@ -178,7 +185,7 @@ class _RowWriter:
         values = []
         for c in self.columns:
             v = row.get(c, "")
-            values.append(("" if v is None else v) if c in NUMERIC_COLUMNS else escape_formula("" if v is None else v))
+            values.append(("" if v is None else v) if c in self.numeric else escape_formula("" if v is None else v))
         return values
 
     def done(self, i: int, row: dict[str, Any]) -> None:
@@ -202,7 +209,7 @@ class _RowWriter:
             return
         done = [r for r in self.rows if r is not None]
         frame = pd.DataFrame([self.cells(r) for r in done], columns=self.columns)
-        for c in NUMERIC_COLUMNS:
+        for c in self.numeric:
             frame[c] = pd.to_numeric(frame[c].replace("", None), errors="coerce")
         try:
             with pd.ExcelWriter(self.out, engine="openpyxl") as xl:
@@ -222,7 +229,8 @@ def _float_or_none(value: Any, what: str) -> float | None:
 
 def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, out: str | os.PathLike, *,
                   chunk: int = 8, progress: bool = True, explain: str | os.PathLike | None = None,
-                  on_row: Callable[[int, dict[str, Any]], None] | None = None, cxr_layer: Any = None) -> BatchReport:
+                  on_row: Callable[[int, dict[str, Any]], None] | None = None, cxr_layer: Any = None,
+                  target: Any = None) -> BatchReport:
     """Predict every row of a patient table and write one output row per input row.
 
     Args:
@@ -235,6 +243,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
         explain: also write each patient's heat maps into this folder (``<patient_id>_cxr.png`` ...).
         on_row: called with ``(row_number, output_row)`` as rows finish (for callers that stream).
         cxr_layer: X-ray Grad-CAM layer(s) of the explanations (see :meth:`Screener.explain`).
+        target: the explained class / label / target of non-binary bundles (see :meth:`Screener.explain`).
     """
     from tqdm.auto import tqdm
 
@@ -246,14 +255,16 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                        bundle=getattr(screener, "path", None))
     rows: list[dict[str, Any] | None] = [None] * len(df)
     pending: list[tuple[int, PreparedPatient]] = []
-    columns = list(OUTPUT_COLUMNS) + (["heat_map_cxr", "heat_map_ecg"] if explain is not None else [])
-    writer = _RowWriter(out, fmt, columns, len(df))
+    task = getattr(screener, "task", None) or binary_task()
+    columns = batch_columns(task) + (["heat_map_cxr", "heat_map_ecg"] if explain is not None else [])
+    writer = _RowWriter(out, fmt, columns, len(df), numeric_columns(task))
 
     def finished(i: int) -> None:
         r = rows[i]
         if explain is not None:
             maps = r.get("explanations") or {}
-            r.update({"heat_map_cxr": maps.get("cxr", ""), "heat_map_ecg": maps.get("ecg", "")})
+            r.update({f"heat_map_{m}": "; ".join(v for k, v in maps.items() if k.split(":")[0] == m)
+                      for m in ("cxr", "ecg")})
         writer.done(i, r)
         if on_row is not None:
             on_row(i, r)
@@ -277,14 +288,11 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                 d = r.to_dict()
                 if explain is not None:
                     try:
-                        d["explanations"] = screener.explain(p, explain, r, cxr_layer=cxr_layer)
+                        d["explanations"] = screener.explain(p, explain, r, cxr_layer=cxr_layer,
+                                                             **({"target": target} if target is not None else {}))
                     except CardiofusionError as e:
                         d["warnings"] = [*d["warnings"], f"no explanation: {e}"]
-                rows[i] = {"patient_id": d.get("patient_id"), "status": "ok", "probability": d["probability"],
-                           "decision": d["decision"], "threshold": d["threshold"],
-                           "modalities": "+".join(d["modalities"]), "score": d["scores"]["fused"],
-                           "score_ecg": d["scores"]["ecg"], "score_cxr": d["scores"]["cxr"],
-                           "warnings": "; ".join(d["warnings"]), "error": "",
+                rows[i] = {**batch_row(task, d),
                            **({"explanations": d["explanations"]} if "explanations" in d else {})}
         for i, _ in pending:
             finished(i)

@@ -10,10 +10,15 @@ a setting (``docs/screening.md``):
   training export when they were uniform;
 * ``preprocess``: the run's ``PreprocessConfig`` (leads, window, evaluation stride, image size and
   normalisation); ``ecg`` / ``cxr`` restate them for people, with the window averaging rule;
-* ``label``: the aortic stenosis definition of the cohort;
-* ``calibration`` and ``threshold``: from an evaluation folder (``EVALDIR/models/NAME/calibration.json``)
-  or fitted here on the run's validation scores, with how the threshold was chosen;
-* ``validation``: the run's validation metrics and the threshold's sensitivity / specificity;
+* ``task_definition``: the run's fitted task (:class:`cardiofusion.tasks.Task`, the regression scaler
+  included; a bundle without it is the binary aortic stenosis task) and ``task``, its description;
+* ``label``: the aortic stenosis definition of the cohort (other tasks: the task's columns and description);
+* ``calibration`` and ``threshold`` (binary tasks): from an evaluation folder
+  (``EVALDIR/models/NAME/calibration.json``) or fitted here on the run's validation scores, with how the
+  threshold was chosen; other kinds carry ``decision`` (how results are decided: the most probable class,
+  the task's per-label thresholds, values in units) and no calibration;
+* ``validation``: the run's validation metrics and the threshold's sensitivity / specificity (other kinds:
+  the task's metrics on ``RUN/val_scores.csv``, scikit-learn);
 * ``versions``, ``created``, ``source`` (run, checkpoint), per-file digests and ``content_hash``.
 """
 
@@ -34,6 +39,7 @@ import pandas as pd
 from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ONNX_GRAPH, WEIGHTS, is_bundle_folder, write_manifest
+from .results import TASK_KEY, task_description
 
 
 def _versions() -> dict[str, str]:
@@ -149,6 +155,65 @@ def _validation(run_dir: Path | None, val: pd.DataFrame | None, calibrator: Cali
     return out
 
 
+def _task_validation(task: Any, run_dir: Path | None, val: pd.DataFrame | None) -> dict[str, Any]:
+    """Validation metrics of a non-binary run from its validation score table (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, mean_absolute_error, roc_auc_score
+
+    out: dict[str, Any] = {}
+    if run_dir is not None and (run_dir / "result.json").is_file():
+        try:
+            result = json.loads((run_dir / "result.json").read_text())
+        except (OSError, ValueError, RecursionError):
+            result = {}
+        for key in ("best_val_loss", "best_epoch", "epochs_trained", "records"):
+            if key in result:
+                out[key] = result[key]
+    if val is None or not len(val) or not set(task.prediction_columns()) <= set(val.columns):
+        return out
+    labels = np.asarray(task.labels_from_table(val), dtype=np.float64)
+    preds = np.asarray(task.predictions_from_table(val), dtype=np.float64)
+    out["n_records"] = int(len(val))
+    if task.kind == "multiclass":
+        keep = np.isfinite(labels) & np.isfinite(preds).all(axis=1)
+        y, p = labels[keep].astype(int), preds[keep]
+        out["accuracy"] = _num(float(accuracy_score(y, p.argmax(axis=1)))) if keep.any() else None
+        per_class = {}
+        for j, name in enumerate(task.classes):
+            yj = (y == j).astype(int)
+            per_class[name] = _num(float(roc_auc_score(yj, p[:, j]))) if 0 < yj.sum() < len(yj) else None
+        out["auroc_per_class"] = per_class
+        known = [v for v in per_class.values() if v is not None]
+        out["macro_auroc"] = _num(float(np.mean(known))) if known else None
+    elif task.kind == "multilabel":
+        per_label = {}
+        for j, name in enumerate(task.classes):
+            keep = np.isfinite(labels[:, j]) & np.isfinite(preds[:, j])
+            yj = labels[keep, j]
+            per_label[name] = (_num(float(roc_auc_score(yj, preds[keep, j]))) if len(np.unique(yj)) == 2 else None)
+        out["auroc_per_label"] = per_label
+        known = [v for v in per_label.values() if v is not None]
+        out["macro_auroc"] = _num(float(np.mean(known))) if known else None
+    else:
+        mae = {}
+        for j, name in enumerate(task.classes):
+            keep = np.isfinite(labels[:, j]) & np.isfinite(preds[:, j])
+            mae[name] = _num(float(mean_absolute_error(labels[keep, j], preds[keep, j]))) if keep.any() else None
+        out["mae_per_target"] = mae
+        out["units"] = {name: task.unit(col) or None for name, col in zip(task.classes, task.columns)}
+    return out
+
+
+def _decision_rule(task: Any) -> dict[str, Any]:
+    """How a non-binary bundle decides (``manifest["decision"]``)."""
+    if task.kind == "multiclass":
+        return {"rule": "most probable class", "classes": list(task.classes), "ordinal": task.ordinal}
+    if task.kind == "multilabel":
+        return {"rule": "per-label threshold on the label probability (task thresholds, default 0.5)",
+                "thresholds": {n: float(task.thresholds.get(o, 0.5)) for n, o in zip(task.classes, task.output_names)}}
+    return {"rule": "values in units (standardised outputs mapped back with the training split's mean and sd)",
+            "units": {n: task.unit(c) or None for n, c in zip(task.classes, task.columns)}}
+
+
 def _check_out(out: Path, sources: list[Any], overwrite: bool) -> None:
     """Refuse an ``--out`` whose writing could destroy anything but an older bundle.
 
@@ -255,10 +320,21 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
     except ReadError:
         table = None
 
+    from ..tasks import load_task
+
+    task = load_task(getattr(config, "task", None))
     val = None
     if run_dir is not None and (run_dir / "val_scores.csv").is_file():
         val = pd.read_csv(run_dir / "val_scores.csv", dtype={"record_id": str, "patient_id": str})
-    if evaluation is not None:
+    if not task.is_binary:
+        if target_sensitivity is not None or threshold != "youden":
+            raise ConfigError(f"{run}: a {task.kind} task ({task.name}) has no single decision threshold; leave "
+                              f"out --threshold / --target-sensitivity (multilabel thresholds are the task's)")
+        if evaluation is not None:
+            raise ConfigError(f"{run}: --evaluation supplies a binary calibration and threshold; a {task.kind} "
+                              f"task ({task.name}) has none, leave it out")
+        calibrator = thr = cal_source = None
+    elif evaluation is not None:
         calibrator, thr, cal_source = _calibration_from_evaluation(evaluation, name)
     else:
         if val is None:
@@ -277,7 +353,9 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         "format_version": FORMAT_VERSION,
         "name": name or (run_dir.name if run_dir is not None else loaded.checkpoint.stem),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": "screening for aortic stenosis from a 12-lead ECG and/or a chest X-ray",
+        "task": ("screening for aortic stenosis from a 12-lead ECG and/or a chest X-ray" if task.is_binary
+                 and task.name == "aortic_stenosis" else task_description(task, modalities)),
+        TASK_KEY: task.to_dict(),
         "model": {"config": model_dict, "modalities": modalities, "fusion": model_cfg.fusion,
                   "score": getattr(FUSIONS.get(model_cfg.fusion), "score_meaning", "model score"),
                   "initial_cxr_weights": trained_with if isinstance(trained_with, bool) else str(trained_with)},
@@ -291,10 +369,13 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         "cxr": {"stored_size": cache_config.image_size, "resize_mode": cache_config.image_mode,
                 "image_size": pp.image_size, "normalisation": "(x / 255 - image_mean) / image_std",
                 "image_mean": pp.image_mean, "image_std": pp.image_std, "channels": 1},
-        "label": _label_definition(config.manifest),
-        "calibration": {"calibrator": calibrator.to_dict(), **cal_source},
-        "threshold": {**thr.to_dict(), "description": thr.describe()},
-        "validation": _validation(run_dir, val, calibrator, thr),
+        "label": (_label_definition(config.manifest) if task.is_binary and task.name == "aortic_stenosis"
+                  else {"name": task.name, "definition": task.description or task_description(task, modalities),
+                        "columns": list(task.columns), "source": "task definition"}),
+        **({"calibration": {"calibrator": calibrator.to_dict(), **cal_source},
+            "threshold": {**thr.to_dict(), "description": thr.describe()},
+            "validation": _validation(run_dir, val, calibrator, thr)} if task.is_binary else
+           {"decision": _decision_rule(task), "validation": _task_validation(task, run_dir, val)}),
         "source": {"run": str(run_dir.resolve()) if run_dir is not None else None,
                    "checkpoint": str(Path(loaded.checkpoint).resolve())},
         "versions": _versions(),

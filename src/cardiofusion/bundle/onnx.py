@@ -15,11 +15,14 @@ input           shape, type                meaning
 
 and returns ``score``, ``prob``, ``score_ecg``, ``score_cxr`` ``(B,)`` float32 (NaN where a branch is
 absent) and ``used`` ``(B, 2)`` bool -- the :class:`~cardiofusion.models.fusion.FusionOutput` of the
-PyTorch model, window by window.  Record scores are window means, as in evaluation.  Each X-ray is
-encoded once per record (gathered by ``record_index``).  Unlike ``MultimodalModel.encode`` the encoders
-run on every row (a graph cannot select rows by a data-dependent mask); rows without the modality are
-discarded by the fusion head's presence masks, so present rows score identically.  A single-modality
-model's graph has only the inputs it reads.
+PyTorch model, window by window.  Models of non-binary tasks (``num_outputs`` k > 1, or a non-logistic
+link) give ``score`` / ``score_ecg`` / ``score_cxr`` ``(B, k)`` and ``prob`` ``(B, m)`` (class
+probabilities, label probabilities or standardised regression values), the same names.
+
+Record scores are window means, as in evaluation. Each X-ray is encoded once per record (gathered by
+``record_index``). Unlike ``MultimodalModel.encode`` the encoders run on every row (a graph cannot select
+rows by a data-dependent mask); rows without the modality are discarded by the fusion head's presence
+masks, so present rows score identically. A single-modality model's graph has only the inputs it reads.
 """
 
 from __future__ import annotations

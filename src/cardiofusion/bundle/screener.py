@@ -1,5 +1,9 @@
 """Screen new patients with a model bundle: ``cardiofusion.load(BUNDLE).predict(ecg=..., cxr=...)``.
 
+Bundles of every task kind (:mod:`cardiofusion.bundle.results`): binary bundles answer a calibrated
+probability and POSITIVE / NEGATIVE at their threshold; multiclass bundles the class probabilities and the
+predicted class; multilabel bundles each label's probability and decision; regression bundles values in units.
+
 :func:`load` checks the bundle (format version, content hash, file sizes and digests), rebuilds the
 model from its JSON config and loads the safetensors weights -- nothing is unpickled.
 :meth:`Screener.predict` reads the files with the settings the bundle carries
@@ -24,51 +28,9 @@ from ..errors import CardiofusionError, ConfigError
 from ..records import CXRImage, ECGRecord
 from .format import ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
 from .inputs import PreparedCXR, PreparedECG, ReaderDefaults, prepare_cxr, prepare_ecg
+from .results import NEGATIVE, POSITIVE, Prediction, binary_outputs, task_from_manifest, task_prediction, task_values
 
 RUNTIMES = ("torch", "onnx")
-POSITIVE, NEGATIVE = "positive", "negative"
-
-
-@dataclass
-class Prediction:
-    """The screening result for one patient.
-
-    Attributes:
-        probability: calibrated probability of aortic stenosis (the bundle's calibrator on ``scores["fused"]``).
-        decision: ``"positive"`` (refer for echocardiography) when ``probability >= threshold``, else ``"negative"``.
-        threshold: the bundle's decision threshold on the probability.
-        modalities: the modalities that produced the score (``["ecg", "cxr"]``, ``["ecg"]`` or ``["cxr"]``).
-        scores: ``fused`` (the model's ranking score, mean over ECG windows) and the per-branch scores
-            ``ecg`` / ``cxr`` (None where the model has no such branch or it was not used).
-        patient_id: the caller's identifier, echoed back (never read from the files).
-        warnings: things the clinician should know (absent leads, a single modality, ...).
-        explanations: ``{"cxr": path, "ecg": path}`` heat-map PNGs when asked for.
-    """
-
-    probability: float
-    decision: str
-    threshold: float
-    modalities: list[str]
-    scores: dict[str, float | None]
-    patient_id: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    explanations: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def positive(self) -> bool:
-        return self.decision == POSITIVE
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``probability``, ``decision``, ``modalities``, ``scores``, ``threshold``, ``warnings``
-        (+ ``patient_id`` when given, ``explanations`` when made)."""
-        d: dict[str, Any] = {"probability": self.probability, "decision": self.decision,
-                             "modalities": list(self.modalities), "scores": dict(self.scores),
-                             "threshold": self.threshold, "warnings": list(self.warnings)}
-        if self.patient_id is not None:
-            d = {"patient_id": self.patient_id, **d}
-        if self.explanations:
-            d["explanations"] = dict(self.explanations)
-        return d
 
 
 @dataclass
@@ -128,8 +90,12 @@ class Screener:
         self.preprocess = PreprocessConfig.from_dict(manifest["preprocess"])
         self.decode = CacheConfig.from_dict(manifest["decode"])
         self.reader_defaults = ReaderDefaults.from_dict(manifest.get("ecg_reader_defaults"))
-        self.calibrator = Calibrator.from_dict(manifest["calibration"]["calibrator"])
-        self.threshold = Threshold.from_dict(manifest["threshold"])
+        self.task = task_from_manifest(manifest, path)
+        # calibration and one threshold exist for binary tasks; other kinds report the heads' probabilities
+        # (multilabel decisions at the task's per-label thresholds) or values in units
+        binary = self.task.is_binary
+        self.calibrator = Calibrator.from_dict(manifest["calibration"]["calibrator"]) if binary else None
+        self.threshold = Threshold.from_dict(manifest["threshold"]) if binary else None
         self.modalities: tuple[str, ...] = tuple(manifest["model"]["modalities"])
         self.runtime = runtime
         self._onnx = onnx_runner
@@ -142,12 +108,22 @@ class Screener:
     def describe(self) -> dict[str, Any]:
         """What a clinician-facing page shows about the model (no file paths)."""
         m = self.manifest
-        return {"name": self.name, "fusion": self.model_config.fusion, "modalities": list(self.modalities),
-                "label": m.get("label", {}).get("definition"), "threshold": self.threshold.value,
-                "threshold_rule": self.threshold.describe(), "validation": m.get("validation", {}),
-                "ecg": m.get("ecg"), "cxr": m.get("cxr"), "runtime": self.runtime,
-                "cardiofusion": m.get("versions", {}).get("cardiofusion"),
-                "content_hash": m.get("content_hash")}
+        d = {"name": self.name, "fusion": self.model_config.fusion, "modalities": list(self.modalities),
+             "label": m.get("label", {}).get("definition"),
+             "threshold": self.threshold.value if self.threshold is not None else None,
+             "threshold_rule": self.threshold.describe() if self.threshold is not None else None,
+             "validation": m.get("validation", {}),
+             "ecg": m.get("ecg"), "cxr": m.get("cxr"), "runtime": self.runtime,
+             "cardiofusion": m.get("versions", {}).get("cardiofusion"),
+             "content_hash": m.get("content_hash")}
+        if not self.task.is_binary:
+            t = self.task
+            d["task"] = {"name": t.name, "kind": t.kind, "ordinal": t.ordinal, "names": list(t.classes),
+                         "units": [t.unit(c) or None for c in t.columns] if t.kind == "regression" else None,
+                         "thresholds": ({n: float(t.thresholds.get(o, 0.5)) for n, o in zip(t.classes, t.output_names)}
+                                        if t.kind == "multilabel" else None),
+                         "description": t.description}
+        return d
 
     # -- inputs --------------------------------------------------------------------------------------
     def prepare(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
@@ -211,7 +187,8 @@ class Screener:
 
     @torch.no_grad()
     def _score(self, patients: Sequence[PreparedPatient]) -> dict[str, np.ndarray]:
-        """Record-level ``score``, ``score_ecg``, ``score_cxr`` ``(R,)`` and ``used`` ``(R, 2)``."""
+        """Record-level ``score``, ``prob``, ``score_ecg``, ``score_cxr`` (``(R,)`` binary, ``(R, k)`` / ``(R, m)``
+        otherwise) and ``used`` ``(R, 2)``."""
         from ..models.fusion import FusionOutput
         from ..training.evaluate import aggregate_windows, model_batch
 
@@ -233,7 +210,7 @@ class Screener:
             # evaluation does); the features, hence the scores, are the same
             output = self.model({**model_batch(batch), "record_index": batch["record_index"]})
         agg = aggregate_windows(output, batch["record_index"], len(patients))
-        return {k: agg[k].cpu().numpy() for k in ("score", "score_ecg", "score_cxr", "used")}
+        return {k: agg[k].cpu().numpy() for k in ("score", "prob", "score_ecg", "score_cxr", "used")}
 
     def predict_prepared(self, patients: Sequence[PreparedPatient]) -> list[Prediction]:
         """Predictions for already prepared patients (one model call for all of them).
@@ -253,6 +230,8 @@ class Screener:
         if not patients:
             return []
         agg = self._score(patients)
+        if not self.task.is_binary:
+            return self._task_results(patients, agg)
         with np.errstate(invalid="ignore", over="ignore"):
             probs = np.asarray(self.calibrator(agg["score"]), dtype=np.float64)
             decisions = self.threshold.apply(probs)
@@ -268,13 +247,35 @@ class Screener:
                 threshold=float(self.threshold.value), modalities=used,
                 scores={"fused": _finite(agg["score"][i]), "ecg": _finite(agg["score_ecg"][i]),
                         "cxr": _finite(agg["score_cxr"][i])},
-                patient_id=p.patient_id, warnings=list(p.warnings)))
+                patient_id=p.patient_id, warnings=list(p.warnings), task=self.task.name,
+                outputs=binary_outputs(self.task, float(probs[i]), float(self.threshold.value),
+                                       POSITIVE if bool(decisions[i]) else NEGATIVE)))
+        return out
+
+    def _task_results(self, patients: Sequence[PreparedPatient],
+                      agg: dict[str, np.ndarray]) -> list[Prediction | PredictionError]:
+        """Multiclass / multilabel / regression results (:mod:`cardiofusion.bundle.results`)."""
+        k = self.task.n_outputs
+        n = len(patients)
+        raw = {name: np.asarray(agg[key], dtype=np.float64).reshape(n, k)
+               for name, key in (("fused", "score"), ("ecg", "score_ecg"), ("cxr", "score_cxr"))}
+        with np.errstate(invalid="ignore", over="ignore"):
+            values = task_values(self.task, agg["prob"])
+        out: list[Prediction | PredictionError] = []
+        for i, p in enumerate(patients):
+            bad = [float(v) for v in (*raw["fused"][i], *values[i]) if not math.isfinite(float(v))]
+            if bad:
+                out.append(PredictionError(f"{NON_FINITE_REASON} (score {bad[0]})", patient_id=p.patient_id))
+                continue
+            used = [m for j, m in enumerate(("ecg", "cxr")) if bool(agg["used"][i, j])]
+            out.append(task_prediction(self.task, values[i], {m: raw[m][i] for m in raw}, used, p.patient_id,
+                                       p.warnings))
         return out
 
     def predict(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
                 *, explain: str | os.PathLike | None = None, patient_id: str | None = None,
                 ecg_fs: float | None = None, ecg_units: str | None = None,
-                ecg_resolution_uv: float | None = None, cxr_layer: Any = None) -> Prediction:
+                ecg_resolution_uv: float | None = None, cxr_layer: Any = None, target: Any = None) -> Prediction:
         """Screen one patient.
 
         Args:
@@ -284,6 +285,9 @@ class Screener:
                 12-lead heat map), named ``<patient_id>_cxr.png`` when a patient id is given.
             cxr_layer: X-ray Grad-CAM layer(s) of the explanation (default: the last feature map; ``-2``:
                 the stride-16 stage, finer; see :func:`cardiofusion.explain.cxr_gradcam`).
+            target: what the explanation explains for bundles of non-binary tasks: a class (name or index),
+                label name or output index (default: the predicted class, each positive label or else the
+                first, the first regression target; see :meth:`explain`).
             patient_id: echoed in the result (and used for figure names); never read from files.
             ecg_fs, ecg_units, ecg_resolution_uv: for headerless ECG files (CSV, NumPy, HDF5); default:
                 the training export's (``manifest["ecg_reader_defaults"]``).
@@ -292,20 +296,26 @@ class Screener:
                                ecg_resolution_uv=ecg_resolution_uv)
         result = self.predict_prepared([patient])[0]
         if explain is not None:
-            result.explanations = self.explain(patient, explain, result, cxr_layer=cxr_layer)
+            result.explanations = self.explain(patient, explain, result, cxr_layer=cxr_layer, target=target)
         return result
 
     # -- explanations --------------------------------------------------------------------------------
     def explain(self, patient: PreparedPatient, out_dir: str | os.PathLike, result: Prediction | None = None,
-                *, stem: str | None = None, cxr_layer: Any = None) -> dict[str, str]:
+                *, stem: str | None = None, cxr_layer: Any = None, target: Any = None) -> dict[str, str]:
         """Write the X-ray Grad-CAM overlay and the 12-lead heat map of one patient (PyTorch model; the
-        same weights as the ONNX graph).  Returns ``{"cxr": path, "ecg": path}`` for what was drawn."""
+        same weights as the ONNX graph).  Returns ``{"cxr": path, "ecg": path}`` for what was drawn.
+
+        Bundles of other tasks explain ``target`` (a class name or index, label name, output index), by
+        default the predicted class, each positive label (else the first label) or the first target; files
+        are ``<stem><target>_cxr.png``, keys ``"cxr:<target>"`` / ``"ecg:<target>"``, and each figure's
+        title names its target."""
         try:
             from ..explain import (
                 explain_sample,
                 plot_cxr_explanation,
                 plot_ecg_explanation,
             )
+            from ..explain.attribution import default_output_targets, resolve_output_target
             from ..explain.samples import RecordSample
         except ImportError as e:  # pragma: no cover - the explain package ships with the library
             raise ConfigError(f"explanations are unavailable ({e})") from None
@@ -323,20 +333,48 @@ class Screener:
                               window_samples=pp.window_samples, fs=pp.fs, leads=tuple(pp.leads),
                               cxr=patient.cxr.image if patient.cxr is not None else None,
                               image_mean=pp.image_mean, image_std=pp.image_std)
-        expl = explain_sample(self.model, sample, method="gradcam", cxr_layer=cxr_layer)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         prefix = stem or (_safe_stem(patient.patient_id) + "_" if patient.patient_id else "")
-        head = None
-        if result is not None:
-            head = (f"P(AS) = {result.probability:.3f}  |  {result.decision} at {result.threshold:.3g}  |  "
-                    f"{' + '.join(m.upper() if m == 'ecg' else 'X-ray' for m in result.modalities)}")
-        paths: dict[str, str] = {}
-        if expl.cxr is not None:
-            paths["cxr"] = str(plot_cxr_explanation(expl.cxr, out / f"{prefix}cxr.png", title=head))
-        if expl.ecg is not None:
-            layout = "3x4" if len(pp.leads) == 12 else "12x1"
-            paths["ecg"] = str(plot_ecg_explanation(expl.ecg, out / f"{prefix}ecg.png", layout=layout, title=head))
+        layout = "3x4" if len(pp.leads) == 12 else "12x1"
+        if self.task.is_binary:
+            expl = explain_sample(self.model, sample, method="gradcam", cxr_layer=cxr_layer)
+            head = None
+            if result is not None:
+                head = (f"P(AS) = {result.probability:.3f}  |  {result.decision} at {result.threshold:.3g}  |  "
+                        f"{' + '.join(m.upper() if m == 'ecg' else 'X-ray' for m in result.modalities)}")
+            paths: dict[str, str] = {}
+            if expl.cxr is not None:
+                paths["cxr"] = str(plot_cxr_explanation(expl.cxr, out / f"{prefix}cxr.png", title=head))
+            if expl.ecg is not None:
+                paths["ecg"] = str(plot_ecg_explanation(expl.ecg, out / f"{prefix}ecg.png", layout=layout,
+                                                        title=head))
+            return paths
+        if target is not None:
+            targets = [resolve_output_target(target, self.task)]
+        else:
+            if result is None:
+                result = self.predict_prepared([patient])[0]
+            values = [o["probability"] if o["probability"] is not None else o["value"] for o in result.outputs]
+            targets = default_output_targets(self.task, values)
+        paths = {}
+        for chosen in targets:
+            expl = explain_sample(self.model, sample, method="gradcam", cxr_layer=cxr_layer, output=chosen,
+                                  task=self.task)
+            head = f"target: {chosen.describe()}"
+            if result is not None:
+                o = result.outputs[chosen.index]
+                value = (f"P = {o['probability']:.3f}" if o["probability"] is not None
+                         else f"{o['value']:.4g}{(' ' + o['unit']) if o.get('unit') else ''}")
+                head += (f"  |  {value}  |  "
+                         f"{' + '.join(m.upper() if m == 'ecg' else 'X-ray' for m in result.modalities)}")
+            name = _safe_stem(chosen.name)
+            if expl.cxr is not None:
+                paths[f"cxr:{chosen.name}"] = str(plot_cxr_explanation(expl.cxr, out / f"{prefix}{name}_cxr.png",
+                                                                       title=head))
+            if expl.ecg is not None:
+                paths[f"ecg:{chosen.name}"] = str(plot_ecg_explanation(
+                    expl.ecg, out / f"{prefix}{name}_ecg.png", layout=layout, title=head))
         return paths
 
 

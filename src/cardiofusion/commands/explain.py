@@ -35,9 +35,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("gradcam", "ig"), default="gradcam",
                    help="attribution method: Grad-CAM (default) or integrated gradients")
     p.add_argument("--layout", choices=("3x4", "12x1"), default="3x4", help="ECG figure layout (default: 3x4)")
-    p.add_argument("--target", choices=("auto", "score"), default="auto",
+    p.add_argument("--target", default="auto", metavar="TARGET",
                    help="explained score: each branch's own score where the head has one (auto, default) "
-                        "or the fused score")
+                        "or the fused score (score); for runs of multiclass / multilabel / regression tasks "
+                        "also the class (name or index), label name or output index to explain (default: the "
+                        "predicted class, each positive label or else the first, the first target)")
+    p.add_argument("--fused", action="store_true",
+                   help="with a class / label --target: explain the fused score rather than each branch's")
     p.add_argument("--rollout", action="store_true", help="lead importance by attention rollout across layers")
     p.add_argument("--cxr-layer", action="append", metavar="LAYER",
                    help="X-ray Grad-CAM layer: 'last' (default: the encoder's last feature map), a timm stage "
@@ -74,12 +78,22 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out, "--out")
 
+    target, output = args.target, None
+    if target not in ("auto", "score"):
+        target, output = ("score" if args.fused else "auto"), args.target
+    elif args.fused:
+        target = "score"
     results = explain_records(args.run, args.record, args.out, cache_dir=args.cache, manifest=args.manifest,
-                              method=args.method, layout=args.layout, target=args.target, rollout=args.rollout,
-                              cxr_layer=cxr_layer_arg(args.cxr_layer))
+                              method=args.method, layout=args.layout, target=target, rollout=args.rollout,
+                              cxr_layer=cxr_layer_arg(args.cxr_layer), output=output)
     for r in results:
-        label = {1: "AS", 0: "no AS", None: "unknown"}[r["label"]]
-        print(f"{r['record_id']}  label {label}  P(AS) {r['probability']:.3f}")
+        if "output_target" not in r:
+            label = {1: "AS", 0: "no AS", None: "unknown"}[r["label"]]
+            print(f"{r['record_id']}  label {label}  P(AS) {r['probability']:.3f}")
+        else:
+            t = r["output_target"]
+            value = (f"P {r['probability']:.3f}" if r["probability"] is not None else f"score {r['score']:+.3f}")
+            print(f"{r['record_id']}  target {t['kind']} {t['name']}  label {r['label']}  {value}")
         for modality, path in r["images"].items():
             print(f"  {modality}: {path}")
     return 0

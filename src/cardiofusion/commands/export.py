@@ -55,12 +55,21 @@ def run(args: argparse.Namespace) -> int:
     val = manifest.get("validation", {})
     print(f"bundle: {out}")
     print(f"  model        {manifest['model']['fusion']} ({', '.join(manifest['model']['modalities'])})")
-    print(f"  threshold    {manifest['threshold']['description']}")
-    print(f"  calibration  {manifest['calibration']['calibrator']['method']} ({manifest['calibration']['source']})")
-    if val:
-        print("  validation   " + json.dumps({k: val[k] for k in ("auroc", "sensitivity_at_threshold",
-                                                                  "specificity_at_threshold", "n_records")
-                                             if k in val}))
+    if "threshold" in manifest:
+        print(f"  threshold    {manifest['threshold']['description']}")
+        print(f"  calibration  {manifest['calibration']['calibrator']['method']} "
+              f"({manifest['calibration']['source']})")
+        if val:
+            print("  validation   " + json.dumps({k: val[k] for k in ("auroc", "sensitivity_at_threshold",
+                                                                      "specificity_at_threshold", "n_records")
+                                                 if k in val}))
+    else:
+        task = manifest["task_definition"]
+        print(f"  task         {task['name']} ({task['kind']}: {', '.join(task['classes'])})")
+        print(f"  decision     {manifest['decision']['rule']}")
+        if val:
+            print("  validation   " + json.dumps({k: v for k, v in val.items() if k in (
+                "macro_auroc", "accuracy", "mae_per_target", "n_records")}))
     print(f"  files        {', '.join(sorted(manifest['files']))}")
     print(f"  content hash {manifest['content_hash']}")
     return 0

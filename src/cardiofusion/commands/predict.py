@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="screen one patient (--ecg/--cxr) or many (--batch TABLE --out FILE) with a model bundle",
         description="Screen patients with a model bundle (cardiofusion export). One patient: --ecg and/or "
         "--cxr; prints the calibrated probability, the decision at the bundle's threshold, the modalities "
-        "used and the per-branch scores (--json: one JSON object). Many: --batch TABLE (CSV with "
+        "used and the per-branch scores (--json: one JSON object); bundles of other tasks print every class's "
+        "probability and the predicted class, every label's probability and decision, or values in units. Many: --batch TABLE (CSV with "
         "patient_id, ecg, cxr columns; optional ecg_fs, ecg_units, ecg_resolution_uv) --out FILE (.csv or "
         ".jsonl); rows that fail are listed and the rest still predicted.",
     )
@@ -29,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cxr-layer", action="append", metavar="LAYER",
                    help="X-ray Grad-CAM layer of --explain: 'last' (default), a timm stage index (-2: stride 16, "
                         "finer) or a module name; repeat to average several")
+    p.add_argument("--target", metavar="TARGET",
+                   help="with --explain, for bundles of multiclass / multilabel / regression tasks: the class "
+                        "(name or index), label name or output index to explain (default: the predicted class, "
+                        "each positive label or else the first, the first target)")
     p.add_argument("--json", action="store_true", help="print one JSON object per patient")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="PyTorch (default) or ONNX Runtime on the bundle's model.onnx")
@@ -41,6 +46,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:+.4f}"
+
+
+def _print_task_result(screener, result, patient_id: str | None) -> None:
+    """Text output of a multiclass / multilabel / regression result: one line per class / label / target."""
+    task = screener.task
+    if patient_id:
+        print(f"patient      {patient_id}")
+    print(f"task         {task.name} ({task.kind}{', ordinal' if task.ordinal else ''})")
+    print(f"result       {result.summary()}")
+    width = max(len(o["name"]) for o in result.outputs)
+    for o in result.outputs:
+        if task.kind == "regression":
+            print(f"  {o['name']:<{width}}  {o['value']:.4g}{(' ' + o['unit']) if o['unit'] else ''}")
+        elif task.kind == "multiclass":
+            mark = "  <- predicted" if o["decision"] == "predicted" else ""
+            print(f"  {o['name']:<{width}}  p = {o['probability']:.3f}{mark}")
+        else:
+            print(f"  {o['name']:<{width}}  p = {o['probability']:.3f}  {o['decision'].upper()} "
+                  f"(threshold {o['threshold']:.3g})")
+    print(f"modalities   {' + '.join(result.modalities)}")
+    for w in result.warnings:
+        print(f"warning      {w}")
+    for kind, path in result.explanations.items():
+        print(f"heat map     {kind}: {path}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,16 +92,19 @@ def run(args: argparse.Namespace) -> int:
     screener = load(args.bundle, runtime=args.runtime)
     if args.batch:
         report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain,
-                               cxr_layer=cxr_layer_arg(args.cxr_layer))
+                               cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target)
         print(f"predicted {report.n_ok} of {report.n_rows} patients -> {report.out}", file=sys.stderr)
         for _, f in report.failures.iterrows():
             print(f"  row {f['row']} ({f['patient_id']}): {f['error']}", file=sys.stderr)
         return 0 if report.n_ok == report.n_rows else 1
     result = screener.predict(ecg=args.ecg, cxr=args.cxr, explain=args.explain, patient_id=args.patient_id,
                               ecg_fs=args.ecg_fs, ecg_units=args.ecg_units, ecg_resolution_uv=args.ecg_resolution_uv,
-                              cxr_layer=cxr_layer_arg(args.cxr_layer))
+                              cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target)
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
+        return 0
+    if result.task_kind != "binary":
+        _print_task_result(screener, result, args.patient_id)
         return 0
     label = screener.manifest.get("label", {}).get("definition", "aortic stenosis")
     if args.patient_id:

@@ -8,6 +8,14 @@ What is explained is a *score*, chosen per modality by ``target``:
 * ``"score"``: the fused ranking score (the positive-class logit of BCE heads, ``f_ecg + f_cxr`` for
   cooperative) with the other modality held fixed.
 
+Models of other tasks (``cardiofusion.tasks``) output k values; an explanation then also has an *output
+target* (:class:`OutputTarget`, :func:`resolve_output_target`): a class (name or index), a label name or an
+output index; by default the predicted class (multiclass), the first positive label or else the first label
+(multilabel; :func:`default_output_targets` lists every positive label) or the first target (regression).
+The explained score is that output's raw value (softmax: the class logit; multilabel: the label logit;
+regression: the standardised value; ordinal: the cumulative logit of ``y >= class``, and minus the first
+cumulative logit for the lowest class).  Binary models have one output and no output target (unchanged).
+
 Scores of a record are the mean over its ECG evaluation windows, as in evaluation.  Gradients come from
 captum (``LayerGradCam``, ``IntegratedGradients``); the hooked layers are the encoders' own
 ``gradcam_layer``.
@@ -36,6 +44,9 @@ __all__ = [
     "METHODS",
     "TARGETS",
     "CXRExplanation",
+    "OutputTarget",
+    "default_output_targets",
+    "resolve_output_target",
     "ECGExplanation",
     "Explanation",
     "RecordScorer",
@@ -54,6 +65,98 @@ TARGETS = ("auto", "score")
 
 
 # --------------------------------------------------------------------------------------------------
+# Which output of a k-output model is explained
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputTarget:
+    """One class / label / regression target of a k-output model, as an explanation target.
+
+    Attributes:
+        name: the class / label / target name (``output <j>`` when the task is unknown).
+        index: its index among the task's classes / labels / targets.
+        output: the column of the model's raw outputs that is explained.
+        sign: -1 when the explained score is minus that output (the lowest class of an ordinal task:
+            evidence against ``y >= 1``), else 1.
+        kind: the task kind (``multiclass``, ``multilabel``, ``regression``; ``outputs`` when unknown).
+    """
+
+    name: str
+    index: int
+    output: int
+    sign: float = 1.0
+    kind: str = "outputs"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "output": self.output, "sign": self.sign, "kind": self.kind}
+
+    def describe(self) -> str:
+        what = {"multiclass": "class", "multilabel": "label", "regression": "target"}.get(self.kind, "output")
+        return f"{what} {self.name}"
+
+
+def _task_of(task: Any) -> Any:
+    if task is None:
+        return None
+    from ..tasks import load_task
+
+    return load_task(task)
+
+
+def resolve_output_target(target: Any, task: Any = None, n_outputs: int | None = None) -> OutputTarget | None:
+    """An output target from a class / label / target name, its index (int or digits), or an
+    :class:`OutputTarget`; None for binary tasks (one output).  Errors list the choices."""
+    if isinstance(target, OutputTarget):
+        return target
+    task = _task_of(task)
+    if task is not None and task.is_binary:
+        return None
+    if task is None:
+        if not n_outputs or n_outputs <= 1:
+            return None
+        names, kind = [f"output {j}" for j in range(n_outputs)], "outputs"
+    else:
+        names, kind = list(task.classes), task.kind
+    text = str(target).strip()
+    index = None
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        index = int(target)
+    elif text in names:
+        index = names.index(text)
+    elif task is not None and text in task.columns:
+        index = task.columns.index(text)
+    elif task is not None and text in task.target_names:
+        index = list(task.target_names).index(text)
+    elif text.lstrip("-").isdigit():
+        index = int(text)
+    if index is None or not (0 <= index < len(names)):
+        raise ConfigError(f"unknown explanation target {target!r}; choose one of {', '.join(names)} "
+                          f"(or its index 0-{len(names) - 1})")
+    if task is not None and task.kind == "multiclass" and task.ordinal:
+        output, sign = (index - 1, 1.0) if index >= 1 else (0, -1.0)
+    else:
+        output, sign = index, 1.0
+    return OutputTarget(name=names[index], index=index, output=output, sign=sign, kind=kind)
+
+
+def default_output_targets(task: Any, probs: Any, n_outputs: int | None = None) -> list[OutputTarget]:
+    """The targets explained when none is given, from the record's ``prob`` (``(m,)``): multiclass the
+    predicted class, multilabel every positive label (at the task's thresholds) or else the first label,
+    regression the first target; [] for binary."""
+    task = _task_of(task)
+    if task is None:
+        return [] if not n_outputs or n_outputs <= 1 else [resolve_output_target(0, None, n_outputs)]
+    if task.is_binary:
+        return []
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    if task.kind == "multiclass":
+        return [resolve_output_target(int(np.nanargmax(p)) if np.isfinite(p).any() else 0, task)]
+    if task.kind == "multilabel":
+        positive = [j for j, d in enumerate(task.decide(p[None])[0]) if d == 1]
+        return [resolve_output_target(j, task) for j in (positive or [0])]
+    return [resolve_output_target(0, task)]
+
+
+# --------------------------------------------------------------------------------------------------
 # Scores with one modality varied and the other held fixed
 # --------------------------------------------------------------------------------------------------
 class RecordScorer:
@@ -68,9 +171,10 @@ class RecordScorer:
         sample: the record.
     """
 
-    def __init__(self, model: nn.Module, sample: RecordSample):
+    def __init__(self, model: nn.Module, sample: RecordSample, output: OutputTarget | None = None):
         self.model = model
         self.sample = sample
+        self.output = output  # which column of k-output scores is explained (None: one output)
         self.has = {"ecg": model.ecg_encoder is not None and sample.has_ecg,
                     "cxr": model.cxr_encoder is not None and sample.has_cxr}
         if not any(self.has.values()):
@@ -117,15 +221,23 @@ class RecordScorer:
             branch = (out.branch_scores or {}).get(modality)
             if branch is not None:
                 s = branch
+        if s.dim() == 2:  # k outputs: the output target's column
+            if self.output is None:
+                if s.shape[1] != 1:
+                    raise ConfigError(f"the model has {s.shape[1]} outputs; choose an explanation target")
+                s = s[:, 0]
+            else:
+                s = self.output.sign * s[:, self.output.output]
         return s.reshape(k, self.n_windows).mean(dim=1)  # (K,) record score = mean over windows
 
     def target_name(self, modality: str, target: str) -> str:
         """What ``target`` explains for ``modality``: ``branch:<m>`` or ``score``."""
+        name = "score"
         if target == "auto":
             out = self.fused()
             if (out.branch_scores or {}).get(modality) is not None:
-                return f"branch:{modality}"
-        return "score"
+                name = f"branch:{modality}"
+        return name if self.output is None else f"{name}[{self.output.name}]"
 
     def fused(self) -> Any:
         """Window-level output of the unperturbed record."""
@@ -421,10 +533,12 @@ class Explanation:
 
     Attributes:
         record_id, patient_id, label: identifiers and the reference label (NaN when unknown).
-        score, probability: the model's record-level ranking score and probability.
+        score, probability: the model's record-level ranking score and probability (k-output models: the
+            output target's raw score and its class / label probability, None for regression).
         branch_scores: ``{"ecg": float | None, "cxr": float | None}`` record-level branch scores.
         fusion: the fusion head's name.
         cxr, ecg: the per-modality explanations (None when the record or model lacks the modality).
+        output_target: the explained class / label / target of a k-output model (None: one output).
     """
 
     record_id: str
@@ -436,13 +550,17 @@ class Explanation:
     fusion: str
     cxr: CXRExplanation | None = None
     ecg: ECGExplanation | None = None
+    output_target: OutputTarget | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly numbers (no arrays except the lead importance)."""
         d: dict[str, Any] = {"record_id": self.record_id, "patient_id": self.patient_id,
-                             "label": None if np.isnan(self.label) else int(self.label),
+                             "label": None if np.isnan(self.label) else float(self.label) if self.output_target
+                             is not None and self.output_target.kind == "regression" else int(self.label),
                              "score": self.score, "probability": self.probability,
                              "branch_scores": self.branch_scores, "fusion": self.fusion}
+        if self.output_target is not None:
+            d["output_target"] = self.output_target.to_dict()
         if self.cxr is not None:
             d["cxr"] = {"method": self.cxr.method, "target": self.cxr.target, "target_score": self.cxr.target_score}
             if self.cxr.layer is not None:
@@ -464,26 +582,62 @@ def _float(t: Tensor | None) -> float | None:
     return None if np.isnan(v) else v
 
 
-def explain_sample(model: nn.Module, sample: RecordSample, *, method: str = "gradcam", target: str = "auto",
+def _column(t: Tensor | None, target: OutputTarget | None, sign: bool = True) -> Tensor | None:
+    if t is None or target is None or t.dim() < 2:
+        return t
+    return t[:, target.output] * (target.sign if sign else 1.0)
+
+
+def explain_sample(model: nn.Module, sample: RecordSample, *, method: str = "gradcam", target: Any = "auto",
                    rollout: bool = False, ig_steps: int = 32,
-                   modalities: tuple[str, ...] = ("ecg", "cxr"), cxr_layer: Any = None) -> Explanation:
+                   modalities: tuple[str, ...] = ("ecg", "cxr"), cxr_layer: Any = None,
+                   output: Any = None, task: Any = None) -> Explanation:
     """Explain one record (see :func:`cardiofusion.explain.explain_record` for the run-level entry).
 
-    ``cxr_layer``: the X-ray Grad-CAM layer(s) (default: the encoder's last feature map; see
-    :func:`cxr_gradcam`)."""
+    Args:
+        target: ``auto`` (each modality's branch score where the head has one) or ``score`` (the fused
+            score); for k-output models also a class / label / target (name or index), which is then the
+            output target with ``auto`` scores.
+        output: the output target of a k-output model (class name or index, label name, output index, or an
+            :class:`OutputTarget`); default :func:`default_output_targets`' first.
+        task: the model's task (:class:`cardiofusion.tasks.Task`, a mapping or a built-in name) to resolve
+            names and defaults; without it outputs are addressed by index.
+        cxr_layer: the X-ray Grad-CAM layer(s) (default: the encoder's last feature map; see
+            :func:`cxr_gradcam`).
+    """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
     if target not in TARGETS:
-        raise ConfigError(f"unknown explanation target {target!r}; choose from {', '.join(TARGETS)}")
+        if output is not None:
+            raise ConfigError(f"unknown explanation target {target!r}; choose from {', '.join(TARGETS)}")
+        output, target = target, "auto"
     model.eval()
+    task = _task_of(task)
+    n_outputs = int(getattr(getattr(model, "config", None), "num_outputs", 1) or 1)
+    if task is not None and not task.is_binary and task.n_outputs != n_outputs:
+        raise ConfigError(f"task {task.name!r} has {task.n_outputs} outputs, the model {n_outputs}")
     scorer = RecordScorer(model, sample)
     out = scorer.fused()
+    chosen = None
+    if output is not None:
+        chosen = resolve_output_target(output, task, n_outputs)
+    elif out.score.dim() == 2 and (task is None or not task.is_binary):
+        probs = out.prob.detach().float().mean(dim=0).cpu().numpy()  # record probabilities, window mean
+        found = default_output_targets(task, probs, out.score.shape[1])
+        chosen = found[0] if found else None
+    scorer.output = chosen
     fusion_name = getattr(getattr(model, "config", None), "fusion", type(model.fusion).__name__)
+    probability = _float(out.prob)
+    if chosen is not None:
+        kind = task.kind if task is not None else "outputs"
+        prob_col = None if kind in ("regression", "outputs") else _column(out.prob, OutputTarget(
+            chosen.name, chosen.index, chosen.index, 1.0, kind), sign=False)
+        probability = _float(prob_col)
     expl = Explanation(
         record_id=sample.record_id, patient_id=sample.patient_id, label=sample.label,
-        score=_float(out.score), probability=_float(out.prob),
-        branch_scores={m: _float((out.branch_scores or {}).get(m)) for m in ("ecg", "cxr")},
-        fusion=str(fusion_name))
+        score=_float(_column(out.score, chosen)), probability=probability,
+        branch_scores={m: _float(_column((out.branch_scores or {}).get(m), chosen)) for m in ("ecg", "cxr")},
+        fusion=str(fusion_name), output_target=chosen)
     if scorer.has["cxr"] and "cxr" in modalities:
         with torch.no_grad():
             value = float(scorer.cxr_scores(scorer.image, target)[0])

@@ -40,6 +40,9 @@ class RecordSample:
         cxr: ``(1, H, W)`` float32 X-ray normalised as the model expects (None: no X-ray).
         image_mean, image_std: the normalisation, to show the image in grey levels again.
         ecg_exam_id, cxr_exam_id: exam identifiers (None when unknown).
+        labels: the run task's encoded labels of the record when the task is not binary (multiclass: the
+            class index, which is also ``label``; multilabel / regression: one value per label / target, NaN
+            unknown); None for binary runs.
     """
 
     record_id: str
@@ -56,6 +59,7 @@ class RecordSample:
     image_std: float
     ecg_exam_id: str | None = None
     cxr_exam_id: str | None = None
+    labels: np.ndarray | None = None
 
     @property
     def has_ecg(self) -> bool:
@@ -129,6 +133,11 @@ def load_samples(run: Any, record_ids: Iterable[str], *, cache_dir: str | os.Pat
                 else np.full(len(rows), -1))
     cxr_rows = (cache.cxr_rows(rows["cxr_exam_id"].tolist()) if "cxr" in modalities and "cxr_exam_id" in rows
                 else np.full(len(rows), -1))
+    from ..tasks import load_task
+
+    task = load_task(getattr(config, "task", None))
+    encoded = None if task.is_binary else np.asarray(task.encode_labels(rows.reset_index(), where="manifest"),
+                                                     dtype=np.float64).reshape(len(rows), -1)
     samples = []
     for i, rid in enumerate(ids):
         row = rows.iloc[i]
@@ -146,11 +155,14 @@ def load_samples(run: Any, record_ids: Iterable[str], *, cache_dir: str | os.Pat
             raise ReadError(cache.directory, f"record {rid} has none of the modalities the model uses "
                                              f"({', '.join(modalities)}) in the cache")
         label = pd.to_numeric(pd.Series([row.get("label")]), errors="coerce").iloc[0]
+        if encoded is not None:
+            label = encoded[i, 0] if task.kind == "multiclass" else np.nan
         samples.append(RecordSample(
             record_id=rid, patient_id=str(row.get("patient_id", "")), label=float(label),
             ecg_signal=signal, ecg_mask=mask, window_starts=starts, window_samples=pp.window_samples,
             fs=pp.fs, leads=tuple(pp.leads), cxr=cxr, image_mean=pp.image_mean, image_std=pp.image_std,
-            ecg_exam_id=_str_or_none(row.get("ecg_exam_id")), cxr_exam_id=_str_or_none(row.get("cxr_exam_id"))))
+            ecg_exam_id=_str_or_none(row.get("ecg_exam_id")), cxr_exam_id=_str_or_none(row.get("cxr_exam_id")),
+            labels=None if encoded is None else encoded[i]))
     return samples
 
 

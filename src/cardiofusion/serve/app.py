@@ -9,7 +9,9 @@
   or a ZIP of both), ``cxr`` (one file), optional ``ecg_fs`` / ``ecg_units`` / ``ecg_resolution_uv`` for
   headerless ECG files and ``explain`` (``1``/``0``, default 1).  Returns the prediction's
   ``probability``, ``decision``, ``modalities``, ``scores``, ``threshold``, ``warnings`` and ``images``
-  (``{"cxr": "data:image/png;base64,...", "ecg": ...}``).
+  (``{"cxr": "data:image/png;base64,...", "ecg": ...}``).  Bundles of other tasks return
+  ``Prediction.to_dict`` of that kind (``task_kind``, ``outputs`` per class / label / target, ``summary``,
+  ...) and images keyed ``"cxr:<target>"`` / ``"ecg:<target>"``; ``/api/info`` then has ``task``.
 * ``GET /healthz``.
 
 Privacy and safety:

@@ -1,4 +1,10 @@
-"""The clinician's page: one self-contained HTML document (inline CSS and JavaScript, no external requests)."""
+"""The clinician's page: one self-contained HTML document (inline CSS and JavaScript, no external requests).
+
+Binary bundles show the calibrated probability and the POSITIVE / NEGATIVE badge; bundles of other tasks
+(``/api/info`` has ``task``; ``/api/predict`` answers ``task_kind`` and ``outputs``) show the result line and a
+table of the outputs: every class's probability with the predicted class marked, every label's probability
+and decision at its threshold, or each target's value in its unit; heat maps name their target.
+"""
 
 PAGE_HTML = r"""<!doctype html>
 <html lang="en">
@@ -37,13 +43,17 @@ PAGE_HTML = r"""<!doctype html>
   figure { margin:0; } figure img { max-width:100%; border:1px solid var(--line); border-radius:4px; }
   figcaption { font-size:13px; color:var(--muted); margin:6px 0 0; }
   .model { font-size:13px; color:var(--muted); }
+  #outputs th { text-align:left; font-weight:600; padding:3px 14px 3px 0; border-bottom:1px solid var(--line); }
+  #outputs td:first-child { color:var(--ink); }
+  #outputs tr.hit td { font-weight:700; }
+  .summary { font-size:26px; font-weight:700; margin-bottom:8px; }
   footer { font-size:12px; color:var(--muted); text-align:center; }
   @media (max-width: 760px) { .grid { grid-template-columns: 1fr; } }
 </style>
 </head>
 <body>
 <header>
-  <h1>Aortic stenosis screening from ECG and chest X-ray</h1>
+  <h1 id="page-title">Aortic stenosis screening from ECG and chest X-ray</h1>
   <p id="model-line">Loading model&hellip;</p>
 </header>
 <main>
@@ -75,9 +85,13 @@ PAGE_HTML = r"""<!doctype html>
   <div id="error" class="card error" role="alert" hidden></div>
 
   <section id="result" class="card" hidden aria-live="polite">
+    <div id="task-result" hidden>
+      <div class="summary" id="summary"></div>
+      <table id="outputs"><thead><tr id="outputs-head"></tr></thead><tbody id="outputs-body"></tbody></table>
+    </div>
     <div class="result-head">
-      <div class="prob"><span id="probability"></span><small>probability of aortic stenosis (calibrated)</small></div>
-      <div><span id="decision" class="badge"></span><div class="hint" id="threshold"></div></div>
+      <div class="prob" id="binary-prob"><span id="probability"></span><small>probability of aortic stenosis (calibrated)</small></div>
+      <div id="binary-decision"><span id="decision" class="badge"></span><div class="hint" id="threshold"></div></div>
       <table>
         <tr><td>modalities used</td><td id="modalities"></td></tr>
         <tr><td>score (fused)</td><td id="score-fused"></td></tr>
@@ -90,6 +104,7 @@ PAGE_HTML = r"""<!doctype html>
       <figure id="cxr-figure" hidden><img id="cxr-image" alt="X-ray Grad-CAM overlay"><figcaption>X-ray: Grad-CAM overlay (where the image raised the X-ray score)</figcaption></figure>
       <figure id="ecg-figure" hidden><img id="ecg-image" alt="12-lead ECG heat map"><figcaption>ECG: lead importance &times; time (12-lead heat map)</figcaption></figure>
     </div>
+    <div class="grid" id="target-figures" style="margin-top:16px"></div>
   </section>
 
   <div class="card model" id="model-card"></div>
@@ -101,12 +116,33 @@ const $ = (id) => document.getElementById(id);
 const fmt = (x, d=3) => (x === null || x === undefined) ? "\u2013" : Number(x).toFixed(d);
 const text = (id, v) => { $(id).textContent = v; };
 
+let taskInfo = null;
+
+function taskLines(info) {
+  const t = info.task, v = info.validation || {};
+  const kinds = {multiclass: t.ordinal ? "ordered classes" : "classes", multilabel: "labels", regression: "measurements"};
+  const lines = [`Task: ${t.name} \u2013 ${kinds[t.kind] || t.kind}: ${t.names.join(", ")}.`];
+  if (t.description) lines.push(`${t.description}.`);
+  if (t.kind === "multiclass") lines.push("Prediction: the most probable class.");
+  if (t.kind === "multilabel") lines.push("Decisions: " + t.names.map(n => `${n} at ${fmt(t.thresholds[n], 2)}`).join(", ") + ".");
+  if (t.kind === "regression") lines.push("Values in " + t.names.map((n, i) => `${n}: ${t.units[i] || "units"}`).join(", ") + ".");
+  if (v.macro_auroc !== undefined) lines.push(`Validation: macro AUROC ${fmt(v.macro_auroc)} (${v.n_records ?? "?"} records).`);
+  if (v.mae_per_target) lines.push("Validation MAE: " + Object.entries(v.mae_per_target).map(([n, x]) => `${n} ${fmt(x, 3)}`).join(", ") + ".");
+  return lines;
+}
+
 fetch("api/info").then(r => r.json()).then(info => {
   text("model-line", `Model: ${info.name} \u00b7 ${info.fusion} fusion \u00b7 reads ${info.modalities.map(m => m === "ecg" ? "ECG" : "X-ray").join(" + ")}`);
   const v = info.validation || {};
   const card = $("model-card");
   card.textContent = "";
-  const lines = [
+  if (info.task) {
+    taskInfo = info.task;
+    text("page-title", `${info.task.name}: prediction from ECG and chest X-ray`);
+    document.title = info.task.name;
+  }
+  const lines = info.task ? [...taskLines(info),
+    `Upload limit ${info.max_upload_mb} MB. Bundle ${String(info.content_hash || "").slice(0, 19)}\u2026, cardiofusion ${info.cardiofusion}.`] : [
     `Label: ${info.label || "aortic stenosis"}.`,
     `Decision: ${info.threshold_rule}.`,
     `Validation: AUROC ${fmt(v.auroc)}, sensitivity ${fmt(v.sensitivity_at_threshold, 2)}, specificity ${fmt(v.specificity_at_threshold, 2)} (${v.n_records ?? "?"} records).`,
@@ -125,17 +161,58 @@ function showError(message) {
   box.hidden = false;
 }
 
+function cell(row, value) { const td = document.createElement("td"); td.textContent = value; row.appendChild(td); }
+
+function showOutputs(r) {
+  text("summary", r.summary);
+  const head = $("outputs-head"), body = $("outputs-body");
+  head.textContent = ""; body.textContent = "";
+  const cols = r.task_kind === "regression" ? ["target", "value", "unit"]
+             : r.task_kind === "multilabel" ? ["label", "probability", "threshold", "decision"] : ["class", "probability", ""];
+  for (const c of cols) { const th = document.createElement("th"); th.textContent = c; head.appendChild(th); }
+  for (const o of r.outputs) {
+    const tr = document.createElement("tr");
+    cell(tr, o.name);
+    if (r.task_kind === "regression") { cell(tr, fmt(o.value, 3)); cell(tr, o.unit || ""); }
+    else if (r.task_kind === "multilabel") { cell(tr, fmt(o.probability, 3)); cell(tr, fmt(o.threshold, 2)); cell(tr, (o.decision || "").toUpperCase()); if (o.decision === "positive") tr.className = "hit"; }
+    else { cell(tr, fmt(o.probability, 3)); cell(tr, o.decision === "predicted" ? "\u2190 predicted" : ""); if (o.decision === "predicted") tr.className = "hit"; }
+    body.appendChild(tr);
+  }
+}
+
+function showTargetFigures(images) {
+  const box = $("target-figures");
+  box.textContent = "";
+  for (const [key, src] of Object.entries(images || {})) {
+    const [kind, name] = key.split(/:(.*)/s);
+    if (!name || !String(src).startsWith("data:image/png;base64,")) continue;
+    const fig = document.createElement("figure");
+    if (kind === "ecg") fig.style.gridColumn = "1 / -1";
+    const img = document.createElement("img"); img.src = src; img.alt = `${kind === "ecg" ? "ECG" : "X-ray"} heat map for ${name}`;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `${kind === "ecg" ? "ECG: lead importance \u00d7 time" : "X-ray: Grad-CAM overlay"} \u2013 target ${name}`;
+    fig.appendChild(img); fig.appendChild(cap); box.appendChild(fig);
+  }
+}
+
 function showResult(r) {
   $("error").hidden = true;
+  const multi = Boolean(r.task_kind);
+  $("task-result").hidden = !multi;
+  $("binary-prob").hidden = multi;
+  $("binary-decision").hidden = multi;
+  showTargetFigures(multi ? r.images : {});
+  if (multi) showOutputs(r);
   text("probability", fmt(r.probability, 2));
   const badge = $("decision");
   badge.textContent = r.decision === "positive" ? "POSITIVE \u2013 refer for echocardiography" : "NEGATIVE";
   badge.className = "badge " + r.decision;
   text("threshold", `threshold ${fmt(r.threshold, 3)}`);
   text("modalities", r.modalities.map(m => m === "ecg" ? "ECG" : "X-ray").join(" + "));
-  text("score-fused", fmt(r.scores.fused, 4));
-  text("score-ecg", fmt(r.scores.ecg, 4));
-  text("score-cxr", fmt(r.scores.cxr, 4));
+  const sc = (x) => Array.isArray(x) ? x.map(v => fmt(v, 3)).join(" / ") : fmt(x, 4);
+  text("score-fused", sc(r.scores.fused));
+  text("score-ecg", sc(r.scores.ecg));
+  text("score-cxr", sc(r.scores.cxr));
   const w = $("warnings");
   w.textContent = "";
   for (const msg of r.warnings || []) { const p = document.createElement("p"); p.className = "warn"; p.textContent = "\u26a0 " + msg; w.appendChild(p); }
