@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 SETUPS = {
     "ptbxl_superclass": {"dataset": "ptbxl", "val_folds": [7], "test_folds": [8], "fs": 100.0, "max_epochs": 30},
     "ptbxl_lvh": {"dataset": "ptbxl", "val_folds": [5], "test_folds": [8], "fs": 100.0, "max_epochs": 30},
-    "nih_cardiomegaly": {"dataset": "nih", "val_folds": None, "test_folds": None, "image_size": 128, "max_epochs": 4},
+    "nih_cardiomegaly": {"dataset": "nih", "val_folds": None, "test_folds": None, "image_size": 128, "max_epochs": 1},
 }
 
 

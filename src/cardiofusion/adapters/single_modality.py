@@ -166,8 +166,10 @@ def single_modality_cohort(
 
     # ---- split ------------------------------------------------------------------------------------
     vf, tf = _parse_folds(val_folds), _parse_folds(test_folds)
-    patients_known = not df["patient_id"].astype(str).str.startswith(("file:", "cinc-")).all()
-    split_unit = "patient" if patients_known else ("record" if modality == "ecg" else "image")
+    pseudo = df["patient_id"].astype(str).str.startswith(("file:", "cinc-"))  # adapters' one-record "patients"
+    split_unit = ("record" if modality == "ecg" else "image") if pseudo.all() else "patient"
+    if pseudo.any() and not pseudo.all():
+        split_unit = f"patient ({int(pseudo.sum())} records without a patient id are their own group)"
     if vf or tf:
         if "strat_fold" not in df.columns:
             raise ConfigError(f"{labels_path}: --val-folds / --test-folds need the data set's strat_fold column "
@@ -192,7 +194,7 @@ def single_modality_cohort(
         df = df.drop(columns=[c for c in ("split",) if c in df.columns]).merge(
             splits.to_pandas(), on="patient_id", how="left")
         df["fold"] = pd.array([pd.NA] * len(df), dtype="Int64")
-        rule = (f"random {split_unit}-grouped split {list(fractions)} (seed {seed}"
+        rule = (f"random {split_unit.split(' ')[0]}-grouped split {list(fractions)} (seed {seed}"
                 + (f", stratified by {strat})" if strat else ")"))
     per_patient = df.groupby("patient_id")["split"].nunique()
     if (per_patient > 1).any():

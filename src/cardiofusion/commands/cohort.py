@@ -177,7 +177,8 @@ def run_from_adapter(args: argparse.Namespace) -> int:
     print(f"{info['dataset']}: {info['modalities'][0]}-only cohort for task {task.name} ({task.kind})")
     print(f"split: {info['split_rule']} (grouped by {info['split_unit']})")
     for s in ("train", "val", "test"):
-        line = f"  {s:<5} {info['records'][s]:>6} records  {info['patients'][s]:>6} {info['split_unit']}s"
+        unit = info["split_unit"].split(" ")[0]
+        line = f"  {s:<5} {info['records'][s]:>6} records  {info['patients'][s]:>6} {unit}s"
         frame = res.manifest[res.manifest["split"] == s]
         pos = [f"{c} {int((frame[c] == 1).sum())}" for c in task.columns
                if set(frame[c].dropna().unique()) <= {0, 1} and len(frame[c].dropna())]
