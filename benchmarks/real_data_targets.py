@@ -5,9 +5,9 @@
     OMP_NUM_THREADS=1 python benchmarks/real_data_targets.py nih_cardiomegaly --data ../shared/data --out /tmp/rd
 
 Each run: ``adapt`` -> ``cohort from-adapter`` (the data set's split, grouped by patient) -> ``cache build`` ->
-``fit`` (the library's trainer with the task) -> test-split scores -> AUROC per label with 95% patient-bootstrap
-intervals (1000 resamples; a record is weighted by how often its patient is drawn), written to
-``OUT/<task>/test_metrics.json`` and printed.  Small models, 1 thread, a few minutes each.
+``fit`` (the library's trainer with the task) -> ``evaluation.evaluate_runs`` on the test split (AUROC per label and
+macro with 95% patient-bootstrap intervals, 1,000 resamples; ``OUT/<task>/evaluation/report.html``), the headline
+numbers written to ``OUT/<task>/test_metrics.json`` and printed.  Small models, 1 thread, a few minutes each.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from sklearn.metrics import roc_auc_score
 
 #: per task: adapter, from-adapter folds, cache and training settings
 SETUPS = {
@@ -26,50 +24,6 @@ SETUPS = {
     "ptbxl_lvh": {"dataset": "ptbxl", "val_folds": [5], "test_folds": [8], "fs": 100.0, "max_epochs": 30},
     "nih_cardiomegaly": {"dataset": "nih", "val_folds": None, "test_folds": None, "image_size": 128, "max_epochs": 1},
 }
-
-
-def auroc_ci(y: np.ndarray, p: np.ndarray, patients: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """AUROC and its 95% patient-bootstrap percentile interval (weights from evaluation.bootstrap)."""
-    from cardiofusion.evaluation.bootstrap import bootstrap_weights
-
-    known = ~np.isnan(y)
-    y, p, patients = y[known].astype(int), p[known], patients[known]
-    point = float(roc_auc_score(y, p))
-    w = bootstrap_weights(patients, n_boot=n_boot, seed=seed)
-    boot = []
-    for row in w:
-        keep = row > 0
-        if len(np.unique(y[keep])) < 2:
-            continue
-        boot.append(roc_auc_score(y[keep], p[keep], sample_weight=row[keep]))
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"auroc": round(point, 4), "ci_low": round(float(lo), 4), "ci_high": round(float(hi), 4),
-            "n": int(known.sum()), "positives": int(y.sum()), "n_boot_valid": len(boot)}
-
-
-def macro_ci(labels: dict[str, np.ndarray], probs: dict[str, np.ndarray], patients: np.ndarray,
-             n_boot: int = 1000, seed: int = 0) -> dict:
-    """Macro AUROC over labels (each label on its known records) with the same patient resamples."""
-    from cardiofusion.evaluation.bootstrap import bootstrap_weights
-
-    w = bootstrap_weights(patients, n_boot=n_boot, seed=seed)
-
-    def macro(weights: np.ndarray | None) -> float:
-        vals = []
-        for k in labels:
-            y, p = labels[k], probs[k]
-            keep = ~np.isnan(y) & ((weights > 0) if weights is not None else True)
-            if len(np.unique(y[keep])) < 2:
-                return float("nan")
-            vals.append(roc_auc_score(y[keep].astype(int), p[keep],
-                                      sample_weight=None if weights is None else weights[keep]))
-        return float(np.mean(vals))
-
-    boot = np.array([macro(row) for row in w])
-    boot = boot[~np.isnan(boot)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"macro_auroc": round(macro(None), 4), "ci_low": round(float(lo), 4), "ci_high": round(float(hi), 4),
-            "n_boot_valid": int(boot.size)}
 
 
 def main() -> None:
@@ -86,10 +40,11 @@ def main() -> None:
     from cardiofusion.adapters import NIHConfig, PTBXLConfig, adapt_nih, adapt_ptbxl
     from cardiofusion.adapters.single_modality import single_modality_cohort
     from cardiofusion.cache import CacheConfig, build_cache
+    from cardiofusion.evaluation import evaluate_runs
     from cardiofusion.models import ModelConfig
     from cardiofusion.recipes.demo import demo_cxr_weights
     from cardiofusion.tasks import load_task
-    from cardiofusion.training import TrainConfig, fit, score_split
+    from cardiofusion.training import TrainConfig, fit
     from cardiofusion.transforms.preprocess import PreprocessConfig
 
     torch.set_num_threads(1)
@@ -122,28 +77,18 @@ def main() -> None:
     run = out / "run"
     fit(cfg, run, progress=False)
     t_train = time.perf_counter() - t0 - t_data
-    scores = score_split(run, "test")
-    patients = scores["patient_id"].astype(str).to_numpy()
-    if task.kind == "binary":
-        labels = {task.columns[0]: scores["label"].to_numpy(float)}
-        probs = {task.columns[0]: scores["prob"].to_numpy(float)}
-    else:
-        labels = {k: scores[f"label_{k}"].to_numpy(float) for k in task.output_names}
-        probs = {k: scores[f"prob_{k}"].to_numpy(float) for k in task.output_names}
+    evaluation = evaluate_runs({args.task: run}, out / "evaluation", split="test", seed=args.seed, subgroups=())
+    metrics = evaluation.models[args.task].metrics_dict()
+    keys = ["auroc"] if task.kind == "binary" else [k for k in metrics if k.startswith("auroc:") or k == "macro_auroc"]
     result = {
         "task": args.task, "dataset": setup["dataset"], "modality": cohort.info["modalities"][0],
         "split_rule": cohort.info["split_rule"], "split_unit": cohort.info["split_unit"],
-        "records": cohort.info["records"], "model": model.to_dict() if hasattr(model, "to_dict") else str(model),
-        "per_label": {k: auroc_ci(labels[k], probs[k], patients, seed=args.seed) for k in labels},
+        "records": cohort.info["records"], "model": model.to_dict(),
+        "test": {k: metrics[k] for k in keys}, "evaluation": str(out / "evaluation"),
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
     }
-    if len(labels) > 1:
-        result["macro"] = macro_ci(labels, probs, patients, seed=args.seed)
     (out / "test_metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(json.dumps({k: result[k] for k in ("task", "records", "per_label", "seconds")}, indent=1))
-    if "macro" in result:
-        print("macro:", result["macro"])
-
+    print(json.dumps({k: result[k] for k in ("task", "records", "test", "seconds")}, indent=1, default=str))
 
 if __name__ == "__main__":
     main()
