@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
-from .registry import register_ecg_encoder
+from .registry import register_ecg_preset
 
 __all__ = [
     "BasicBlock1d",
@@ -255,13 +255,7 @@ class ECGResNetTransformer(nn.Module):
 
 
 def _factory(name: str, **arch):
-    @register_ecg_encoder(name)
-    def build(leads: Sequence[str] = CANONICAL_LEADS, **kw) -> ECGResNetTransformer:
-        return ECGResNetTransformer(leads, **{**arch, **kw})
-
-    build.__name__ = name
-    build.__doc__ = f"{name}: ECGResNetTransformer with {arch} (keyword arguments override)."
-    return build
+    return register_ecg_preset(name, ECGResNetTransformer, **arch)
 
 
 #: The paper's size: 1D ResNet-50 (bottleneck 3-4-6-3, widths 64..512 x4), 256-d tokens.

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
-from .registry import register_ecg_encoder
+from .registry import register_ecg_preset
 
 __all__ = ["ECGViT", "check_leads"]
 
@@ -271,13 +271,7 @@ class ECGViT(nn.Module):
 
 
 def _factory(name: str, doc: str, **arch):
-    @register_ecg_encoder(name)
-    def build(leads: Sequence[str] = CANONICAL_LEADS, **kw) -> ECGViT:
-        return ECGViT(leads, **{**arch, **kw})
-
-    build.__name__ = name
-    build.__doc__ = f"{name}: {doc} ECGViT with {arch} (keyword arguments override)."
-    return build
+    return register_ecg_preset(name, ECGViT, doc, **arch)
 
 
 #: Paper size (ST-MEM ViT-B/75): 768 wide, 12 layers, 12 heads, 75-sample patches, mean-pooled tokens.

@@ -62,6 +62,21 @@ def register_ecg_encoder(name: str | None = None):
     return ECG_ENCODERS.register(name)
 
 
+def register_ecg_preset(name: str, cls: Callable[..., Any], doc: str = "", **arch: Any) -> Callable[..., Any]:
+    """Register ``name`` as ECG encoder ``cls(leads, **arch)``: an architecture preset (timm's ``_create_*`` habit).
+
+    Keyword arguments given when building override the preset's; returns the registered factory.
+    """
+    from ..records import CANONICAL_LEADS
+
+    def build(leads=CANONICAL_LEADS, **kw):
+        return cls(leads, **{**arch, **kw})
+
+    build.__name__ = name
+    build.__doc__ = f"{name}: {doc + ' ' if doc else ''}{cls.__name__} with {arch} (keyword arguments override)."
+    return register_ecg_encoder(name)(build)
+
+
 def register_cxr_encoder(name: str | None = None):
     """Register an X-ray encoder factory ``fn(pretrained=False, in_chans=1, **kw) -> nn.Module``."""
     return CXR_ENCODERS.register(name)
