@@ -31,6 +31,23 @@ def _smooth_mask(inside: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(inside.astype(np.float32), sigma)
 
 
+def _add_spot(A: np.ndarray, qr: float, qc: float, r: float, amp: float) -> list[int] | None:
+    """Add a Gaussian spot (radius ``r`` px, amplitude ``amp``) centred at row ``qr``, column ``qc`` of the
+    attenuation map ``A`` in place; returns its box ``[x0, y0, x1, y1]`` (2.2 r around the centre, clipped), or
+    None when the spot lies outside the image."""
+    S = A.shape[0]
+    h = int(np.ceil(3 * r))
+    r0, r1 = max(int(qr) - h, 0), min(int(qr) + h + 2, S)
+    c0, c1 = max(int(qc) - h, 0), min(int(qc) + h + 2, S)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    py_, px_ = np.mgrid[r0:r1, c0:c1]
+    A[r0:r1, c0:c1] += amp * np.exp(-0.5 * (((py_ - qr) / r) ** 2 + ((px_ - qc) / r) ** 2))
+    b = [qc - 2.2 * r, qr - 2.2 * r, qc + 2.2 * r, qr + 2.2 * r]
+    return [int(np.clip(np.floor(b[0]), 0, S)), int(np.clip(np.floor(b[1]), 0, S)),
+            int(np.clip(np.ceil(b[2]), 0, S)), int(np.clip(np.ceil(b[3]), 0, S))]
+
+
 def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256,
                coronary_rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One radiograph: ``(size, size)`` uint16 12-bit MONOCHROME2 values and its ground truth.
@@ -165,17 +182,10 @@ def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256,
     for kind, sx, sy in spots:
         r = rng.uniform(1.0, 1.9) * zoom * S / 256  # px
         amp = rng.uniform(0.2, 0.35)
-        qr, qc = fwd(sx, sy)
-        h = int(np.ceil(3 * r))
-        r0, r1 = max(int(qr) - h, 0), min(int(qr) + h + 2, S)
-        c0, c1 = max(int(qc) - h, 0), min(int(qc) + h + 2, S)
-        if r0 >= r1 or c0 >= c1:
+        box = _add_spot(A, *fwd(sx, sy), r, amp)
+        if box is None:
             continue
-        py_, px_ = np.mgrid[r0:r1, c0:c1]
-        A[r0:r1, c0:c1] += amp * np.exp(-0.5 * (((py_ - qr) / r) ** 2 + ((px_ - qc) / r) ** 2))
-        b = [qc - 2.2 * r, qr - 2.2 * r, qc + 2.2 * r, qr + 2.2 * r]
-        calc_boxes.append([int(np.clip(np.floor(b[0]), 0, S)), int(np.clip(np.floor(b[1]), 0, S)),
-                           int(np.clip(np.ceil(b[2]), 0, S)), int(np.clip(np.ceil(b[3]), 0, S))])
+        calc_boxes.append(box)
         calc_kinds.append(kind)
 
     # coronary calcification specks near the heart border (LAD / circumflex on the left, RCA on the right):
@@ -193,17 +203,9 @@ def render_cxr(spec: dict[str, Any], rng: np.random.Generator, size: int = 256,
             sx, sy = h_cx + rr * (hw / 2) * np.cos(a), h_cy + rr * h_ry * np.sin(a)
             r = crng.uniform(0.7, 1.2) * zoom * S / 256
             amp = crng.uniform(0.1, 0.18)
-            qr, qc = fwd(sx, sy)
-            h = int(np.ceil(3 * r))
-            r0, r1 = max(int(qr) - h, 0), min(int(qr) + h + 2, S)
-            c0, c1 = max(int(qc) - h, 0), min(int(qc) + h + 2, S)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            py_, px_ = np.mgrid[r0:r1, c0:c1]
-            A[r0:r1, c0:c1] += amp * np.exp(-0.5 * (((py_ - qr) / r) ** 2 + ((px_ - qc) / r) ** 2))
-            b = [qc - 2.2 * r, qr - 2.2 * r, qc + 2.2 * r, qr + 2.2 * r]
-            cor_boxes.append([int(np.clip(np.floor(b[0]), 0, S)), int(np.clip(np.floor(b[1]), 0, S)),
-                              int(np.clip(np.ceil(b[2]), 0, S)), int(np.clip(np.ceil(b[3]), 0, S))])
+            box = _add_spot(A, *fwd(sx, sy), r, amp)
+            if box is not None:
+                cor_boxes.append(box)
 
     # detector blur, exposure, noise, 12-bit mapping
     A = ndimage.gaussian_filter(A, float(rng.uniform(0.5, 0.9)))
