@@ -220,6 +220,14 @@ def _float_or_none(value: Any, what: str) -> float | None:
         raise ConfigError(f"{what} must be a number, got {value!r}") from None
 
 
+def result_row(d: dict[str, Any]) -> dict[str, Any]:
+    """The output row (:data:`OUTPUT_COLUMNS`) of one prediction's ``to_dict()``."""
+    return {"patient_id": d.get("patient_id"), "status": "ok", "probability": d["probability"],
+            "decision": d["decision"], "threshold": d["threshold"], "modalities": "+".join(d["modalities"]),
+            "score": d["scores"]["fused"], "score_ecg": d["scores"]["ecg"], "score_cxr": d["scores"]["cxr"],
+            "warnings": "; ".join(d["warnings"]), "error": ""}
+
+
 def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, out: str | os.PathLike, *,
                   chunk: int = 8, progress: bool = True, explain: str | os.PathLike | None = None,
                   on_row: Callable[[int, dict[str, Any]], None] | None = None, cxr_layer: Any = None) -> BatchReport:
@@ -280,12 +288,7 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
                         d["explanations"] = screener.explain(p, explain, r, cxr_layer=cxr_layer)
                     except CardiofusionError as e:
                         d["warnings"] = [*d["warnings"], f"no explanation: {e}"]
-                rows[i] = {"patient_id": d.get("patient_id"), "status": "ok", "probability": d["probability"],
-                           "decision": d["decision"], "threshold": d["threshold"],
-                           "modalities": "+".join(d["modalities"]), "score": d["scores"]["fused"],
-                           "score_ecg": d["scores"]["ecg"], "score_cxr": d["scores"]["cxr"],
-                           "warnings": "; ".join(d["warnings"]), "error": "",
-                           **({"explanations": d["explanations"]} if "explanations" in d else {})}
+                rows[i] = {**result_row(d), **({"explanations": d["explanations"]} if "explanations" in d else {})}
         for i, _ in pending:
             finished(i)
         pending.clear()
@@ -323,4 +326,4 @@ def predict_batch(screener: Screener, table: str | os.PathLike | pd.DataFrame, o
 
 
 __all__ = ["OUTPUT_COLUMNS", "OUTPUT_FORMATS", "BatchReport", "check_output", "escape_formula", "output_format",
-           "predict_batch", "read_table"]
+           "predict_batch", "read_table", "result_row"]
