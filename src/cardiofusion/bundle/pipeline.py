@@ -3,7 +3,8 @@
 The same table, output rows and failure handling as :func:`cardiofusion.bundle.batch.predict_batch`, built
 for tens of thousands of patients:
 
-* **Reading and preprocessing in worker processes** (``workers``; spawned, one intra-op thread each), overlapping
+* **Reading and preprocessing in worker processes** (``workers``; forked on Linux as PyTorch's data loaders
+  are, spawned elsewhere; one intra-op thread each), overlapping
   with the model: while the main process scores one batch the workers read the next patients' files.
 * **Several patients per forward pass**: the windows of ``batch_patients`` patients go through the model
   in one call (the bundle's runtime and precision, :mod:`cardiofusion.bundle.precision`).
@@ -27,6 +28,7 @@ import io
 import json
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -79,10 +81,26 @@ def prepare_row(screener: Screener, spec: RowSpec) -> PreparedPatient | str:
 _WORKER_SCREENER: Screener | None = None
 
 
-def _init_worker(reader: Screener) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this worker when the batch process dies (a killed batch leaves no reader behind)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _init_worker(reader: Screener, parent: int) -> None:
     global _WORKER_SCREENER
     import torch
 
+    _die_with_parent(parent)
     torch.set_num_threads(1)
     _WORKER_SCREENER = reader
 
@@ -209,7 +227,8 @@ class _Appender:
 # -- the pipeline ----------------------------------------------------------------------------------------
 def predict_archive(screener: Screener, table: str | os.PathLike | pd.DataFrame, out: str | os.PathLike, *,
                     workers: int | None = None, batch_patients: int = 16, prefetch: int = 4, resume: bool = False,
-                    progress: bool = True, on_row: Callable[[int, dict[str, Any]], None] | None = None) -> BatchReport:
+                    progress: bool = True, on_row: Callable[[int, dict[str, Any]], None] | None = None,
+                    start_method: str | None = None) -> BatchReport:
     """Predict every row of a patient table (see the module docstring); one output row per input row.
 
     Args:
@@ -222,6 +241,7 @@ def predict_archive(screener: Screener, table: str | os.PathLike | pd.DataFrame,
         resume: continue an existing ``out`` instead of replacing it.
         progress: show a progress bar (patients/s).
         on_row: called with ``(row_number, output_row)`` once a row is in the file.
+        start_method: how worker processes start (``fork``, ``spawn``, ``forkserver``; default fork on Linux).
 
     Returns:
         A :class:`~cardiofusion.bundle.batch.BatchReport` over the whole table (rows of an earlier,
@@ -252,8 +272,9 @@ def predict_archive(screener: Screener, table: str | os.PathLike | pd.DataFrame,
     writer = _Appender(out, fmt, columns, append=resume)
     pool = None
     if workers > 0 and start < len(specs):
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(reader_only(screener),))
+        method = start_method or ("fork" if sys.platform == "linux" else "spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_init_worker, initargs=(reader_only(screener), os.getpid()))
     ahead = max(workers * prefetch, 2 * batch_patients)
     bar = tqdm(total=len(specs), initial=start, desc="predict", unit="patient", disable=not progress,
                dynamic_ncols=True)
