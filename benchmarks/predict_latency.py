@@ -22,7 +22,8 @@ fp32, and the achieved fraction of the machine's floor: the model's FLOPs per pa
 ``torch.utils.flop_counter`` on one patient's forward pass) divided by the time, over the matmul rate
 measured in the same run (``torch.mm`` of ``--matmul-n`` square matrices, fp32 and bf16, same threads).
 The ratio is the figure to compare between machines; absolute times vary.  int8 has no matmul reference
-(its fraction is of the fp32 rate).  With ``--archive TABLE --bundle BUNDLE`` the archive pipeline
+(its fraction is of the fp32 rate); ``int8`` is static quantisation (calibrated on 4 synthetic patients),
+``int8d`` dynamic.  With ``--archive TABLE --bundle BUNDLE`` the archive pipeline
 (:func:`cardiofusion.bundle.pipeline.predict_archive`: reading in ``--workers`` processes) is timed on
 the table's files beside the pure model throughput on the same, already prepared, patients.
 
@@ -75,13 +76,16 @@ def run_torch(model, x: dict) -> np.ndarray:
     return aggregate_windows(out, x["record_index"], x["n_records"])["score"].numpy()
 
 
+def onnx_feed(x: dict) -> dict:
+    return {"ecg": x["ecg"].numpy(), "ecg_mask": x["ecg_mask"].numpy(), "cxr": x["cxr_records"].numpy(),
+            "has_ecg": x["has_ecg"].numpy(), "has_cxr": x["has_cxr"].numpy(), "record_index": x["record_index"].numpy()}
+
+
 def run_onnx(runner, x: dict) -> np.ndarray:
     from cardiofusion.models.fusion import FusionOutput
     from cardiofusion.training.evaluate import aggregate_windows
 
-    o = runner.run({"ecg": x["ecg"].numpy(), "ecg_mask": x["ecg_mask"].numpy(), "cxr": x["cxr_records"].numpy(),
-                    "has_ecg": x["has_ecg"].numpy(), "has_cxr": x["has_cxr"].numpy(),
-                    "record_index": x["record_index"].numpy()})
+    o = runner.run(onnx_feed(x))
     out = FusionOutput(score=torch.from_numpy(o["score"]), prob=torch.from_numpy(o["prob"]),
                        branch_scores={}, used=torch.from_numpy(o["used"]))
     return aggregate_windows(out, x["record_index"], x["n_records"])["score"].numpy()
@@ -98,11 +102,12 @@ def timeit(fn, repeats: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def matmul_rate(dtype: torch.dtype, n: int, repeats: int = 5) -> float:
-    """FLOP/s of ``torch.mm`` on two ``n x n`` matrices of ``dtype`` (median of ``repeats``)."""
+def matmul_rate(dtype: torch.dtype, n: int, repeats: int = 7) -> float:
+    """FLOP/s of ``torch.mm`` on two ``n x n`` matrices of ``dtype``: the best of ``repeats`` (the machine's
+    floor; on a shared machine the median would understate it)."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
-    t = statistics.median(timeit(lambda: torch.mm(a, b), repeats, warmup=2))
+    t = min(timeit(lambda: torch.mm(a, b), repeats, warmup=2))
     return 2 * n**3 / t
 
 
@@ -162,7 +167,7 @@ def bench_model(args, name: str, rates: dict[str, float]) -> None:
         bf16 = ReducedPrecision(model, "bf16").eval()
         variants.append(("PyTorch", "bf16", lambda x: run_torch(bf16, x)))
     export_s = quant_s = None
-    if {"fp32", "int8"} & set(precisions):
+    if {"fp32", "int8", "int8d"} & set(precisions):
         if graph is None:
             t0 = time.perf_counter()
             graph, _ = export_onnx(model, leads=leads, window=width, image_size=size)
@@ -170,15 +175,19 @@ def bench_model(args, name: str, rates: dict[str, float]) -> None:
         if "fp32" in precisions:
             runner = OnnxRunner(graph, threads=args.threads)
             variants.append(("ONNX RT", "fp32", lambda x: run_onnx(runner, x)))
-        if "int8" in precisions:
+        if "int8" in precisions:  # static (calibrated on 4 synthetic patients, as export does on training records)
+            feeds = [onnx_feed(patient_inputs(1, n_windows, leads, width, size, seed=10 + k)) for k in range(4)]
             t0 = time.perf_counter()
-            int8 = OnnxRunner(quantize_int8(graph), threads=args.threads)
+            int8 = OnnxRunner(quantize_int8(graph, mode="static", calibration=feeds), threads=args.threads)
             quant_s = time.perf_counter() - t0
             variants.append(("ONNX RT", "int8", lambda x: run_onnx(int8, x)))
+        if "int8d" in precisions:  # dynamic
+            int8d = OnnxRunner(quantize_int8(graph, mode="dynamic"), threads=args.threads)
+            variants.append(("ONNX RT", "int8d", lambda x: run_onnx(int8d, x)))
 
     print(f"\nmodel      {label}; {n_params / 1e6:.2f} M parameters"
           + (f"; ONNX export {export_s:.1f} s" if export_s is not None else "")
-          + (f", int8 quantisation {quant_s:.1f} s" if quant_s is not None else ""))
+          + (f", static int8 quantisation {quant_s:.1f} s" if quant_s is not None else ""))
     print(f"patient    {n_windows} ECG windows of {leads} x {width} ({pp.fs:g} Hz, {seconds:g} s) + one "
           f"{size} x {size} X-ray; {flops / 1e9:.2f} GFLOP per patient (torch.utils.flop_counter)")
     ref = run_torch(model, many)
@@ -200,12 +209,45 @@ def bench_model(args, name: str, rates: dict[str, float]) -> None:
               f"{statistics.median(lat) * 1e3:.1f} ms")
 
 
+def swap_model(bundle: str, out: Path, name: str) -> Path:
+    """A copy of ``bundle`` whose model is the ``paper`` / ``demo`` architecture with random weights (same
+    preprocessing, calibration and threshold): archive timing of a model of that size on the bundle's files."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from cardiofusion.bundle.format import MANIFEST, WEIGHTS, write_manifest
+    from cardiofusion.models import ModelConfig, build_model
+
+    shutil.copytree(bundle, out)
+    (out / "model.onnx").unlink(missing_ok=True)
+    (out / "model.int8.onnx").unlink(missing_ok=True)
+    manifest = json.loads((out / MANIFEST).read_text())
+    enc = {"paper": ("ecg_resnet50_transformer", "efficientnet_b0"),
+           "demo": ("ecg_resnet_tiny_transformer", "cxr_tiny")}[name]
+    manifest["model"]["config"].update(ecg_encoder=enc[0], cxr_encoder=enc[1])
+    manifest.pop("precision", None)
+    manifest.pop("inference", None)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_dict(manifest["model"]["config"])).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS))
+    (out / MANIFEST).unlink()
+    manifest.pop("files", None)
+    manifest.pop("content_hash", None)
+    write_manifest(out, manifest)
+    return out
+
+
 def bench_archive(args) -> None:
     """Archive pipeline patients/s on a table's files vs the pure model throughput on the same patients."""
     from cardiofusion.bundle import load, read_table
     from cardiofusion.bundle.pipeline import predict_archive, prepare_row, row_specs
 
-    screener = load(args.bundle, precision=args.archive_precision)
+    bundle = args.bundle
+    if args.archive_model:
+        bundle = swap_model(args.bundle, Path(tempfile.mkdtemp()) / "bundle", args.archive_model)
+    screener = load(bundle, precision=args.archive_precision)
     df, base = read_table(args.archive)
     specs = row_specs(df, base)
     prepared = [p for p in (prepare_row(screener, s) for s in specs) if not isinstance(p, str)]
@@ -220,7 +262,8 @@ def bench_archive(args) -> None:
         report = predict_archive(screener, args.archive, Path(tmp) / "out.csv", workers=args.workers,
                                  batch_patients=args.batch, progress=False)
         archive_pps = report.n_rows / (time.perf_counter() - t0)
-    print(f"\narchive    {report.n_rows} patients of {args.archive} ({screener.precision}, {screener.runtime}), "
+    what = f"{args.archive_model} architecture, random weights" if args.archive_model else "the bundle's model"
+    print(f"\narchive    {report.n_rows} patients of {args.archive} ({what}; {screener.precision}, {screener.runtime}), "
           f"{args.workers} reading worker(s), {args.batch} patients per model call")
     print(f"           model only (prepared inputs) {model_pps:8.2f} patients/s;  archive pipeline (read + "
           f"preprocess + model + write) {archive_pps:8.2f} patients/s;  ratio {model_pps / archive_pps:.2f}x")
@@ -230,13 +273,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="demo,paper", help="comma-separated: demo, paper (default both)")
     ap.add_argument("--model", choices=("demo", "paper"), help="one model (overrides --models)")
-    ap.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated: fp32, bf16, int8")
+    ap.add_argument("--precisions", default="fp32,bf16,int8,int8d",
+                    help="comma-separated: fp32, bf16, int8 (static), int8d (dynamic)")
     ap.add_argument("--bundle", help="time this bundle's model instead")
     ap.add_argument("--ecg", help="with --bundle: an ECG file for the end-to-end time")
     ap.add_argument("--cxr", help="with --bundle: an X-ray file for the end-to-end time")
     ap.add_argument("--archive", metavar="TABLE", help="with --bundle: time the archive pipeline on this table")
     ap.add_argument("--archive-precision", default=None, help="precision of the --archive run (default: the bundle's)")
     ap.add_argument("--workers", type=int, default=1, help="reading processes of the --archive run (default 1)")
+    ap.add_argument("--archive-model", choices=("demo", "paper"),
+                    help="--archive with this architecture (random weights) in a copy of the bundle")
     ap.add_argument("--fs", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=15.0, help="ECG length (the cache's duration_s)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads, both runtimes (default 1)")

@@ -92,6 +92,8 @@ def test_precision_paths_agree_with_fp32_within_stored_tolerances(setup, reduced
     assert section["offered"] == ["fp32", "bf16", "int8"] and "model.int8.onnx" in manifest["files"]
     assert manifest["inference"] == {"runtime": "torch", "precision": "fp32"}
     assert section["checked_on"]["n_records"] == len(setup["val"])
+    assert section["checks"]["int8"]["quantisation"] == "static"  # calibrated on training-split records
+    assert section["checks"]["int8"]["calibration"].endswith("training-split records")
     fp32 = load(reduced)
     val = setup["val"]
     patients = [fp32.prepare(r["ecg_path"], r["cxr_path"], patient_id=r["record_id"]) for _, r in val.iterrows()]

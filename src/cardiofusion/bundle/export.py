@@ -217,7 +217,7 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
                   target_sensitivity: float | None = None, checkpoint: str | os.PathLike | None = None,
                   onnx: bool | str = "auto", onnx_exporter: str = "auto", overwrite: bool = False,
                   precisions: str | Sequence[str] = "auto", precision: str = "fp32", runtime: str = "torch",
-                  tolerances: PrecisionTolerances | dict[str, Any] | None = None, int8: str = "dynamic") -> Path:
+                  tolerances: PrecisionTolerances | dict[str, Any] | None = None, int8: str = "static") -> Path:
     """Write a model bundle (``out``, a new folder) from a training run.
 
     Args:
@@ -239,8 +239,8 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         precision, runtime: the bundle's stored choice, used when prediction names none (``fp32`` / ``torch``);
             a precision refused by the check is an error here, with its numbers.
         tolerances: when a precision is refused (:class:`~cardiofusion.bundle.precision.PrecisionTolerances`).
-        int8: ``dynamic`` or ``static`` ONNX Runtime quantisation (static: activation ranges calibrated on
-            records of the training split).
+        int8: ``static`` (default: activation ranges calibrated on 64 records of the training split; dynamic
+            when that fails) or ``dynamic`` ONNX Runtime quantisation.
 
     Returns:
         The bundle folder.

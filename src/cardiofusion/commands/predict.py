@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
                    help="PyTorch or ONNX Runtime on the bundle's model.onnx (default: the bundle's choice, torch "
                         "unless exported otherwise; onnx for int8)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default=None,
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
                    help="arithmetic: fp32, bf16 (PyTorch autocast; CPUs with AVX512-BF16/AMX), int8 (ONNX Runtime "
                         "quantised graph); only a precision the bundle passed at export (default: the bundle's choice)")
     p.add_argument("--workers", type=int, metavar="N",
