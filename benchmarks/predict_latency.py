@@ -73,7 +73,7 @@ def run_torch(model, x: dict) -> np.ndarray:
              "has_ecg": x["has_ecg"], "has_cxr": x["has_cxr"], "record_index": x["record_index"]}
     with torch.no_grad():
         out = model(batch)
-    return aggregate_windows(out, x["record_index"], x["n_records"])["score"].numpy()
+    return aggregate_windows(out, x["record_index"], x["n_records"])["score"].cpu().numpy()
 
 
 def onnx_feed(x: dict) -> dict:
@@ -91,22 +91,29 @@ def run_onnx(runner, x: dict) -> np.ndarray:
     return aggregate_windows(out, x["record_index"], x["n_records"])["score"].numpy()
 
 
+SYNC = None  # torch.cuda.synchronize with --device cuda
+
+
 def timeit(fn, repeats: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if SYNC is not None:
+            SYNC()
         t0 = time.perf_counter()
         fn()
+        if SYNC is not None:
+            SYNC()
         times.append(time.perf_counter() - t0)
     return times
 
 
-def matmul_rate(dtype: torch.dtype, n: int, repeats: int = 7) -> float:
+def matmul_rate(dtype: torch.dtype, n: int, repeats: int = 7, device: str = "cpu") -> float:
     """FLOP/s of ``torch.mm`` on two ``n x n`` matrices of ``dtype``: the best of ``repeats`` (the machine's
     floor; on a shared machine the median would understate it)."""
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+    a, b = torch.randn(n, n, generator=g).to(device, dtype), torch.randn(n, n, generator=g).to(device, dtype)
     t = min(timeit(lambda: torch.mm(a, b), repeats, warmup=2))
     return 2 * n**3 / t
 
@@ -160,14 +167,20 @@ def bench_model(args, name: str, rates: dict[str, float]) -> None:
     many = patient_inputs(args.batch, n_windows, leads, width, size, seed=1)
     flops = flops_per_patient(model, one)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    gpu = args.device != "cpu"
+    if gpu:  # PyTorch only (ONNX Runtime here is the CPU build)
+        model = model.to(args.device)
+        one, many = ({k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
+                     for x in (one, many))
     variants = []  # (runtime, precision, callable on inputs)
     if "fp32" in precisions:
         variants.append(("PyTorch", "fp32", lambda x: run_torch(model, x)))
-    if "bf16" in precisions:
-        bf16 = ReducedPrecision(model, "bf16").eval()
-        variants.append(("PyTorch", "bf16", lambda x: run_torch(bf16, x)))
+    for half in ("bf16", "fp16"):
+        if half in precisions:
+            reduced = ReducedPrecision(model, half, "cuda" if gpu else "cpu").eval()
+            variants.append(("PyTorch", half, lambda x, reduced=reduced: run_torch(reduced, x)))
     export_s = quant_s = None
-    if {"fp32", "int8", "int8d"} & set(precisions):
+    if {"fp32", "int8", "int8d"} & set(precisions) and not gpu:
         if graph is None:
             t0 = time.perf_counter()
             graph, _ = export_onnx(model, leads=leads, window=width, image_size=size)
@@ -199,7 +212,7 @@ def bench_model(args, name: str, rates: dict[str, float]) -> None:
         thr = timeit(lambda fn=fn: fn(many), max(2, args.repeats // 4), warmup=1)
         p50, p90 = statistics.median(lat), float(np.percentile(lat, 90))
         pps = args.batch / statistics.median(thr)
-        rate = rates["bf16" if precision == "bf16" else "fp32"]
+        rate = rates.get(precision, rates["fp32"])
         diff = float(np.nanmax(np.abs(fn(many) - ref)))
         print(f"{runtime:8} {precision:5} {p50 * 1e3:10.1f} {p90 * 1e3:9.1f} {flops / p50 / rate:9.0%}   "
               f"{pps:24.2f} {flops * pps / rate:9.0%}   {diff:13.2e}")
@@ -289,8 +302,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="patients per call for throughput")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--matmul-n", type=int, default=2048, help="matrix size of the matmul-rate measurement")
+    ap.add_argument("--device", default="cpu",
+                    help="cuda: time PyTorch fp32 / bf16 / fp16 on the GPU (--precisions fp32,bf16,fp16 "
+                         "--matmul-n 8192); ONNX Runtime rows are CPU only")
     args = ap.parse_args()
 
+    global SYNC
+    if args.device != "cpu":
+        SYNC = torch.cuda.synchronize
     torch.set_num_threads(args.threads)
     load1, _, _ = os.getloadavg()
     from cardiofusion.bundle.precision import cpu_supports_bf16
@@ -298,10 +317,11 @@ def main() -> None:
     print(f"machine    {cpu_name()}, {os.cpu_count()} cores, {args.threads} thread(s) per runtime, load average "
           f"{load1:.1f}, native bf16 {'yes' if cpu_supports_bf16() else 'no'}; torch {torch.__version__}, "
           f"onnxruntime {__import__('onnxruntime').__version__}")
-    rates = {"fp32": matmul_rate(torch.float32, args.matmul_n), "bf16": matmul_rate(torch.bfloat16, args.matmul_n)}
-    print(f"matmul     fp32 {rates['fp32'] / 1e9:.1f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.1f} GFLOP/s "
-          f"(torch.mm {args.matmul_n} x {args.matmul_n}, {args.threads} thread(s)); 'of floor' = achieved FLOP/s "
-          f"over the rate of the row's precision (int8: over fp32)")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, **({"fp16": torch.float16} if args.device != "cpu" else {})}
+    rates = {k: matmul_rate(d, args.matmul_n, device=args.device) for k, d in dtypes.items()}
+    print("matmul     " + ", ".join(f"{k} {r / 1e9:.1f} GFLOP/s" for k, r in rates.items())
+          + f" (torch.mm {args.matmul_n} x {args.matmul_n} on {args.device}, {args.threads} thread(s)); 'of floor' = "
+          f"achieved FLOP/s over the rate of the row's precision (int8: over fp32)")
     names = ["bundle"] if args.bundle else ([args.model] if args.model else
                                             [m.strip() for m in args.models.split(",") if m.strip()])
     for name in names:
