@@ -19,6 +19,9 @@ a setting (``docs/screening.md``):
   the task's per-label thresholds, values in units) and no calibration;
 * ``validation``: the run's validation metrics and the threshold's sensitivity / specificity (other kinds:
   the task's metrics on ``RUN/val_scores.csv``, scikit-learn);
+* ``inference``: the bundle's stored choice of ``runtime`` and ``precision`` (used when prediction names none);
+* ``precision``: the precisions offered and, for each reduced one, its check against fp32 on the validation
+  split (largest score difference, AUROC difference, decision flips; :mod:`cardiofusion.bundle.precision`);
 * ``versions``, ``created``, ``source`` (run, checkpoint), per-file digests and ``content_hash``.
 """
 
@@ -29,6 +32,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ import pandas as pd
 from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ONNX_GRAPH, WEIGHTS, is_bundle_folder, write_manifest
+from .precision import PrecisionTolerances
 from .results import TASK_KEY, task_description
 
 
@@ -275,7 +280,9 @@ def _num(x: float) -> float | None:
 def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation: str | os.PathLike | None = None,
                   name: str | None = None, calibration: str = "platt", threshold: str = "youden",
                   target_sensitivity: float | None = None, checkpoint: str | os.PathLike | None = None,
-                  onnx: bool | str = "auto", onnx_exporter: str = "auto", overwrite: bool = False) -> Path:
+                  onnx: bool | str = "auto", onnx_exporter: str = "auto", overwrite: bool = False,
+                  precisions: str | Sequence[str] = "auto", precision: str = "fp32", runtime: str = "torch",
+                  tolerances: PrecisionTolerances | dict[str, Any] | None = None, int8: str = "static") -> Path:
     """Write a model bundle (``out``, a new folder) from a training run.
 
     Args:
@@ -291,6 +298,14 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         overwrite: replace an existing bundle folder -- only a folder that holds a cardiofusion bundle
             manifest, never a file, another folder or the run itself (or a folder containing or inside it).
             The new bundle is written beside it first; the old one is removed only once the new one is in place.
+        precisions: reduced precisions to check against fp32 on the validation split and offer when they pass
+            (``bf16``, ``fp16``, ``int8``; ``auto``: bf16 where this CPU has it and int8 where ONNX is stored;
+            ``()``: none).  See :mod:`cardiofusion.bundle.precision`.
+        precision, runtime: the bundle's stored choice, used when prediction names none (``fp32`` / ``torch``);
+            a precision refused by the check is an error here, with its numbers.
+        tolerances: when a precision is refused (:class:`~cardiofusion.bundle.precision.PrecisionTolerances`).
+        int8: ``static`` (default: activation ranges calibrated on 64 records of the training split; dynamic
+            when that fails) or ``dynamic`` ONNX Runtime quantisation.
 
     Returns:
         The bundle folder.
@@ -398,6 +413,14 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
             (tmp / ONNX_GRAPH).write_bytes(graph)
             manifest["onnx"] = {"file": ONNX_GRAPH, "exporter": used, "inputs": list(_onnx_names()[0]),
                                 "outputs": list(_onnx_names()[1]), "dynamic_axes": ["windows", "records"]}
+        else:
+            graph = None
+        section, extra = _precision_section(loaded, precisions, precision, runtime, tolerances, int8, graph,
+                                            calibrator, thr, binary=task.is_binary)
+        for fname, data in extra.items():
+            (tmp / fname).write_bytes(data)
+        manifest["inference"] = {"runtime": section.pop("runtime"), "precision": section.pop("default")}
+        manifest["precision"] = section
         write_manifest(tmp, manifest)
         _check_out(out, [run_dir, loaded.checkpoint, config.cache_dir, config.manifest, evaluation], overwrite)
         _swap_into_place(tmp, out)
@@ -408,6 +431,85 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _split_loader(loaded: Any, split: str, batch_size: int = 16) -> Any:
+    """Deterministic loader of one split of the run's own cohort (all windows per record)."""
+    from ..data.dataset import CohortDataModule
+
+    config = loaded.config
+    dm = CohortDataModule(config.cache_dir, config.manifest, config.preprocess, batch_size=batch_size,
+                          eval_batch_size=batch_size, num_workers=0, modalities=config.model.modalities,
+                          seed=config.seed)
+    dm.setup()
+    if split not in dm.datasets or len(dm.datasets[split]) == 0:
+        raise ConfigError(f"no usable {split} records in the run's cohort")
+    return dm.eval_dataloader(split)
+
+
+def _precision_section(loaded: Any, precisions: str | Sequence[str], default: str, runtime: str,
+                       tolerances: PrecisionTolerances | dict[str, Any] | None, int8: str, graph: bytes | None,
+                       calibrator: Calibrator, thr: Threshold, *, binary: bool = True
+                       ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest's ``precision`` section (check of each precision against fp32 on validation) and the
+    files the offered precisions need.  The check compares one score per record (AUROC, decision flips at the
+    threshold), so bundles of other task kinds offer fp32 only: ``auto`` checks nothing for them and naming a
+    reduced precision is an error."""
+    from itertools import islice
+
+    from .precision import AUTO_PRECISIONS, INT8_MODES, PRECISIONS, check_precisions, describe_check
+
+    tol = tolerances if isinstance(tolerances, PrecisionTolerances) else PrecisionTolerances.from_dict(tolerances)
+    auto = isinstance(precisions, str) and precisions == "auto"
+    wanted = list(AUTO_PRECISIONS) if auto else ([precisions] if isinstance(precisions, str) else list(precisions))
+    for p in [*wanted, default]:
+        if p not in PRECISIONS:
+            raise ConfigError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"unknown runtime {runtime!r}; choose torch or onnx")
+    if int8 not in INT8_MODES:
+        raise ConfigError(f"unknown int8 mode {int8!r}; choose from {', '.join(INT8_MODES)}")
+    if default != "fp32" and default not in wanted:
+        wanted.append(default)
+    wanted = [p for p in dict.fromkeys(wanted) if p != "fp32"]
+    if not binary:
+        if wanted and not auto or default != "fp32":
+            raise ConfigError(f"reduced precisions ({', '.join(wanted)}) are checked against fp32 for binary tasks "
+                              "only; this bundle's task is not binary: export it with --precisions none (fp32)")
+        wanted = []
+    pp = loaded.config.preprocess
+    checks: dict[str, dict[str, Any]] = {}
+    files: dict[str, bytes] = {}
+    n_records = None
+    if wanted:
+        try:
+            val_loader = _split_loader(loaded, "val")
+            calib = (list(islice(iter(_split_loader(loaded, "train", batch_size=8)), 8)) if int8 == "static"
+                     and "int8" in wanted else None)
+        except (ConfigError, ReadError, OSError) as e:
+            checks = {p: {"accepted": False, "reasons": [f"not checked: the validation split cannot be read ({e})"]}
+                      for p in wanted}
+        else:
+            checks, files = check_precisions(loaded.model, wanted, val_loader=val_loader, graph=graph,
+                                             leads=len(pp.leads), window=pp.window_samples, image_size=pp.image_size,
+                                             calibrate=calibrator, threshold=thr, tolerances=tol, int8_mode=int8,
+                                             calibration_loader=calib)
+            n_records = next((c["n_records"] for c in checks.values() if "n_records" in c), None)
+        if not auto:
+            unchecked = [p for p in wanted if "max_abs_score_diff" not in checks.get(p, {})]
+            if unchecked:
+                raise ConfigError("cannot offer " + "; ".join(describe_check(p, checks[p]) for p in unchecked))
+    if default != "fp32" and not checks.get(default, {}).get("accepted"):
+        raise ConfigError(f"the bundle's default precision {default} is refused: {describe_check(default, checks[default])}")
+    if default == "int8":
+        runtime = "onnx"
+    offered = [p for p in wanted if checks.get(p, {}).get("accepted")]
+    section = {"offered": ["fp32", *offered], "tolerances": tol.to_dict(),
+               "checked_on": {"split": "val", "n_records": n_records, "reference": "fp32 (PyTorch)"},
+               "checks": checks, "default": default, "runtime": runtime}
+    if not binary:
+        section["note"] = "reduced precisions are checked for binary tasks only; this task's bundle offers fp32"
+    return section, files
 
 
 def _onnx_available() -> bool:

@@ -75,10 +75,14 @@ class Screener:
         model_config, preprocess, decode: rebuild, model-input and file-decoding settings.
         calibrator, threshold: from the bundle.
         runtime: ``torch`` or ``onnx`` (ONNX Runtime on the bundle's ``model.onnx``).
+        precision: ``fp32``, ``bf16`` (PyTorch autocast) or ``int8`` (ONNX Runtime on ``model.int8.onnx``);
+            see :mod:`cardiofusion.bundle.precision`.  Explanations always use the fp32 PyTorch model.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any], model: torch.nn.Module, *, runtime: str = "torch",
-                 onnx_runner: Any = None):
+                 onnx_runner: Any = None, precision: str = "fp32"):
+        from .precision import forward_for
+
         from ..transforms.decode import CacheConfig
         from ..models import ModelConfig
         from ..transforms.preprocess import PreprocessConfig
@@ -99,6 +103,8 @@ class Screener:
         self.modalities: tuple[str, ...] = tuple(manifest["model"]["modalities"])
         self.runtime = runtime
         self._onnx = onnx_runner
+        self.precision = precision
+        self._forward = forward_for(self.model, precision) if runtime == "torch" else self.model
 
     # -- description ---------------------------------------------------------------------------------
     @property
@@ -113,7 +119,7 @@ class Screener:
              "threshold": self.threshold.value if self.threshold is not None else None,
              "threshold_rule": self.threshold.describe() if self.threshold is not None else None,
              "validation": m.get("validation", {}),
-             "ecg": m.get("ecg"), "cxr": m.get("cxr"), "runtime": self.runtime,
+             "ecg": m.get("ecg"), "cxr": m.get("cxr"), "runtime": self.runtime, "precision": self.precision,
              "cardiofusion": m.get("versions", {}).get("cardiofusion"),
              "content_hash": m.get("content_hash")}
         if not self.task.is_binary:
@@ -208,7 +214,7 @@ class Screener:
         else:
             # record_index lets the model encode each X-ray once per patient (not once per ECG window as
             # evaluation does); the features, hence the scores, are the same
-            output = self.model({**model_batch(batch), "record_index": batch["record_index"]})
+            output = self._forward({**model_batch(batch), "record_index": batch["record_index"]})
         agg = aggregate_windows(output, batch["record_index"], len(patients))
         return {k: agg[k].cpu().numpy() for k in ("score", "prob", "score_ecg", "score_cxr", "used")}
 
@@ -384,29 +390,41 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "patient"
 
 
-def load(bundle: str | os.PathLike, *, runtime: str = "torch", threads: int | None = None) -> Screener:
+def load(bundle: str | os.PathLike, *, runtime: str | None = None, threads: int | None = None,
+         precision: str | None = None) -> Screener:
     """Load a model bundle written by :func:`cardiofusion.bundle.export_bundle`.
 
     Args:
         bundle: the bundle folder.
-        runtime: ``torch`` (default) or ``onnx`` (ONNX Runtime on ``model.onnx``; exported on the fly
-            when the bundle has none).
+        runtime: ``torch`` or ``onnx`` (ONNX Runtime on ``model.onnx``; exported on the fly when the bundle
+            has none); default: the bundle's stored choice (``torch`` unless exported otherwise; ``onnx``
+            for int8).
         threads: ONNX Runtime intra-op threads.
+        precision: ``fp32``, ``bf16`` or ``int8`` (default: the bundle's stored choice, ``fp32`` unless
+            exported otherwise); only a precision the bundle offers, i.e. that passed the export-time check
+            against fp32 (:mod:`cardiofusion.bundle.precision`).
 
     Raises:
         BundleError: missing, corrupt, truncated, altered (hash mismatch) or incompatible bundle.
+        ConfigError: a runtime or precision this bundle or machine cannot use (a refused precision with the
+            numbers of its check).
     """
-    if runtime not in RUNTIMES:
+    if runtime is not None and runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    from .precision import INT8_GRAPH, resolve
+
     root = Path(bundle)
     manifest = read_manifest(root)
+    precision, runtime = resolve(manifest, precision, runtime)
     verify_files(root, manifest)
     model = _build(root, manifest)
     runner = None
     if runtime == "onnx":
         from .onnx import OnnxRunner, export_onnx
 
-        if ONNX_GRAPH in manifest["files"]:
+        if precision == "int8":
+            runner = OnnxRunner(str(root / INT8_GRAPH), threads=threads)
+        elif ONNX_GRAPH in manifest["files"]:
             runner = OnnxRunner(str(root / ONNX_GRAPH), threads=threads)
         else:
             pp = manifest["preprocess"]
@@ -416,7 +434,7 @@ def load(bundle: str | os.PathLike, *, runtime: str = "torch", threads: int | No
             graph, _ = export_onnx(model, leads=len(pc.leads), window=pc.window_samples, image_size=pc.image_size)
             runner = OnnxRunner(graph, threads=threads)
     try:
-        return Screener(root, manifest, model, runtime=runtime, onnx_runner=runner)
+        return Screener(root, manifest, model, runtime=runtime, onnx_runner=runner, precision=precision)
     except (KeyError, TypeError) as e:
         raise BundleError(root, f"incomplete manifest ({type(e).__name__}: {e})") from None
 

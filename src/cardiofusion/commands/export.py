@@ -34,7 +34,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
                    help="torch ONNX exporter (default auto: TorchScript-based when available, else dynamo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--precisions", default="auto", metavar="LIST",
+                   help="reduced precisions to check against fp32 on the validation split and offer when they pass: "
+                        "comma-separated bf16, int8, or 'none' (default auto: bf16 where this CPU has it, "
+                        "int8 where model.onnx is stored)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="the bundle's default precision at prediction (default fp32); refused with the check's "
+                        "numbers when it fails")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="the bundle's default runtime at prediction (default torch; int8 implies onnx)")
+    p.add_argument("--int8", choices=("static", "dynamic"), default="static",
+                   help="ONNX Runtime quantisation: static, with activation ranges calibrated on 64 training-split "
+                        "records (default; several times faster on CPUs), or dynamic")
+    p.add_argument("--max-auroc-change", type=float, default=0.002, metavar="D",
+                   help="refuse a precision whose validation AUROC moves by more than D (default 0.002)")
+    p.add_argument("--max-flip-fraction", type=float, default=0.01, metavar="F",
+                   help="refuse a precision that flips more than this fraction of validation decisions (default 0.01)")
+    p.add_argument("--max-score-change", type=float, default=None, metavar="S",
+                   help="also refuse a precision that moves any validation score by more than S (default: no limit)")
     p.set_defaults(func=run)
+
+
+def _precisions(text: str) -> str | list[str]:
+    text = text.strip().lower()
+    if text in ("auto", ""):
+        return "auto"
+    if text == "none":
+        return []
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
                         calibration=args.calibration, threshold=args.threshold or "youden",
                         target_sensitivity=args.target_sensitivity, checkpoint=args.checkpoint,
                         onnx=False if args.no_onnx else "auto", onnx_exporter=args.onnx_exporter,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, precisions=_precisions(args.precisions),
+                        precision=args.precision, runtime=args.runtime, int8=args.int8,
+                        tolerances={"auroc": args.max_auroc_change, "flip_fraction": args.max_flip_fraction,
+                                    "score": args.max_score_change})
     manifest = read_manifest(out)
     val = manifest.get("validation", {})
     print(f"bundle: {out}")
@@ -70,6 +100,14 @@ def run(args: argparse.Namespace) -> int:
         if val:
             print("  validation   " + json.dumps({k: v for k, v in val.items() if k in (
                 "macro_auroc", "accuracy", "mae_per_target", "n_records")}))
+    from ..bundle.precision import describe_check
+
+    inference = manifest.get("inference", {})
+    section = manifest.get("precision", {})
+    print(f"  prediction   runtime {inference.get('runtime', 'torch')}, precision {inference.get('precision', 'fp32')}"
+          f"; offered: {', '.join(section.get('offered', ['fp32']))}")
+    for name, check in section.get("checks", {}).items():
+        print(f"  precision    {describe_check(name, check)}")
     print(f"  files        {', '.join(sorted(manifest['files']))}")
     print(f"  content hash {manifest['content_hash']}")
     return 0

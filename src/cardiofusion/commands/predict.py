@@ -35,8 +35,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(name or index), label name or output index to explain (default: the predicted class, "
                         "each positive label or else the first, the first target)")
     p.add_argument("--json", action="store_true", help="print one JSON object per patient")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="PyTorch (default) or ONNX Runtime on the bundle's model.onnx")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
+                   help="PyTorch or ONNX Runtime on the bundle's model.onnx (default: the bundle's choice, torch "
+                        "unless exported otherwise; onnx for int8)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="arithmetic: fp32, bf16 (PyTorch autocast; CPUs with AVX512-BF16/AMX), int8 (ONNX Runtime "
+                        "quantised graph); only a precision the bundle passed at export (default: the bundle's choice)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="--batch: processes reading and preprocessing files while the model runs (default: none "
+                        "for small tables, else one per spare core, at most 4)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="P",
+                   help="--batch: patients per model call (their ECG windows in one forward pass; default 16)")
+    p.add_argument("--resume", action="store_true",
+                   help="--batch: continue an existing --out (.csv/.jsonl) where a killed run stopped; every "
+                        "patient is written exactly once")
     p.add_argument("--ecg-fs", type=float, help="sampling rate of headerless ECG files (default: the training export's)")
     p.add_argument("--ecg-units", choices=("mV", "uV", "counts"), help="units of headerless ECG files")
     p.add_argument("--ecg-resolution-uv", type=float, help="microvolts per count for --ecg-units counts")
@@ -89,10 +101,22 @@ def run(args: argparse.Namespace) -> int:
         output_format(args.out)  # refused before the bundle loads
     if args.explain:
         check_out_dir(args.explain, "--explain")
-    screener = load(args.bundle, runtime=args.runtime)
+    if args.resume and not args.batch:
+        raise ConfigError("--resume continues a --batch output")
+    screener = load(args.bundle, runtime=args.runtime, precision=args.precision)
     if args.batch:
-        report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress, explain=args.explain,
-                               cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target)
+        from ..bundle.batch import output_format
+        from ..bundle.pipeline import predict_archive
+
+        if args.explain or output_format(args.out) == "xlsx":
+            if args.resume:
+                raise ConfigError("--resume needs a .csv or .jsonl --out and no --explain")
+            report = predict_batch(screener, args.batch, args.out, progress=not args.no_progress,
+                                   explain=args.explain, cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target)
+        else:
+            report = predict_archive(screener, args.batch, args.out, workers=args.workers,
+                                     batch_patients=args.batch_size, resume=args.resume,
+                                     progress=not args.no_progress)
         print(f"predicted {report.n_ok} of {report.n_rows} patients -> {report.out}", file=sys.stderr)
         for _, f in report.failures.iterrows():
             print(f"  row {f['row']} ({f['patient_id']}): {f['error']}", file=sys.stderr)
