@@ -434,6 +434,19 @@ def test_export_command_of_a_multilabel_run(runs, tmp_path, capsys):
     assert rc != 0 and "no single decision threshold" in err and not (tmp_path / "c").exists()
 
 
+def test_export_checks_use_the_tasks_labels_and_refuse_reduced_precision_for_other_kinds(runs, tmp_path, capsys):
+    from cardiofusion.bundle.export import _split_loader
+    from cardiofusion.training import load_run
+
+    loaded = load_run(runs["multilabel"])
+    labels = torch.cat([b["label"] for b in _split_loader(loaded, "val")])
+    # the task's two label columns (dx_as with unknown entries, dx_fast never unknown), not the manifest's `label`
+    assert labels.ndim == 2 and labels.shape[1] == 2 and torch.isfinite(labels[:, 1]).all()
+    rc, _, err = _cli(["export", runs["multilabel"], "--out", tmp_path / "b", "--no-onnx", "--precisions", "bf16"],
+                      capsys)
+    assert rc != 0 and "binary tasks only" in err and not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("kind", list(TASKS))
 def test_non_finite_outputs_are_an_error_everywhere(runs, kind, tmp_path, capsys):
     """NaN X-ray head weights: predict raises, the CLI prints one error line, the batch row with an X-ray

@@ -434,13 +434,10 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
 
 
 def _split_loader(loaded: Any, split: str, batch_size: int = 16) -> Any:
-    """Deterministic loader of one split of the run's own cohort (all windows per record)."""
-    from ..data.dataset import CohortDataModule
+    """Deterministic loader of one split of the run's own cohort (all windows per record, the task's labels)."""
+    from ..training.inference import run_datamodule
 
-    config = loaded.config
-    dm = CohortDataModule(config.cache_dir, config.manifest, config.preprocess, batch_size=batch_size,
-                          eval_batch_size=batch_size, num_workers=0, modalities=config.model.modalities,
-                          seed=config.seed)
+    dm = run_datamodule(loaded, batch_size=batch_size)
     dm.setup()
     if split not in dm.datasets or len(dm.datasets[split]) == 0:
         raise ConfigError(f"no usable {split} records in the run's cohort")

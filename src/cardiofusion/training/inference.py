@@ -103,6 +103,22 @@ def load_run(run_or_checkpoint: str | os.PathLike, *, map_location: str | torch.
                      pos_weight=module.pos_weight)
 
 
+def run_datamodule(run: LoadedRun, *, cache_dir: str | os.PathLike | None = None, manifest: str | os.PathLike | pd.DataFrame | None = None,
+                   batch_size: int | None = None, num_workers: int = 0):
+    """The deterministic :class:`~cardiofusion.data.dataset.CohortDataModule` of a run: its cache, manifest,
+    preprocessing, modalities and task labels (records of a manifest without the task's columns get unknown
+    labels), or another cache / manifest scored the same way."""
+    from ..data.dataset import CohortDataModule
+
+    config = run.config
+    manifest = manifest if manifest is not None else config.manifest
+    size = batch_size or config.eval_batch_size or config.batch_size
+    return CohortDataModule(cache_dir or config.cache_dir, manifest, config.preprocess, batch_size=size,
+                            eval_batch_size=size, num_workers=num_workers, modalities=config.model.modalities,
+                            seed=config.seed, labels=task_labels(None if config.task is None else config.task_spec(),
+                                                                 manifest, allow_unlabelled=True))
+
+
 def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: str | os.PathLike | None = None,
                 manifest: str | os.PathLike | pd.DataFrame | None = None, batch_size: int | None = None,
                 num_workers: int = 0, reuse: bool = True) -> pd.DataFrame:
@@ -122,8 +138,6 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
         task: ``Task.score_columns()`` plus ``split``).  Records of a manifest without the task's columns
         get unknown (NaN) labels.
     """
-    from ..data.dataset import CohortDataModule
-
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     own_data = cache_dir is None and manifest is None
@@ -134,13 +148,8 @@ def score_split(run: str | os.PathLike | LoadedRun, split: str, *, cache_dir: st
             return pd.read_csv(saved, dtype={"record_id": str, "patient_id": str})
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     config = loaded.config
-    datamodule = CohortDataModule(cache_dir or config.cache_dir, manifest if manifest is not None else config.manifest,
-                                  config.preprocess, batch_size=batch_size or config.eval_batch_size or config.batch_size,
-                                  eval_batch_size=batch_size or config.eval_batch_size or config.batch_size,
-                                  num_workers=num_workers, modalities=config.model.modalities, seed=config.seed,
-                                  labels=task_labels(None if config.task is None else config.task_spec(),
-                                                     manifest if manifest is not None else config.manifest,
-                                                     allow_unlabelled=True))
+    datamodule = run_datamodule(loaded, cache_dir=cache_dir, manifest=manifest, batch_size=batch_size,
+                                num_workers=num_workers)
     try:
         datamodule.setup()
     except ConfigError:
