@@ -48,6 +48,7 @@ from .registry import (
     save_recipe_config,
 )
 from .steps import EnsuredRun, RunPlan, ensure_cache, ensure_run, is_run_folder, train_plan
+from .cac_severity import CacSeverityConfig, run_cac_severity  # noqa: E402  (paper 001 recipe)
 
 __all__ = [
     "BASELINES",
@@ -81,4 +82,6 @@ __all__ = [
     "save_recipe_config",
     "train_config",
     "train_plan",
+    "CacSeverityConfig",
+    "run_cac_severity",
 ]
