@@ -16,9 +16,9 @@ CNN, the X-ray backbone compared across six networks, an ablation without ECG / 
    is that same model) -- ``OUT/runs/<backbone>/<variant>/fold_<i>``, ``OUT/runs/ecg_only/fold_<i>``;
 4. **evaluate**: per fold and model every multiclass metric (mean +- sd over folds); the out-of-fold
    predictions pooled (every record once) and evaluated with patient-bootstrap CIs and paired comparisons
-   of the best backbone against each other one (``OUT/evaluation``) and, per backbone, of the fusion
-   model against each single modality (``OUT/ablation/<backbone>``); the planted-sign oracle of a synthetic
-   export beside them;
+   (same records, same resamples) of the best backbone against each other one and, per backbone, of the fusion
+   model against each single modality (``OUT/evaluation``); the planted-sign oracle of a synthetic export
+   beside them;
 5. **write** ``table4.csv/.md`` (accuracy, recall, precision, F1, mean +- sd over folds, macro and weighted),
    ``table5.csv/.md`` (accuracy full / without ECG / without X-ray), ``figure4.png``, ``figure5.png``,
    ``report.html`` (self-contained) and ``cac_severity.json``.
@@ -388,22 +388,17 @@ def _report(config: CacSeverityConfig, result: CacSeverityResult, plan: list[tup
 
     best = max(full, key=lambda n: _nan_low(summary[n][key(config.rank_by)]["mean"])) if full else None
     result.best = best
-    evaluation = None
-    if full:
-        evaluation = evaluate_tables({n: (None, pooled[n]) for n in full}, out / "evaluation", task=task,
-                                     reference=best, subgroups=[], n_boot=config.n_boot, seed=config.seed,
-                                     split="out-of-fold test records (all folds)", manifest=manifest,
-                                     title="CAC severity: backbones, out-of-fold predictions")
-    ablation: dict[str, Any] = {}
-    for backbone in config.backbones:
-        models = [model_name(backbone, v) for v in VARIANTS if v in config.variants]
-        if len(models) > 1:
-            ablation[backbone] = evaluate_tables(
-                {n: (None, pooled[n]) for n in models}, out / "ablation" / _safe(backbone), task=task,
-                reference=models[0], subgroups=[], n_boot=config.n_boot, seed=config.seed, manifest=manifest,
-                split="out-of-fold test records (all folds)", title=f"CAC severity ablation: {backbone}")
-    result.table4 = _table4(config, full, summary, evaluation, task)
-    result.table5 = _table5(config, summary, ablation)
+    # one evaluation of every model on the same pooled records: paired comparisons of the best backbone against
+    # every other model and, per backbone, of the fusion model against each single modality (model_pairs: the
+    # reference first, then every pair in this order, so a fusion model always comes before its ablations)
+    order = [model_name(b, v) for b in config.backbones for v in ("full", "no_ecg") if v in config.variants]
+    order += [ECG_ONLY] if "no_xray" in config.variants else []
+    evaluation = evaluate_tables({n: (None, pooled[n]) for n in order}, out / "evaluation", task=task,
+                                 reference=best or order[0], subgroups=[], n_boot=config.n_boot, seed=config.seed,
+                                 split="out-of-fold test records (all folds)", manifest=manifest,
+                                 title="CAC severity: backbones and ablation, pooled out-of-fold predictions")
+    result.table4 = _table4(config, full, summary, evaluation, task) if full else pd.DataFrame()
+    result.table5 = _table5(config, summary, evaluation)
     paths = result.paths
     paths["table4_csv"], paths["table5_csv"] = out / "table4.csv", out / "table5.csv"
     result.table4.to_csv(paths["table4_csv"], index=False)
@@ -416,7 +411,7 @@ def _report(config: CacSeverityConfig, result: CacSeverityResult, plan: list[tup
     paths["table5_md"] = out / "table5.md"
     paths["table5_md"].write_text(_table5_md(config, result.table5), encoding="utf-8")
     _figures(config, result, full, summary)
-    paths["report"] = _html(config, result, full, summary, evaluation, ablation, task)
+    paths["report"] = _html(config, result, full, summary, evaluation, task)
     for line in paths["table4_md"].read_text().splitlines() + [""] + paths["table5_md"].read_text().splitlines():
         log("  " + line)
     log(f"  report: {paths['report']}")
@@ -457,7 +452,7 @@ def _table4(config: CacSeverityConfig, full: list[str], summary: Mapping[str, An
     return pd.DataFrame(rows)
 
 
-def _table5(config: CacSeverityConfig, summary: Mapping[str, Any], ablation: Mapping[str, Any]) -> pd.DataFrame:
+def _table5(config: CacSeverityConfig, summary: Mapping[str, Any], ev: Any) -> pd.DataFrame:
     """One row per backbone: accuracy (mean +- sd over folds, pooled with CI) of each variant and the paired
     pooled differences full - without ECG / full - without X-ray."""
     rows = []
@@ -469,13 +464,11 @@ def _table5(config: CacSeverityConfig, summary: Mapping[str, Any], ablation: Map
                 continue
             row[f"{variant}_mean"] = summary[name]["accuracy"]["mean"]
             row[f"{variant}_sd"] = summary[name]["accuracy"]["sd"]
-            ev = ablation.get(backbone)
-            if ev is not None:
+            if name in ev.models:
                 iv = ev.models[name].metrics["accuracy"]
                 row[f"{variant}_pooled"], row[f"{variant}_ci_low"], row[f"{variant}_ci_high"] = (
                     iv.value, iv.ci_low, iv.ci_high)
-        ev = ablation.get(backbone)
-        if ev is not None and "full" in config.variants:
+        if "full" in config.variants:
             for variant in ("no_ecg", "no_xray"):
                 comp = ev.comparisons.get(f"{model_name(backbone, 'full')} vs {model_name(backbone, variant)}")
                 if comp is not None:
@@ -532,10 +525,10 @@ def _table4_md(config: CacSeverityConfig, result: CacSeverityResult, evaluation:
     lines.append("")
     if evaluation is not None and result.best is not None:
         lines += [f"## Paired comparison: {result.best} (best by mean {config.rank_by}) minus each other backbone", "",
-                  f"Same out-of-fold records and the same patient resamples; 95% CI and bootstrap p.", "",
+                  "Same out-of-fold records and the same patient resamples; 95% CI and bootstrap p.", "",
                   "| Other backbone | Accuracy | Quadratic kappa | F1 (" + config.average + ") |", "|---|---|---|---|"]
         for comp in evaluation.comparisons.values():
-            if comp.model_a != result.best:
+            if comp.model_a != result.best or comp.model_b not in set(result.table4["backbone"]):
                 continue
             cells = [_diff_text(comp.differences[m]) for m in ("accuracy", "quadratic_kappa", f"{config.average}_f1")]
             lines.append(f"| {comp.model_b} | " + " | ".join(cells) + " |")
@@ -629,14 +622,13 @@ def _esc(text: str) -> str:
 
 
 def _html(config: CacSeverityConfig, result: CacSeverityResult, full: list[str], summary: Mapping[str, Any],
-          evaluation: Any, ablation: Mapping[str, Any], task: Any) -> Path:
+          evaluation: Any, task: Any) -> Path:
     """``OUT/report.html``: Tables 4-5, Figures 4-5, confusion matrices, comparisons, oracle, methods."""
     from ..evaluation.crossval_tasks import html_figure, html_table, write_html
 
     paths = result.paths
     sections: list[tuple[str, str]] = []
-    head = evaluation or next(iter(ablation.values()), None)
-    counts = head.settings["records"] if head is not None else {}
+    counts = evaluation.settings["records"]
     intro = (f"<p>Task <code>{_esc(task.name)}</code>: {_esc(task.description)}; classes "
              f"{_esc(' | '.join(task.classes))} (ordinal, CORAL cumulative head). {config.n_folds} patient-grouped "
              f"folds stratified by class; {counts.get('records', '?')} out-of-fold records of "
@@ -673,8 +665,8 @@ def _html(config: CacSeverityConfig, result: CacSeverityResult, full: list[str],
                      "<li>Averaging: macro = unweighted mean over the four classes; weighted = by class support; "
                      "F1 = harmonic mean of precision and recall (per class, then averaged). Quadratic-weighted "
                      "kappa over the class order.</li>"
-                     "<li>Per-model reports with every metric: <code>evaluation/report.html</code>, "
-                     "<code>ablation/&lt;backbone&gt;/report.html</code>.</li></ul>"))
+                     "<li>Every metric of every model with its CI and every paired comparison: "
+                     "<code>evaluation/report.html</code> and <code>evaluation/</code>.</li></ul>"))
     return write_html(result.out_dir / "report.html", "Coronary calcium severity: backbones and ablation (paper 001)",
                       sections, subtitle=f"{config.n_folds}-fold cross-validation, {config.n_boot} bootstrap resamples")
 
