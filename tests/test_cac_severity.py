@@ -170,3 +170,5 @@ def test_recipe_end_to_end_and_reuse(tiny_cohort, tmp_path, one_thread):
     part = recipe.run(dataclasses.replace(config, backbones=[CXR2], variants=["full"], folds=[1], report=False), out,
                       log=lines.append)
     assert part.actions == {f"{CXR2}/full": {1: "reused"}}
+    prepare = recipe.run(dataclasses.replace(config, folds=[], report=False), out, log=lines.append)  # data only
+    assert all(not runs for runs in prepare.actions.values())

@@ -162,6 +162,7 @@ class CacSeverityResult:
     table5: pd.DataFrame | None = None
     best: str | None = None
     oracle: dict[str, Any] | None = None
+    majority_accuracy: float | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -380,6 +381,8 @@ def _report(config: CacSeverityConfig, result: CacSeverityResult, plan: list[tup
     pooled = pool_folds(fold_tables)
     full = [model_name(b, "full") for b in config.backbones if "full" in config.variants]
     avg = config.average
+    labels = next(iter(pooled.values()))["label"].to_numpy(dtype=float)
+    result.majority_accuracy = float(np.bincount(labels.astype(int)).max() / labels.size) if labels.size else None
     log(f"[5/5] evaluate: {len(per_fold)} folds, out-of-fold predictions pooled ({len(next(iter(pooled.values())))} "
         f"records), {config.n_boot} patient-bootstrap resamples")
 
@@ -533,6 +536,9 @@ def _table4_md(config: CacSeverityConfig, result: CacSeverityResult, evaluation:
             cells = [_diff_text(comp.differences[m]) for m in ("accuracy", "quadratic_kappa", f"{config.average}_f1")]
             lines.append(f"| {comp.model_b} | " + " | ".join(cells) + " |")
         lines.append("")
+    if result.majority_accuracy is not None:
+        lines += [f"Always the most frequent class: accuracy {format_value(result.majority_accuracy)}, quadratic "
+                  "kappa 0.", ""]
     if result.oracle:
         lines += ["## Oracle (planted signs of the synthetic export, logistic regression, 5-fold CV)", "",
                   "| Evidence | Accuracy | Quadratic kappa |", "|---|---|---|"]
@@ -565,7 +571,8 @@ def _figures(config: CacSeverityConfig, result: CacSeverityResult, full: list[st
     from ..evaluation.figures import bar_figure
 
     out, avg = result.out_dir, config.average
-    oracle = {"oracle accuracy (ECG + X-ray signs)": (result.oracle or {}).get("both", {}).get("accuracy")}
+    oracle = {"oracle accuracy (ECG + X-ray signs)": (result.oracle or {}).get("both", {}).get("accuracy"),
+              "most frequent class": result.majority_accuracy}
     if full:
         series = {}
         for m in TABLE4:
@@ -638,7 +645,7 @@ def _html(config: CacSeverityConfig, result: CacSeverityResult, full: list[str],
              f"{_esc(config.rank_by)}: <b>{_esc(result.best or '-')}</b>.</p>")
     sections.append(("Summary", intro))
     t4 = paths["table4_md"].read_text(encoding="utf-8")
-    fig4 = html_figure(paths["figure4"], "Figure 4: mean +- sd over folds per backbone; dotted: oracle accuracy."
+    fig4 = html_figure(paths["figure4"], "Figure 4: mean +- sd over folds per backbone; dotted: oracle and most-frequent-class accuracy."
                        ) if "figure4" in paths else ""
     sections.append(("Table 4 and Figure 4: backbones", _md_to_html(t4) + fig4))
     if evaluation is not None:
@@ -688,6 +695,7 @@ def _write_json(config: CacSeverityConfig, result: CacSeverityResult) -> None:
 
     data = {"config": config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config),
             "runs": result.runs, "actions": result.actions, "best": result.best, "oracle": result.oracle,
+            "majority_accuracy": result.majority_accuracy,
             "seconds": result.seconds, "paths": {k: str(v) for k, v in result.paths.items()},
             "table4": None if result.table4 is None else result.table4.to_dict("records"),
             "table5": None if result.table5 is None else result.table5.to_dict("records")}
