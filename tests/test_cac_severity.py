@@ -87,6 +87,24 @@ def test_config_round_trip_grid_and_bad_values(tmp_path):
             recipe.load_config(None, bad)
 
 
+def test_backbone_weights(tmp_path):
+    from cardiofusion.errors import ReadError
+    from cardiofusion.recipes.cac_severity import backbone_weights
+
+    assert backbone_weights(CacSeverityConfig(pretrained="none"), "resnet50") is False
+    assert backbone_weights(CacSeverityConfig(pretrained="timm"), "resnet50") == "timm"
+    assert backbone_weights(CacSeverityConfig(), "resnet50") is False  # auto: no local file -> random init
+    lite0 = backbone_weights(CacSeverityConfig(), "tf_efficientnet_lite0")  # the file shipped in a package
+    assert lite0 is False or Path(lite0).is_file()
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    assert backbone_weights(CacSeverityConfig(weights={"resnet50": str(f)}), "resnet50") == str(f.resolve())
+    with pytest.raises(ReadError, match="no such file"):
+        backbone_weights(CacSeverityConfig(weights={"resnet50": str(tmp_path / "nope.pth")}), "resnet50")
+    ecg = cac_train_config(CacSeverityConfig(), "c", "m", "no_xray", None)
+    assert ecg.model.fusion == "ecg" and ecg.model.cxr_pretrained is False and ecg.lr == CacSeverityConfig().ecg_lr
+
+
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory) -> Path:
     from cardiofusion.cohort import CohortConfig, build_cohort
