@@ -234,5 +234,37 @@ def cv_figure(summary_rows: Sequence[dict[str, Any]], path: str | os.PathLike) -
     return _save(fig, path)
 
 
-__all__ = ["calibration_figure", "confusion_figure", "cv_figure", "forest_figure", "pr_figure", "reliability",
+def bar_figure(categories: Sequence[str], series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+               path: str | os.PathLike, *, title: str, ylabel: str, ylim: tuple[float, float] = (0.0, 1.0),
+               reference: Mapping[str, float] | None = None) -> Path:
+    """Grouped bar chart with error bars: one group per category, one bar per series.
+
+    Args:
+        categories: the groups along the x axis (e.g. backbones).
+        series: ``{name: (means, error half-widths)}``, one value per category (NaN: no bar).
+        reference: horizontal dotted lines ``{label: value}`` (e.g. an oracle ceiling).
+    """
+    plt = _plt()
+    n_cat, n_ser = len(categories), max(len(series), 1)
+    width = 0.8 / n_ser
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * n_cat * max(1.0, n_ser / 3) + 2), 3.8))
+    x = np.arange(n_cat)
+    for j, (name, (means, errs)) in enumerate(series.items()):
+        m = np.asarray(means, dtype=float)
+        e = np.nan_to_num(np.asarray(errs, dtype=float), nan=0.0)
+        ax.bar(x - 0.4 + width * (j + 0.5), np.nan_to_num(m, nan=0.0), width, yerr=e, capsize=3, label=name,
+               color=f"C{j}", alpha=0.9)
+    for k, (label, value) in enumerate((reference or {}).items()):
+        if value is not None and np.isfinite(value):
+            ax.axhline(value, ls=":", color=f"C{n_ser + k}", label=label)
+    ax.set_xticks(x, list(categories), rotation=20 if n_cat > 4 else 0, ha="right" if n_cat > 4 else "center")
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+__all__ = ["bar_figure", "calibration_figure", "confusion_figure", "cv_figure", "forest_figure", "pr_figure", "reliability",
            "roc_figure"]

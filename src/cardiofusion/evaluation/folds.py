@@ -59,6 +59,36 @@ def fold_splits(manifest: pd.DataFrame, n_folds: int | None = None, *, seed: int
     return folds, k
 
 
+def stratified_group_folds(groups: Any, strata: Any, n_folds: int = 5, *, seed: int = 0) -> np.ndarray:
+    """Fold of every record ``(n,)``: grouped (a group -- a patient -- is in one fold) and stratified by
+    ``strata`` (e.g. a multiclass label), by scikit-learn's ``StratifiedGroupKFold`` (shuffled with ``seed``).
+
+    Records with an unknown stratum (NaN / None) get fold ``-1`` (left out of every fold).  Raises
+    :class:`ConfigError` when there are fewer groups than folds or a group's records have different strata.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = pd.Series(np.asarray(groups)).astype(str).to_numpy()
+    s = pd.Series(np.asarray(strata, dtype=object).ravel())
+    known = s.notna().to_numpy()
+    out = np.full(g.size, -1, dtype=np.int64)
+    k = int(n_folds)
+    if k < 2:
+        raise ConfigError(f"n_folds must be >= 2, got {n_folds}")
+    if not known.any():
+        return out
+    per_group = pd.DataFrame({"g": g[known], "s": s[known].astype(str).to_numpy()})
+    if (per_group.groupby("g")["s"].nunique() > 1).any():
+        raise ConfigError("a patient's records have different classes, so the folds cannot be stratified by patient")
+    if per_group["g"].nunique() < k:
+        raise ConfigError(f"{per_group['g'].nunique()} patients with a known class, fewer than the {k} folds")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(seed))
+    idx = np.nonzero(known)[0]
+    for fold, (_, test) in enumerate(splitter.split(np.zeros(idx.size), per_group["s"], per_group["g"])):
+        out[idx[test]] = fold
+    return out
+
+
 def fold_manifest(manifest: pd.DataFrame, folds: pd.Series, test_fold: int, n_folds: int) -> pd.DataFrame:
     """The manifest with ``split`` rewritten for one fold: test = fold ``i``, val = fold ``(i+1) mod k``,
     train = the rest, ``excluded`` = records without a fold."""
@@ -166,4 +196,5 @@ def evaluate_folds(fold_tables: Mapping[int, Mapping[str, tuple[Any, Any]]], out
     return result
 
 
-__all__ = ["CrossValResult", "evaluate_folds", "fold_manifest", "fold_splits", "summarize_folds"]
+__all__ = ["CrossValResult", "evaluate_folds", "fold_manifest", "fold_splits", "stratified_group_folds",
+           "summarize_folds"]

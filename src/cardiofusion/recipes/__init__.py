@@ -8,7 +8,8 @@
 Registered recipes (``cardiofusion recipe list``): ``reference`` (the paper's ECG-only / X-ray-only /
 cooperative models, optional tuning, evaluation), ``demo`` (the same on the synthetic export, with
 explanations: ``cardiofusion demo``), ``fusion-benchmark`` (every fusion method vs the clinical voltage
-criteria: ``cardiofusion benchmark fusion``) and ``crossval`` (patient-grouped k-fold cross-validation).
+criteria: ``cardiofusion benchmark fusion``), ``crossval`` (patient-grouped k-fold cross-validation) and
+``cac-severity`` (paper 001: CAC severity by early fusion, six X-ray backbones, ablation, 5-fold CV).
 Every recipe goes through the shared steps of :mod:`cardiofusion.recipes.steps` (:func:`ensure_run`,
 :func:`ensure_cache`, ...), so re-running reuses what is finished and unchanged and resumes what was
 interrupted.
@@ -48,6 +49,7 @@ from .registry import (
     save_recipe_config,
 )
 from .steps import EnsuredRun, RunPlan, ensure_cache, ensure_run, is_run_folder, train_plan
+from .cac_severity import CacSeverityConfig, run_cac_severity  # noqa: E402  (paper 001 recipe)
 
 __all__ = [
     "BASELINES",
@@ -81,4 +83,6 @@ __all__ = [
     "save_recipe_config",
     "train_config",
     "train_plan",
+    "CacSeverityConfig",
+    "run_cac_severity",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,50 @@ def cross_validate(config: Any, out_dir: str | os.PathLike, *, n_folds: int | No
     return result
 
 
+def write_fold_manifests(manifest: Any, fold_of: Any, n_folds: int, out_dir: str | os.PathLike) -> dict[int, Path]:
+    """``OUT/fold_<i>/manifest.parquet`` for every fold (test = fold i, validation = fold (i+1) mod k, training =
+    the rest, :func:`~cardiofusion.evaluation.folds.fold_manifest`), shared by every model trained on that fold.
+
+    A file that already holds the same records and splits is left untouched, so the runs fingerprinted on it
+    (:func:`~cardiofusion.recipes.steps.ensure_run`) are reused; returns ``{fold: path}``.
+    """
+    import pandas as pd
+
+    fold_series = pd.Series(fold_of).reset_index(drop=True).astype(int)
+    out: dict[int, Path] = {}
+    for f in range(int(n_folds)):
+        path = Path(out_dir) / f"fold_{f}" / "manifest.parquet"
+        fm = fold_manifest(manifest, fold_series, f, int(n_folds))
+        same = False
+        if path.is_file():
+            try:
+                same = pd.read_parquet(path).equals(fm)
+            except Exception:  # noqa: BLE001 (an unreadable old file is rewritten)
+                same = False
+        if not same:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".parquet.tmp")
+            fm.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        out[f] = path
+    return out
+
+
+def ensure_fold_runs(config: Any, fold_manifests: Mapping[int, Path], runs_dir: str | os.PathLike, *,
+                     folds: Sequence[int] | None = None, title: str = "", progress: bool = True,
+                     command: str | None = None, log: Callable[[str], None] | None = None) -> dict[int, Any]:
+    """:func:`~cardiofusion.recipes.steps.ensure_run` of ``config`` on each fold's manifest into
+    ``runs_dir/fold_<i>`` (reused when finished and unchanged, resumed when interrupted); returns
+    ``{fold: EnsuredRun}``."""
+    todo = sorted(fold_manifests) if folds is None else [int(f) for f in folds]
+    out = {}
+    for f in todo:
+        fconfig = dataclasses.replace(config, manifest=str(Path(fold_manifests[f]).resolve()))
+        out[f] = ensure_run(fconfig, Path(runs_dir) / f"fold_{f}", title=f"{title} fold {f}".strip(),
+                            progress=progress, log=log, command=command)
+    return out
+
+
 @dataclass
 class CrossValConfig(RecipeConfig):
     """Settings of the ``crossval`` recipe.
@@ -132,4 +176,4 @@ def run_crossval_recipe(config: CrossValConfig, out_dir: str | os.PathLike, *,
     return result
 
 
-__all__ = ["CrossValConfig", "cross_validate", "run_crossval_recipe"]
+__all__ = ["CrossValConfig", "cross_validate", "ensure_fold_runs", "run_crossval_recipe", "write_fold_manifests"]
