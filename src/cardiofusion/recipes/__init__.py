@@ -82,3 +82,7 @@ __all__ = [
     "train_config",
     "train_plan",
 ]
+
+from .lsemvae import LSEMVAERecipeConfig, run_lsemvae  # noqa: E402  (registers the ls-emvae recipe)
+
+__all__ += ["LSEMVAERecipeConfig", "run_lsemvae"]
