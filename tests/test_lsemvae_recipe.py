@@ -122,3 +122,54 @@ def test_recipe_end_to_end_then_reused(tiny_cohort, monkeypatch, one_thread):
     again = get_recipe("ls-emvae").run(_config(tiny_cohort), out, log=lines.append)
     assert set(again.actions.values()) == {"reused"}
     assert again.summary["ls-emvae"]["auroc"]["values"] == result.summary["ls-emvae"]["auroc"]["values"]
+
+
+def test_pretraining_resumes_an_interrupted_folder_and_refuses_foreign_ones(tiny_cohort, one_thread):
+    import shutil
+
+    from cardiofusion.errors import ReadError
+    from cardiofusion.recipes.steps import ensure_pretrain
+    from cardiofusion.training.vae_pretrain import PretrainConfig
+
+    done = next((tiny_cohort / "out" / "pretrain").iterdir())  # written by the end-to-end test
+    config = PretrainConfig.from_file(done / "pretrain.yaml")
+    assert ensure_pretrain(config, done).action == "reused"
+    cut = tiny_cohort / "interrupted"
+    shutil.copytree(done, cut)
+    (cut / "result.json").unlink()  # killed after its last checkpoint
+    again = ensure_pretrain(config, cut)
+    assert again.action == "resumed" and again.info["epochs"] == 2 and again.info["resumed"] is True
+    foreign = tiny_cohort / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ReadError, match="not an LS-EMVAE pretraining folder"):
+        ensure_pretrain(config, foreign)
+    assert (foreign / "notes.txt").is_file()
+
+
+def test_cache_preprocessing_is_the_papers_per_lead_clean_and_zscore():
+    import neurokit2 as nk
+
+    from cardiofusion.records import CANONICAL_LEADS, ECGRecord
+    from cardiofusion.transforms.decode import CacheConfig, standardize_ecg_record
+
+    rng = np.random.default_rng(0)
+    t = np.arange(1000) / 100.0
+    signal = np.stack([np.sin(2 * np.pi * (1 + i / 10) * t) + 0.3 * t + 0.05 * rng.standard_normal(t.size)
+                       for i in range(12)]).astype(np.float32)  # (12, 1000) mV with a drifting baseline
+    record = ECGRecord(signal=signal, fs=100.0, leads=CANONICAL_LEADS, source="r1", format="numpy")
+    out, mask, n = standardize_ecg_record(record, CacheConfig(fs=100.0, duration_s=10.0, baseline="lsvae_paper"))
+    assert mask.all() and n == 1000
+    for i in (0, 4, 11):  # neurokit directly: ecg_clean then a z-score with the sample sd
+        clean = nk.ecg_clean(signal[i].astype(np.float64), sampling_rate=100, method="neurokit")
+        want = (clean - clean.mean()) / clean.std(ddof=1)
+        np.testing.assert_allclose(out[i].astype(np.float64), want, atol=3e-3)  # float16 storage
+
+
+def test_pretraining_precision_auto():
+    from cardiofusion.training.vae_pretrain import PretrainConfig, resolve_pretrain_precision
+
+    assert resolve_pretrain_precision(PretrainConfig(accelerator="cpu")) == "32-true"
+    assert resolve_pretrain_precision(PretrainConfig(precision="bf16-mixed")) == "bf16-mixed"
+    with pytest.raises(Exception, match="sources"):
+        PretrainConfig(sources=[{"cache": "x"}])
