@@ -85,7 +85,8 @@ class LSEMVAERecipeConfig(RecipeConfig):
         head_hidden / dropout: the paper's head (posterior means -> Linear 128 -> ReLU -> Dropout 0.5 -> outputs).
         finetune: :class:`~cardiofusion.training.TrainConfig` settings of every fine-tuning run (the paper:
             Adam lr 1e-4, batch 32, 50 epochs; here with early stopping on the validation loss).
-        resnet_encoder / resnet_lr: the supervised baseline's registered ECG encoder and learning rate.
+        resnet_encoder / resnet_finetune: the supervised baseline's registered ECG encoder and its
+            ``TrainConfig`` settings on top of ``finetune`` (default: lr 1e-3).
         models: which models to run (:data:`MODELS`); ``ls-emvae`` is always run (the reference).
         n_folds: cross-validation folds (patient-grouped, stratified by the task's label).
         seed: fold assignment, training and bootstrap seed.
@@ -109,7 +110,7 @@ class LSEMVAERecipeConfig(RecipeConfig):
     finetune: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-4, "batch_size": 32, "max_epochs": 50,
                                                               "patience": 10})
     resnet_encoder: str = "ecg_resnet_small_transformer"
-    resnet_lr: float = 1e-3
+    resnet_finetune: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     n_folds: int = 5
     seed: int = 0
@@ -193,7 +194,7 @@ def finetune_config(config: LSEMVAERecipeConfig, name: str, cache_dir: str, mani
     settings = {"num_workers": 0, "seed": config.seed, "precision": "auto", **config.finetune}
     if spec.get("encoder") == "resnet":
         model = ModelConfig(fusion="ecg", ecg_encoder=config.resnet_encoder, leads=leads)
-        settings["lr"] = config.resnet_lr
+        settings.update(config.resnet_finetune)
     else:
         v = LSVAEConfig.from_dict(dict(vae or _vae_settings(config, {}, cache.n_samples)))
         a = v.architecture()
