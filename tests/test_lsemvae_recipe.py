@@ -173,3 +173,35 @@ def test_pretraining_precision_auto():
     assert resolve_pretrain_precision(PretrainConfig(precision="bf16-mixed")) == "bf16-mixed"
     with pytest.raises(Exception, match="sources"):
         PretrainConfig(sources=[{"cache": "x"}])
+
+
+def test_fold_metrics_multiclass_and_task_manifest_match_sklearn():
+    from cardiofusion.recipes.lsemvae import fold_metrics, task_manifest
+    from cardiofusion.tasks import load_task
+
+    task = load_task("as_severity")
+    rng = np.random.default_rng(1)
+    y = np.tile(np.arange(4), 10)  # (40,)
+    p = rng.dirichlet(np.ones(4), size=40)
+    p[np.arange(40), y] += 0.5
+    p /= p.sum(1, keepdims=True)
+    table = pd.DataFrame(task.table_from_outputs(y, np.log(p), p))
+    got = fold_metrics(task, None, table)
+    pred = p.argmax(1)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert got["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert got["mcc"] == pytest.approx(matthews_corrcoef(y, pred))
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+
+    # the fine-tuning manifest: restricted, unlabelled rows dropped, k patient-grouped folds
+    n = 60
+    manifest = pd.DataFrame({"record_id": [str(i) for i in range(n)], "patient_id": [str(i // 2) for i in range(n)],
+                             "HYP": [1.0 if i % 5 == 0 else 0.0 for i in range(n)],
+                             "NORM": [0.0 if i % 5 == 0 else (1.0 if i % 3 else 0.0) for i in range(n)],
+                             "fold": [i % 8 for i in range(n)]})
+    hyp = load_task({"name": "hyp", "kind": "binary", "columns": ["HYP"]})
+    m = task_manifest(manifest, hyp, ["HYP", "NORM"], 3, 0)
+    keep = (manifest["HYP"] == 1) | (manifest["NORM"] == 1)
+    assert sorted(m["record_id"]) == sorted(manifest.loc[keep, "record_id"])
+    assert set(m["fold"]) == {0, 1, 2} and (m.groupby("patient_id")["fold"].nunique() == 1).all()
+    assert (m["label"] == m["HYP"]).all()
