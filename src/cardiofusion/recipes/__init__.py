@@ -86,3 +86,7 @@ __all__ = [
     "CacSeverityConfig",
     "run_cac_severity",
 ]
+
+from .lsemvae import LSEMVAERecipeConfig, run_lsemvae  # noqa: E402  (registers the ls-emvae recipe)
+
+__all__ += ["LSEMVAERecipeConfig", "run_lsemvae"]

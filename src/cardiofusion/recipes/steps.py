@@ -113,6 +113,9 @@ def run_inputs(config: Any) -> dict[str, Any]:
     weights = getattr(config.model, "cxr_pretrained", None)
     if isinstance(weights, str) and Path(weights).is_file():
         inputs["model.cxr_pretrained"] = {"source": weights, "sha256": file_sha256(weights)}
+    ecg_weights = (getattr(config.model, "ecg_kwargs", None) or {}).get("pretrained")
+    if isinstance(ecg_weights, str) and Path(ecg_weights).is_file():
+        inputs["model.ecg_kwargs.pretrained"] = {"source": ecg_weights, "sha256": file_sha256(ecg_weights)}
     if config.manifest and Path(config.manifest).is_file():
         inputs["manifest"] = {"source": str(config.manifest), "sha256": file_sha256(config.manifest)}
     if config.cache_dir:
@@ -279,6 +282,73 @@ def train_plan(plan: Sequence[RunPlan], runs_dir: str | os.PathLike, *, progress
 
 
 # --------------------------------------------------------------------------------------------------
+# LS-EMVAE pretraining (paper 002)
+# --------------------------------------------------------------------------------------------------
+#: What an LS-EMVAE pretraining folder may hold (:func:`cardiofusion.training.vae_pretrain.pretrain_lsvae`).
+PRETRAIN_FOLDER_ENTRIES = ("pretrain.yaml", "checkpoints", "metrics.csv", "logs", "vae.pt", "result.json",
+                           SOURCES_JSON, "*.tmp")
+
+
+@dataclass
+class EnsuredPretrain:
+    """A finished pretraining and how :func:`ensure_pretrain` got it (``reused`` / ``resumed`` / ``trained``)."""
+
+    run_dir: Path
+    action: str
+    weights: Path
+    info: dict[str, Any]
+
+
+def pretrain_inputs(config: Any) -> dict[str, Any]:
+    """Fingerprints of a pretraining's inputs: every source's manifest file and cache identity."""
+    out: dict[str, Any] = {}
+    for i, src in enumerate(config.sources):
+        m = Path(src["manifest"])
+        out[f"source{i}"] = {"manifest": str(m), "manifest_sha256": file_sha256(m) if m.is_file() else None,
+                             "cache": str(src["cache_dir"]), "cache_sha256": cache_fingerprint(src["cache_dir"])}
+    return out
+
+
+def ensure_pretrain(config: Any, run_dir: str | os.PathLike, *, title: str = "pretraining", progress: bool = False,
+                    log: Log | None = None) -> EnsuredPretrain:
+    """Reuse, resume or run the LS-EMVAE pretraining of ``config`` (a
+    :class:`~cardiofusion.training.vae_pretrain.PretrainConfig`) in ``run_dir``, as :func:`ensure_run` does for
+    training runs: a finished folder of the same config and inputs is reused, an interrupted one resumed,
+    anything else retrained after removing the folder (only when it holds nothing but pretraining files)."""
+    from ..training.vae_pretrain import PRETRAIN_YAML, VAE_WEIGHTS, PretrainConfig, pretrain_lsvae
+
+    log = log or _quiet
+    run = Path(run_dir)
+    inputs = json.loads(json.dumps(pretrain_inputs(config)))
+    try:
+        same = (PretrainConfig.from_file(run / PRETRAIN_YAML).to_dict() == config.to_dict()
+                and json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs") == inputs)
+    except Exception:  # noqa: BLE001 (missing or unreadable: not the same pretraining)
+        same = False
+    if same and (run / "result.json").is_file() and (run / VAE_WEIGHTS).is_file():
+        info = json.loads((run / "result.json").read_text(encoding="utf-8"))
+        log(f"      {title}: reusing the finished pretraining in {run}")
+        return EnsuredPretrain(run, "reused", run / VAE_WEIGHTS, info)
+    resume = same and (run / "checkpoints" / "last.ckpt").is_file()
+    if not resume:
+        if run.exists() and any(run.iterdir()):
+            names = [c.name for c in run.iterdir()]
+            if not all(any(fnmatch.fnmatch(n, pat) for pat in PRETRAIN_FOLDER_ENTRIES) for n in names):
+                raise ReadError(run, "is not an LS-EMVAE pretraining folder (it holds other files); refusing to "
+                                     "delete it: move it away or choose another output folder")
+            shutil.rmtree(run)
+        run.mkdir(parents=True, exist_ok=True)
+        _write_sources(run, inputs)
+    log(f"      {title}: pretraining into {run}" + (" (resuming)" if resume else ""))
+    result = pretrain_lsvae(config, run, resume=resume, progress=progress)
+    final = result.info.get("final", {})
+    log(f"      {title}: {result.info.get('epochs')} epochs, train loss {_fmt(final.get('train_loss'))} "
+        f"(recon {_fmt(final.get('train_recon'))}, kl {_fmt(final.get('train_kl'))}, "
+        f"align {_fmt(final.get('train_align'))}), {result.info.get('seconds', 0):.0f} s")
+    return EnsuredPretrain(run, "resumed" if resume else "trained", result.weights, result.info)
+
+
+# --------------------------------------------------------------------------------------------------
 # cohort, cache and synthetic export
 # --------------------------------------------------------------------------------------------------
 def resolve_cohort(cohort: str | os.PathLike) -> Path:
@@ -340,6 +410,7 @@ def ensure_export(export_dir: str | os.PathLike, synth_config: Any, *, progress:
     return dict(result.oracle)
 
 
-__all__ = ["RUN_FOLDER_ENTRIES", "SOURCES_JSON", "EnsuredRun", "RunPlan", "Stopwatch", "cache_fingerprint",
-           "ensure_cache", "ensure_export", "ensure_run", "export_matches", "file_sha256", "is_run_folder",
-           "remove_run_folder", "resolve_cohort", "run_inputs", "source_checkpoint", "train_plan"]
+__all__ = ["PRETRAIN_FOLDER_ENTRIES", "RUN_FOLDER_ENTRIES", "SOURCES_JSON", "EnsuredPretrain", "EnsuredRun",
+           "RunPlan", "Stopwatch", "cache_fingerprint", "ensure_cache", "ensure_export", "ensure_pretrain",
+           "ensure_run", "export_matches", "file_sha256", "is_run_folder", "pretrain_inputs", "remove_run_folder",
+           "resolve_cohort", "run_inputs", "source_checkpoint", "train_plan"]

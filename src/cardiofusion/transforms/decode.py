@@ -21,7 +21,7 @@ from ..io.cxr import RESIZE_MODES
 from ..records import CANONICAL_LEADS
 from .quality import QualityConfig, check_ecg_quality
 
-BASELINE_MODES = ("median", "highpass", "none")
+BASELINE_MODES = ("median", "highpass", "none", "lsvae_paper")
 IMAGE_MODES = RESIZE_MODES  # the X-ray resize modes, one definition
 ECG_UNITS = ("mV", "uV", "counts")
 
@@ -37,7 +37,10 @@ class CacheConfig:
             and their true length is stored as ``n_samples``.
         baseline: baseline removal, the paper's "baseline set to 0": ``median`` subtracts each
             lead's median; ``highpass`` applies a zero-phase 0.5 Hz Butterworth high-pass
-            (2nd order, ``sosfiltfilt``); ``none`` keeps the signal as read.
+            (2nd order, ``sosfiltfilt``); ``none`` keeps the signal as read.  ``lsvae_paper``: paper 002's
+            named preprocessing of each present lead (gaps interpolated, ``neurokit2.ecg_clean``, z-score
+            per lead and record: :mod:`cardiofusion.transforms.vae_preprocess`); the cache then holds
+            z-scores, not mV, and a record with a constant lead is refused as the paper drops it.
         image_size: side ``S`` of the square cached X-rays in pixels.
         image_mode: how a non-square X-ray becomes square (``resize_square`` mode, e.g. ``crop``
             keeps the centre square).
@@ -181,7 +184,14 @@ def standardize_ecg_record(record: Any, config: CacheConfig, *, path: str | None
         raise ReadError(path, f"standardize returned {signal.shape[0]} leads, expected {len(CANONICAL_LEADS)}")
     if not np.isfinite(signal).all():
         raise ReadError(path, "signal contains NaN or infinite values")
-    signal = _remove_baseline(signal, config.fs, config.baseline)
+    if config.baseline == "lsvae_paper":  # paper 002: interpolate, ecg_clean, z-score each present lead
+        from .vae_preprocess import lsvae_preprocess_ecg
+
+        present = [lead for lead, m in zip(CANONICAL_LEADS, mask) if m]
+        if present:
+            signal[mask] = lsvae_preprocess_ecg(signal[mask], config.fs, leads=present, source=str(path))
+    else:
+        signal = _remove_baseline(signal, config.fs, config.baseline)
     T = config.n_samples
     n = min(signal.shape[1], T)
     if n == 0:
