@@ -55,10 +55,15 @@ INITS: dict[str, str] = {"scratch": "(a) scratch", "mae": "(b) MAE", "mae_align"
 #: The two downstream modes.
 MODES: dict[str, str] = {"probe": "linear probe", "finetune": "fine-tuned"}
 
-#: Metrics shown in the comparison table per task kind (every metric is in ``comparison.csv``).
-TABLE_METRICS: dict[str, tuple[str, ...]] = {
-    "multilabel": ("macro_auroc", "macro_auprc", "macro_brier", "macro_ece"),
-    "regression": ("macro_mae", "macro_r2", "macro_pearson"),
+#: The comparison tables per task kind: (title, metric-key prefix or exact key); a prefix ending in ``:`` gives
+#: one column per label / target (every metric is in ``comparison.csv``).
+TABLE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "multilabel": (("macro averages", ("macro_auroc", "macro_auprc", "macro_brier", "macro_ece")),
+                   ("AUROC per disease", ("auroc:",))),
+    "regression": (("R^2 per measurement", ("r2:",)), ("Pearson r per measurement", ("pearson_r:",)),
+                   ("MAE per measurement, in its unit", ("mae:",))),
+    "binary": (("", ("auroc", "auprc", "brier", "ece")),),
+    "multiclass": (("", ("macro_auroc", "accuracy", "balanced_accuracy", "qwk")),),
 }
 
 
@@ -78,6 +83,7 @@ class CardiacNetsConfig(RecipeConfig):
         cohort: the paired ECG + X-ray cohort folder (``manifest.parquet``; stages 2 and 3).
         pretrain_cohort: the cohort whose ECGs pretrain stage 1 (any single-modality ECG cohort, e.g.
             ``cardiofusion cohort from-adapter``); empty: ``cohort``.
+        cache_dir: an existing preprocessing cache of ``cohort``; empty: ``OUT/cache`` built with ``cache``.
         cache: preprocessing cache settings of the caches built here (``OUT/cache``, ``OUT/pretrain_cache``).
         cache_workers: processes decoding the caches.
         preprocess: :class:`~cardiofusion.transforms.preprocess.PreprocessConfig` overrides of every stage
@@ -102,6 +108,7 @@ class CardiacNetsConfig(RecipeConfig):
 
     cohort: str = ""
     pretrain_cohort: str = ""
+    cache_dir: str = ""
     cache: CacheConfig = field(default_factory=_default_cache)
     cache_workers: int = 1
     preprocess: dict[str, Any] = field(default_factory=lambda: {"window_s": 2.0, "eval_stride_s": 2.0,
@@ -162,7 +169,7 @@ def stage_preprocess(config: CardiacNetsConfig, cache_dir: str | os.PathLike) ->
 
     data = {"fs": _cache_fs(Path(cache_dir), config.cache.fs), **dict(config.preprocess)}
     pre = PreprocessConfig.from_dict(data)
-    patch = int(getattr(create_ecg_encoder(config.encoder, leads=pre.leads, **config.encoder_kwargs), "patch_len"))
+    patch = int(create_ecg_encoder(config.encoder, leads=pre.leads, **config.encoder_kwargs).patch_len)
     n = pre.window_s * pre.fs
     if abs(n - round(n)) > 1e-6 or round(n) % patch:
         raise ConfigError(f"cardiacnets: a window of {pre.window_s} s at {pre.fs} Hz ({n:g} samples) is not a "
@@ -268,26 +275,26 @@ def comparison_rows(task: Any, evaluation: Any, titles: Mapping[str, tuple[str, 
 
 
 def comparison_markdown(rows: list[dict[str, Any]], kinds: Mapping[str, str], *, digits: int = 3) -> str:
-    """The wide table: per task, one row per model and one column per :data:`TABLE_METRICS` metric."""
+    """The wide tables: per task and :data:`TABLE_METRICS` family, one row per model, one column per metric."""
     lines: list[str] = []
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
     for task, part in by_task.items():
-        present = {r["metric"] for r in part}
-        metrics = [m for m in TABLE_METRICS.get(kinds.get(task, ""), ()) if m in present]
-        if not metrics:
-            metrics = sorted(m for m in present if m.startswith("macro_"))[:4] or sorted(present)[:4]
-        lines += [f"**{task}** (test split, 95% patient-bootstrap CI)", "",
-                  "| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        present = list(dict.fromkeys(r["metric"] for r in part))
+        cell = {(r["model"], r["metric"]): r for r in part}
         models = list(dict.fromkeys(r["model"] for r in part))
-        for model in models:
-            cells = []
-            for m in metrics:
-                r = next((x for x in part if x["model"] == model and x["metric"] == m), None)
-                cells.append(_ci(r, digits) if r else "")
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        lines.append("")
+        for title, keys in TABLE_METRICS.get(kinds.get(task, ""), (("", tuple(present[:4])),)):
+            metrics = [m for k in keys for m in present if (m.startswith(k) if k.endswith(":") else m == k)]
+            if not metrics:
+                continue
+            heads = [m.split(":", 1)[1] if ":" in m else m for m in metrics]
+            lines += [f"**{task}**{': ' + title if title else ''} (test split, 95% patient-bootstrap CI)", "",
+                      "| model | " + " | ".join(heads) + " |", "|---|" + "---|" * len(metrics)]
+            for model in models:
+                cells = [_ci(cell[(model, m)], digits) if (model, m) in cell else "" for m in metrics]
+                lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -322,11 +329,15 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
     pre_manifest = resolve_cohort(config.pretrain_cohort) if config.pretrain_cohort else manifest
     tasks = _tasks(config)
     clock = Stopwatch()
-    cache_dir = out / "cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
     pre_cache = cache_dir if pre_manifest == manifest else out / "pretrain_cache"
     with clock("cache"):
         log(f"[1/5] cache: {cache_dir}" + ("" if pre_cache == cache_dir else f" and {pre_cache}"))
-        ensure_cache(manifest, cache_dir, config.cache, workers=config.cache_workers, log=log)
+        if config.cache_dir:
+            if not (cache_dir / "cache.json").is_file():
+                raise ReadError(cache_dir, "not a preprocessing cache (no cache.json)")
+        else:
+            ensure_cache(manifest, cache_dir, config.cache, workers=config.cache_workers, log=log)
         if pre_cache != cache_dir:
             ensure_cache(pre_manifest, pre_cache, config.cache, workers=config.cache_workers, log=log)
     preprocess = stage_preprocess(config, cache_dir)

@@ -156,7 +156,21 @@ def _same_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
         recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
     except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
         return False
-    return saved == config.to_dict() and recorded == json.loads(json.dumps(inputs))
+    return _without_scaler(saved) == _without_scaler(_with_outputs(config).to_dict()) \
+        and recorded == json.loads(json.dumps(inputs))
+
+
+def _with_outputs(config: Any) -> Any:
+    """The config as ``fit`` saves it: a task's outputs set on the model (:meth:`TrainConfig.with_task_outputs`)."""
+    return config.with_task_outputs() if hasattr(config, "with_task_outputs") else config
+
+
+def _without_scaler(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the regression scaler ``fit`` saves (fitted on the training split, so it is a
+    function of the settings and inputs already compared)."""
+    if isinstance(data.get("task"), dict):
+        return {**data, "task": {**data["task"], "scaler": None}}
+    return data
 
 
 @dataclass

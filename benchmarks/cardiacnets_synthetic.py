@@ -1,0 +1,60 @@
+"""The measured CardiacNets (paper 003) run on the synthetic hospital export: synth -> cohort -> the
+``cardiacnets`` recipe (MAE, alignment to the frozen EfficientNet-Lite0 teacher, ECG-only probe / fine-tuning
+of the same ECG ViT from scratch, MAE only and MAE + alignment, evaluation with patient-bootstrap CIs).
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/cardiacnets_synthetic.py OUT [--patients 600] [--set k=v ...]
+
+Re-running reuses the export, the cohort, the cache and every finished run.  The numbers of the README
+section "CardiacNets recipe" come from this script (OUT/cardiacnets/comparison.md, cardiacnets.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cardiofusion.cohort import CohortConfig, build_cohort
+from cardiofusion.recipes import get_recipe, save_recipe_config
+from cardiofusion.recipes.demo import demo_synth_config
+from cardiofusion.recipes.steps import ensure_export
+
+#: The CPU configuration measured: 250 Hz (the paper's rate), 2 s windows of 25-sample (0.1 s) patches,
+#: 128 px X-rays for the teacher; ecg_vit_tiny; short schedules.
+SETTINGS = ["cache.fs=250", "cache.duration_s=10", "cache.image_size=128", "preprocess.window_s=2",
+            "preprocess.eval_stride_s=2", "preprocess.image_size=128", "encoder=ecg_vit_tiny",
+            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=10", "train.max_epochs=8",
+            "train.patience=3", "n_boot=1000"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--patients", type=int, default=600)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = args.out
+    t0 = time.perf_counter()
+    ensure_export(out / "export", demo_synth_config(args.patients, seed=0, workers=1), log=print)
+    cohort = out / "cohort"
+    if not (cohort / "manifest.parquet").is_file():
+        export = out / "export"
+        build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", cohort,
+                     CohortConfig(seed=0))
+    print(f"export + cohort: {time.perf_counter() - t0:.0f} s")
+    recipe = get_recipe("cardiacnets")
+    config = recipe.load_config(None, [f"cohort={cohort}", "progress=false", *SETTINGS, *args.overrides])
+    save_recipe_config("cardiacnets", config, out / "cardiacnets")
+    command = "PYTHONPATH=src OMP_NUM_THREADS=1 python " + " ".join(["benchmarks/cardiacnets_synthetic.py",
+                                                                       *sys.argv[1:]])
+    recipe.run(config, out / "cardiacnets", command=command)
+    print(f"total: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
