@@ -26,8 +26,8 @@ from cardiofusion.recipes.steps import ensure_export
 #: 128 px X-rays for the teacher; ecg_vit_tiny; short schedules.
 SETTINGS = ["cache.fs=250", "cache.duration_s=10", "cache.image_size=128", "preprocess.window_s=2",
             "preprocess.eval_stride_s=2", "preprocess.image_size=128", "encoder=ecg_vit_tiny",
-            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=10", "train.max_epochs=8",
-            "train.patience=3", "n_boot=1000"]
+            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=5", "train.max_epochs=5",
+            "train.patience=2", "n_boot=1000"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,29 @@ def test_stage_configs(tiny, tmp_path):
         stage_preprocess(bad, tiny["cache"])
     with pytest.raises(ConfigError, match="inits"):
         CardiacNetsConfig(inits=["mae", "nope"])
+
+
+def test_measurement_aware_alignment_reads_train_standardised_measurements(tiny, tmp_path):
+    from cardiofusion.recipes.cardiacnets import pretrain_config
+    from cardiofusion.training.pretrain_fit import fit_pretrain, measurement_labels, pretrain_module
+
+    cols = ["lvef_pct", "lv_mass_g"]
+    manifest = pd.read_parquet(tiny["manifest"])
+    z = measurement_labels(cols)(manifest)
+    train = manifest["split"].to_numpy() == "train"
+    for j, c in enumerate(cols):  # standardised with the training split's statistics only
+        v = manifest[c].astype(float).to_numpy()
+        ref = (v - np.nanmean(v[train])) / np.nanstd(v[train])
+        assert np.allclose(z[:, j], ref, equal_nan=True, atol=1e-5)
+    config = _config(tiny, f"align_measurements={json.dumps(cols)}")
+    pre = stage_preprocess(config, tiny["cache"])
+    align = pretrain_config(config, "align", tiny["cache"], tiny["manifest"], pre)
+    assert align.module["use_measurements"] and align.measurements == cols
+    module = pretrain_module(align)
+    batch = {"ecg": torch.zeros(3, 12, 200), "cxr": torch.zeros(3, 1, 32, 32), "label": torch.arange(6.).view(3, 2)}
+    assert torch.equal(module._paired(batch)["measurements"], batch["label"])
+    result = fit_pretrain(align.__class__.from_dict({**align.to_dict(), "limit_train_batches": 2}), tmp_path / "a",
+                          progress=False)
+    assert np.isfinite(result.best_val_loss) and result.metrics["val"]["chance_top1"] > 0
+    with pytest.raises(ConfigError, match="use_measurements"):
+        align.__class__.from_dict({**align.to_dict(), "measurements": []})

@@ -97,6 +97,8 @@ class CardiacNetsConfig(RecipeConfig):
         pretrain: :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` overrides of both stages
             (``batch_size``, ``max_epochs``, ``patience``, ``accelerator``, ...); ``mae_epochs`` /
             ``align_epochs`` set each stage's epochs.
+        align_measurements: cohort columns of the measurement-aware negative weighting of stage 2 (weight
+            ``1 - exp(-d^2 / sigma^2)`` on negatives, measurements standardised on train); empty: plain CLIP.
         tasks: downstream tasks: built-in names, task files or task mappings.
         inits: encoder starts compared, among ``scratch``, ``mae``, ``mae_align``.
         modes: ``probe`` (encoder frozen throughout, a linear head) and / or ``finetune`` (everything trains).
@@ -124,6 +126,7 @@ class CardiacNetsConfig(RecipeConfig):
     pretrain: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "patience": 5})
     mae_epochs: int = 20
     align_epochs: int = 20
+    align_measurements: list[str] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=_default_tasks)
     inits: list[str] = field(default_factory=lambda: list(INITS))
     modes: list[str] = field(default_factory=lambda: list(MODES))
@@ -208,6 +211,9 @@ def pretrain_config(config: CardiacNetsConfig, kind: str, cache_dir: str | os.Pa
         module["cxr_pretrained"] = teacher_weights(module.get("cxr_pretrained", "auto"))
         epochs = config.align_epochs
     settings = {"seed": config.seed, "num_workers": 0, **dict(config.pretrain), "max_epochs": int(epochs)}
+    if kind == "align" and config.align_measurements:
+        module["use_measurements"] = True
+        settings["measurements"] = list(config.align_measurements)
     try:
         return PretrainConfig.from_dict({**settings, "kind": kind, "module": module,
                                          "cache_dir": str(Path(cache_dir).resolve()),

@@ -76,6 +76,9 @@ class PretrainConfig:
         num_workers, accelerator, devices, precision: as :class:`~cardiofusion.training.TrainConfig`.
         limit_train_batches, limit_val_batches: Lightning's per-epoch limits (quick runs).
         log_every_n_steps: step-level logging period.
+        measurements: ``align`` only: cohort columns (cardiac measurements) fed to the loss's measurement-aware
+            negative weighting when ``module.use_measurements`` is set, standardised with the training split's
+            mean and standard deviation (NaN = unknown).
     """
 
     kind: str = "mae"
@@ -95,6 +98,7 @@ class PretrainConfig:
     limit_train_batches: int | float = 1.0
     limit_val_batches: int | float = 1.0
     log_every_n_steps: int = 10
+    measurements: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in PRETRAIN_KINDS:
@@ -119,6 +123,13 @@ class PretrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         self.devices = parse_devices(self.devices)
+        self.measurements = [str(c) for c in (self.measurements or [])]
+        uses = bool(self.module.get("use_measurements"))
+        if uses and (self.kind != "align" or not self.measurements):
+            raise ConfigError("module.use_measurements needs kind 'align' and the measurement columns in "
+                              "measurements")
+        if self.measurements and not uses:
+            raise ConfigError("measurements are given but module.use_measurements is off")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -188,11 +199,45 @@ def pretrain_module(config: PretrainConfig, *, load_weights: bool = True) -> L.L
         return MAEPretrainModule(module)
     from .ecg_align import AlignmentModule
 
-    return AlignmentModule(module, load_weights=load_weights)
+    cls = _alignment_with_measurements() if config.measurements else AlignmentModule
+    return cls(module, load_weights=load_weights)
 
 
 def _no_labels(records: Any) -> np.ndarray:
     return np.zeros(len(records), dtype=np.float32)
+
+
+def measurement_labels(columns: list[str], where: str = "manifest"):
+    """The ``labels`` callable of the data module that carries ``columns`` standardised on the training split
+    (``(N, M)``, NaN unknown): the alignment module reads them as ``measurements``."""
+
+    def labels(records: Any) -> np.ndarray:
+        missing = [c for c in columns if c not in records.columns]
+        if missing:
+            raise ConfigError(f"{where}: no measurement column(s) {', '.join(missing)}")
+        values = records[columns].apply(lambda c: c.astype("float64")).to_numpy(dtype=np.float64)
+        train = values[(records["split"].astype(str) == "train").to_numpy()]
+        mean = np.nanmean(train, axis=0) if len(train) else np.zeros(len(columns))
+        std = np.nanstd(train, axis=0) if len(train) else np.ones(len(columns))
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        return ((values - mean) / std).astype(np.float32)
+
+    return labels
+
+
+def _alignment_with_measurements():
+    from .ecg_align import AlignmentModule
+
+    class MeasuredAlignmentModule(AlignmentModule):
+        """The alignment module reading the batch's ``label`` (the standardised measurements) as
+        ``measurements`` (the loaders carry one label array)."""
+
+        def _paired(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
+            if "measurements" not in batch and "label" in batch:
+                batch = {**batch, "measurements": batch["label"]}
+            return super()._paired(batch)
+
+    return MeasuredAlignmentModule
 
 
 def _resolve_precision(config: PretrainConfig) -> str:
@@ -233,7 +278,9 @@ def fit_pretrain(config: PretrainConfig, run_dir: str | os.PathLike, *, resume: 
     datamodule = CohortDataModule(config.cache_dir, config.manifest, config.preprocess, batch_size=config.batch_size,
                                   eval_batch_size=config.eval_batch_size,
                                   num_workers=min(config.num_workers, os.cpu_count() or 1),
-                                  modalities=config.modalities, seed=config.seed, labels=_no_labels)
+                                  modalities=config.modalities, seed=config.seed,
+                                  labels=(measurement_labels(config.measurements, config.manifest)
+                                          if config.measurements else _no_labels))
     datamodule.setup()
     if resume:
         datamodule.start_epoch = _checkpoint_epoch(last) + 1
@@ -310,4 +357,4 @@ def read_pretrain_result(run_dir: str | os.PathLike) -> PretrainResult:
                           info=info)
 
 
-__all__ += ["read_pretrain_result"]
+__all__ += ["measurement_labels", "read_pretrain_result"]
