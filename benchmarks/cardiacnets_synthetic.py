@@ -26,7 +26,7 @@ from cardiofusion.recipes.steps import ensure_export
 #: 128 px X-rays for the teacher; ecg_vit_tiny; short schedules.
 SETTINGS = ["cache.fs=250", "cache.duration_s=10", "cache.image_size=128", "preprocess.window_s=2",
             "preprocess.eval_stride_s=2", "preprocess.image_size=128", "encoder=ecg_vit_tiny",
-            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=5", "train.max_epochs=5",
+            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=4", "train.max_epochs=3",
             "train.patience=2", "n_boot=1000"]
 
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--patients", type=int, default=600)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--only-task", default=None,
+                        help="run the downstream stage of this task only (to run the tasks in parallel processes; "
+                             "a last run without it reuses every run and writes the combined tables)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = args.out
@@ -48,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"export + cohort: {time.perf_counter() - t0:.0f} s")
     recipe = get_recipe("cardiacnets")
     config = recipe.load_config(None, [f"cohort={cohort}", "progress=false", *SETTINGS, *args.overrides])
-    save_recipe_config("cardiacnets", config, out / "cardiacnets")
+    if args.only_task:
+        from cardiofusion.tasks import load_task
+
+        config.tasks = [t for t in config.tasks if load_task(t).name == args.only_task]
+    else:
+        save_recipe_config("cardiacnets", config, out / "cardiacnets")
     command = "PYTHONPATH=src OMP_NUM_THREADS=1 python " + " ".join(["benchmarks/cardiacnets_synthetic.py",
                                                                        *sys.argv[1:]])
     recipe.run(config, out / "cardiacnets", command=command)

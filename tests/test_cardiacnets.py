@@ -43,7 +43,9 @@ def _encoder_state(ckpt, prefix):
 def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     out = tmp_path / "out"
     tasks = json.dumps(["cardiac_multilabel", ECHO_TASK])
-    config = _config(tiny, f"tasks={tasks}")
+    generate = ["generate=true", "generator.image_size=16", "generator.block_out_channels=[8, 16]",
+                "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0"]
+    config = _config(tiny, f"tasks={tasks}", *generate)
     info = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
 
     # stages 1 and 2 ran, retrieval was measured on validation and test with the chance levels
@@ -103,6 +105,20 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     md = (out / "comparison.md").read_text()
     assert "(c) MAE + align, linear probe" in md and "AUROC per disease" in md and "R^2 per measurement" in md
 
+    # stage 4: the generator is conditioned on the frozen aligned ECG side and judged against two baselines
+    gen_ckpt = sorted((out / "runs" / "generate" / "checkpoints").glob("best-*.ckpt"))[-1]
+    gen_ecg = _encoder_state(gen_ckpt, "ecg_encoder.")
+    assert gen_ecg.keys() == aligned.keys() and all(torch.equal(gen_ecg[k], aligned[k]) for k in aligned)
+    records = pd.read_csv(out / "generation" / "records.csv")
+    assert len(records) == info["generation"]["records"] > 0
+    assert records[["gen_ssim", "mean_ssim", "uncond_ssim"]].abs().le(1).all().all()
+    assert np.isfinite(records[["gen_psnr", "mean_psnr", "uncond_psnr"]].to_numpy()).all()
+    for key in ("gen_ssim", "gen_minus_mean_psnr", "gen_minus_uncond_ssim"):
+        iv = info["generation"][key]
+        assert iv["ci_low"] <= iv["ci_high"]
+    assert info["generation"]["gen_ssim"]["value"] == pytest.approx(records["gen_ssim"].mean())
+    assert (out / "generation" / "samples.png").stat().st_size > 0
+
     # re-running reuses every run: no training at all
     def boom(*a, **k):
         raise AssertionError("trained again")
@@ -113,6 +129,7 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     assert {r["action"] for r in again["pretraining"].values()} == {"reused"}
     assert {r["action"] for t in again["downstream"].values() for r in t.values()} == {"reused"}
     assert pd.read_csv(out / "comparison.csv").equals(table)
+    assert again["generation"] == info["generation"]  # generation is seeded: the same images, the same scores
 
 
 def test_stage_configs(tiny, tmp_path):

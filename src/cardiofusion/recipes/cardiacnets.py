@@ -99,6 +99,12 @@ class CardiacNetsConfig(RecipeConfig):
             ``align_epochs`` set each stage's epochs.
         align_measurements: cohort columns of the measurement-aware negative weighting of stage 2 (weight
             ``1 - exp(-d^2 / sigma^2)`` on negatives, measurements standardised on train); empty: plain CLIP.
+        generate: stage 4, the ECG -> X-ray diffusion generator conditioned on the aligned ECG embedding
+            (needs ``diffusers``: the ``generate`` extra), judged on the test split by SSIM / PSNR against the
+            real X-ray versus the mean training X-ray and an unconditional sample.
+        generator: :class:`~cardiofusion.training.ecg_generate.GenerateConfig` overrides (64 px by default).
+        generate_epochs, guidance, sample_steps, generate_records: its epochs, the classifier-free guidance
+            scale and DDIM steps of sampling, and the number of test records judged (None: all).
         tasks: downstream tasks: built-in names, task files or task mappings.
         inits: encoder starts compared, among ``scratch``, ``mae``, ``mae_align``.
         modes: ``probe`` (encoder frozen throughout, a linear head) and / or ``finetune`` (everything trains).
@@ -127,6 +133,12 @@ class CardiacNetsConfig(RecipeConfig):
     mae_epochs: int = 20
     align_epochs: int = 20
     align_measurements: list[str] = field(default_factory=list)
+    generate: bool = False
+    generator: dict[str, Any] = field(default_factory=lambda: {"image_size": 64})
+    generate_epochs: int = 10
+    guidance: float = 3.0
+    sample_steps: int = 50
+    generate_records: int | None = None
     tasks: list[Any] = field(default_factory=_default_tasks)
     inits: list[str] = field(default_factory=lambda: list(INITS))
     modes: list[str] = field(default_factory=lambda: list(MODES))
@@ -205,6 +217,10 @@ def pretrain_config(config: CardiacNetsConfig, kind: str, cache_dir: str | os.Pa
         module = {"encoder": config.encoder, "encoder_kwargs": dict(config.encoder_kwargs), **common,
                   **dict(config.mae)}
         epochs = config.mae_epochs
+    elif kind == "generate":
+        module = {**common, "image_mean": preprocess.image_mean, "image_std": preprocess.image_std,
+                  **dict(config.generator), "align_checkpoint": ecg_init}
+        epochs = config.generate_epochs
     else:
         module = {"ecg_encoder": config.encoder, "ecg_kwargs": dict(config.encoder_kwargs), **common,
                   **dict(config.align), "ecg_init": ecg_init}
@@ -246,6 +262,48 @@ def downstream_config(config: CardiacNetsConfig, task: Any, mode: str, cache_dir
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cardiacnets: invalid downstream settings: {e}") from None
+
+
+def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any, out_dir: Path, *,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Judge the generator on the test split: per-record SSIM / PSNR (``records.csv``), means with patient
+    bootstrap CIs and paired differences to the two baselines (``summary.json``), sample figure."""
+    import numpy as np
+
+    from ..data.dataset import CohortDataModule
+    from ..evaluation.bootstrap import bootstrap_weights
+    from ..training.ecg_generate import GenerationModule, generation_table, save_samples
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = GenerationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    data = CohortDataModule(gen_config.cache_dir, gen_config.manifest, gen_config.preprocess,
+                            batch_size=gen_config.batch_size, eval_batch_size=gen_config.eval_batch_size,
+                            modalities=("ecg", "cxr"), seed=gen_config.seed,
+                            labels=lambda r: np.zeros(len(r), dtype=np.float32))
+    table = generation_table(module, data, split="test", guidance=config.guidance, steps=config.sample_steps,
+                             seed=config.seed, max_records=config.generate_records)
+    table.to_csv(out_dir / "records.csv", index=False)
+    save_samples(module, out_dir / "samples.png")
+    w = bootstrap_weights(table["patient_id"].to_numpy(), config.n_boot, config.seed)
+    summary: dict[str, Any] = {"records": len(table), "patients": int(table["patient_id"].nunique()),
+                               "guidance": config.guidance, "steps": config.sample_steps}
+
+    def interval(values: np.ndarray) -> dict[str, float]:
+        boot = (w @ values) / w.sum(1)
+        return {"value": float(values.mean()), "ci_low": float(np.percentile(boot, 2.5)),
+                "ci_high": float(np.percentile(boot, 97.5))}
+
+    for metric in ("ssim", "psnr"):
+        for name in ("gen", "mean", "uncond"):
+            summary[f"{name}_{metric}"] = interval(table[f"{name}_{metric}"].to_numpy(dtype=float))
+        for base in ("mean", "uncond"):
+            diff = table[f"gen_{metric}"].to_numpy(dtype=float) - table[f"{base}_{metric}"].to_numpy(dtype=float)
+            summary[f"gen_minus_{base}_{metric}"] = interval(diff)
+    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n", encoding="utf-8")
+    for metric in ("ssim", "psnr"):
+        log(f"      {metric.upper()}: generated {summary[f'gen_{metric}']['value']:.3f}, mean X-ray "
+            f"{summary[f'mean_{metric}']['value']:.3f}, unconditional {summary[f'uncond_{metric}']['value']:.3f}")
+    return summary
 
 
 def model_title(init: str, mode: str) -> str:
@@ -369,6 +427,18 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
                 log(f"      retrieval ({split}): ECG->X-ray top-1 {values.get('ecg_to_image_top1', float('nan')):.3f}"
                     f" / top-5 {values.get('ecg_to_image_top5', float('nan')):.3f} (chance "
                     f"{values.get('chance_top1', float('nan')):.3f} / {values.get('chance_top5', float('nan')):.3f})")
+    generation: dict[str, Any] = {}
+    if config.generate:
+        if "align" not in pre_runs:
+            raise ConfigError("cardiacnets: generate needs the alignment stage (inits must include mae_align)")
+        with clock("generate"):
+            log("[3b/5] stage 4: ECG -> X-ray diffusion generator on the aligned ECG embedding")
+            align_ckpt = str(pre_runs["align"].result.best_checkpoint.resolve())
+            gen_config = pretrain_config(config, "generate", cache_dir, manifest, preprocess, ecg_init=align_ckpt)
+            pre_runs["generate"] = ensure_pretrain_run(gen_config, runs_dir / "generate", title="generator",
+                                                       progress=config.progress, log=log)
+            generation = generation_step(config, gen_config, pre_runs["generate"].result.best_checkpoint,
+                                         out / "generation", log=log)
     sources = {"scratch": None}
     if "mae" in pre_runs:
         sources["mae"] = str(pre_runs["mae"].result.best_checkpoint.resolve())
@@ -409,6 +479,7 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
                             "parameters": r.result.info.get("parameters")}
                         for k, r in pre_runs.items()},
         "downstream": downstream,
+        "generation": generation,
         "evaluation": {k: str(e.report) for k, e in evaluations.items()},
         "comparison": str(out / "comparison.md"),
         "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}, "command": command,
@@ -418,5 +489,5 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
 
 
 __all__ = ["ECHO_TASK", "INITS", "MODES", "CardiacNetsConfig", "comparison_markdown", "comparison_rows",
-           "downstream_config", "model_title", "pretrain_config", "run_cardiacnets", "stage_preprocess",
+           "downstream_config", "generation_step", "model_title", "pretrain_config", "run_cardiacnets", "stage_preprocess",
            "teacher_weights"]

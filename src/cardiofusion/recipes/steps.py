@@ -364,13 +364,15 @@ __all__ = ["RUN_FOLDER_ENTRIES", "SOURCES_JSON", "EnsuredRun", "RunPlan", "Stopw
 # --------------------------------------------------------------------------------------------------
 def pretrain_inputs(config: Any) -> dict[str, Any]:
     """The fingerprints of what a :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` run depends on
-    besides its config: the manifest, the cache, the ECG checkpoint it starts from (``module.ecg_init``) and a
+    besides its config: the manifest, the cache, the checkpoint it starts from (``module.ecg_init``; the
+    generator's ``module.align_checkpoint``) and a
     local teacher weights file (``module.cxr_pretrained``)."""
     inputs: dict[str, Any] = {}
-    init = config.module.get("ecg_init")
-    if init:
-        ckpt = source_checkpoint(init, "module.ecg_init")
-        inputs["module.ecg_init"] = {"source": str(init), "checkpoint": ckpt.name, "sha256": file_sha256(ckpt)}
+    for key in ("ecg_init", "align_checkpoint"):
+        init = config.module.get(key)
+        if init:
+            ckpt = source_checkpoint(init, f"module.{key}")
+            inputs[f"module.{key}"] = {"source": str(init), "checkpoint": ckpt.name, "sha256": file_sha256(ckpt)}
     weights = config.module.get("cxr_pretrained")
     if isinstance(weights, str) and Path(weights).is_file():
         inputs["module.cxr_pretrained"] = {"source": weights, "sha256": file_sha256(weights)}

@@ -53,7 +53,7 @@ __all__ = ["PRETRAIN_KINDS", "RETRIEVAL_METRICS", "PretrainConfig", "PretrainRes
            "pretrain_module"]
 
 #: ``kind`` -> the modalities its batches load.
-PRETRAIN_KINDS: dict[str, tuple[str, ...]] = {"mae": ("ecg",), "align": ("ecg", "cxr")}
+PRETRAIN_KINDS: dict[str, tuple[str, ...]] = {"mae": ("ecg",), "align": ("ecg", "cxr"), "generate": ("ecg", "cxr")}
 
 #: Retrieval metrics logged by the alignment module (``val_<name>``).
 RETRIEVAL_METRICS = ("ecg_to_image_top1", "ecg_to_image_top5", "image_to_ecg_top1", "image_to_ecg_top5",
@@ -65,8 +65,9 @@ class PretrainConfig:
     """Everything a pretraining run depends on (saved as ``RUN/config.yaml``).
 
     Attributes:
-        kind: ``mae`` (stage 1, :class:`~cardiofusion.training.ecg_pretrain.MAEPretrainConfig` in ``module``)
-            or ``align`` (stage 2, :class:`~cardiofusion.training.ecg_align.AlignConfig` in ``module``).
+        kind: ``mae`` (stage 1, :class:`~cardiofusion.training.ecg_pretrain.MAEPretrainConfig` in ``module``),
+            ``align`` (stage 2, :class:`~cardiofusion.training.ecg_align.AlignConfig` in ``module``) or
+            ``generate`` (stage 4, :class:`~cardiofusion.training.ecg_generate.GenerateConfig` in ``module``).
         module: the module's config as a mapping (validated by its class).
         cache_dir, manifest: the preprocessing cache and the cohort manifest (with ``split``).
         preprocess: windows, augmentation, normalisation (the model leads are ``preprocess.leads``).
@@ -141,6 +142,10 @@ class PretrainConfig:
             from .ecg_pretrain import MAEPretrainConfig
 
             return MAEPretrainConfig.from_dict(dict(self.module))
+        if self.kind == "generate":
+            from .ecg_generate import GenerateConfig
+
+            return GenerateConfig.from_dict(dict(self.module))
         from .ecg_align import AlignConfig
 
         return AlignConfig.from_dict(dict(self.module))
@@ -197,6 +202,10 @@ def pretrain_module(config: PretrainConfig, *, load_weights: bool = True) -> L.L
         from .ecg_pretrain import MAEPretrainModule
 
         return MAEPretrainModule(module)
+    if config.kind == "generate":
+        from .ecg_generate import GenerationModule
+
+        return GenerationModule(module)
     from .ecg_align import AlignmentModule
 
     cls = _alignment_with_measurements() if config.measurements else AlignmentModule
@@ -308,7 +317,7 @@ def fit_pretrain(config: PretrainConfig, run_dir: str | os.PathLike, *, resume: 
 
     # -- the best checkpoint on validation (and test: reported, not selected on) ------------------------
     t_eval = time.perf_counter()
-    extra_kw = {"load_weights": False} if config.kind == "align" else {}  # every weight is in the checkpoint
+    extra_kw = {"load_weights": False} if config.kind in ("align", "generate") else {}  # every weight is in the checkpoint
     best_module = type(module).load_from_checkpoint(best, map_location="cpu", weights_only=False, **extra_kw)
     evaluator = L.Trainer(accelerator=config.accelerator, devices=1, precision="32-true", logger=False,
                           enable_progress_bar=False, enable_model_summary=False)
