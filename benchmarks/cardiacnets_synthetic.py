@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--patients", type=int, default=600)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--generator-only", action="store_true",
+                        help="stage 4 only (ECG -> X-ray generator on the finished alignment run), e.g. beside the "
+                             "downstream runs; settings from --set (generate_epochs, generator.*, sample_steps...)")
     parser.add_argument("--only-task", default=None,
                         help="run the downstream stage of this task only (to run the tasks in parallel processes; "
                              "a last run without it reuses every run and writes the combined tables)")
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"export + cohort: {time.perf_counter() - t0:.0f} s")
     recipe = get_recipe("cardiacnets")
     config = recipe.load_config(None, [f"cohort={cohort}", "progress=false", *SETTINGS, *args.overrides])
+    if args.generator_only:
+        return generator_only(config, out / "cardiacnets")
     if args.only_task:
         from cardiofusion.tasks import load_task
 
@@ -61,6 +66,26 @@ def main(argv: list[str] | None = None) -> int:
                                                                        *sys.argv[1:]])
     recipe.run(config, out / "cardiacnets", command=command)
     print(f"total: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def generator_only(config, out: Path) -> int:
+    """Stage 4 on the recipe's finished stage-1 / stage-2 runs in ``out`` (the library steps the recipe uses)."""
+    from cardiofusion.recipes.cardiacnets import generation_step, pretrain_config, stage_preprocess
+    from cardiofusion.recipes.steps import ensure_pretrain_run, resolve_cohort
+
+    manifest = resolve_cohort(config.cohort)
+    cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
+    pre = stage_preprocess(config, cache)
+    mae = ensure_pretrain_run(pretrain_config(config, "mae", cache, manifest, pre), out / "runs" / "mae", log=print)
+    align = ensure_pretrain_run(pretrain_config(config, "align", cache, manifest, pre,
+                                                ecg_init=str(mae.result.best_checkpoint.resolve())),
+                                out / "runs" / "align", log=print)
+    gen_config = pretrain_config(config, "generate", cache, manifest, pre,
+                                 ecg_init=str(align.result.best_checkpoint.resolve()))
+    gen = ensure_pretrain_run(gen_config, out / "runs" / "generate", log=print)
+    summary = generation_step(config, gen_config, gen.result.best_checkpoint, out / "generation", log=print)
+    print({k: v for k, v in summary.items()})
     return 0
 
 
