@@ -22,6 +22,7 @@ The fusion benchmark's library entry point stays importable from here::
 
 from __future__ import annotations
 
+from .cardiacnets import CardiacNetsConfig, run_cardiacnets
 from .crossval import CrossValConfig, cross_validate
 from .demo import DemoConfig, run_demo
 from .fusion_benchmark import (
@@ -58,6 +59,7 @@ __all__ = [
     "RECIPE_YAML",
     "BenchmarkConfig",
     "BenchmarkResult",
+    "CardiacNetsConfig",
     "CrossValConfig",
     "DemoConfig",
     "EnsuredRun",
@@ -77,6 +79,7 @@ __all__ = [
     "list_recipes",
     "parse_override",
     "register_recipe",
+    "run_cardiacnets",
     "run_demo",
     "run_fusion_benchmark",
     "run_reference",

@@ -159,7 +159,21 @@ def _same_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
         recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
     except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
         return False
-    return saved == config.to_dict() and recorded == json.loads(json.dumps(inputs))
+    return _without_scaler(saved) == _without_scaler(_with_outputs(config).to_dict()) \
+        and recorded == json.loads(json.dumps(inputs))
+
+
+def _with_outputs(config: Any) -> Any:
+    """The config as ``fit`` saves it: a task's outputs set on the model (:meth:`TrainConfig.with_task_outputs`)."""
+    return config.with_task_outputs() if hasattr(config, "with_task_outputs") else config
+
+
+def _without_scaler(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the regression scaler ``fit`` saves (fitted on the training split, so it is a
+    function of the settings and inputs already compared)."""
+    if isinstance(data.get("task"), dict):
+        return {**data, "task": {**data["task"], "scaler": None}}
+    return data
 
 
 @dataclass
@@ -414,3 +428,73 @@ __all__ = ["PRETRAIN_FOLDER_ENTRIES", "RUN_FOLDER_ENTRIES", "SOURCES_JSON", "Ens
            "RunPlan", "Stopwatch", "cache_fingerprint", "ensure_cache", "ensure_export", "ensure_pretrain",
            "ensure_run", "export_matches", "file_sha256", "is_run_folder", "pretrain_inputs", "remove_run_folder",
            "resolve_cohort", "run_inputs", "source_checkpoint", "train_plan"]
+
+
+# --------------------------------------------------------------------------------------------------
+# pretraining runs (paper 003: MAE, CLIP alignment)
+# --------------------------------------------------------------------------------------------------
+def pretrain_run_inputs(config: Any) -> dict[str, Any]:
+    """The fingerprints of what a :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` run depends on
+    besides its config: the manifest, the cache, the checkpoint it starts from (``module.ecg_init``; the
+    generator's ``module.align_checkpoint``) and a
+    local teacher weights file (``module.cxr_pretrained``)."""
+    inputs: dict[str, Any] = {}
+    for key in ("ecg_init", "align_checkpoint"):
+        init = config.module.get(key)
+        if init:
+            ckpt = source_checkpoint(init, f"module.{key}")
+            inputs[f"module.{key}"] = {"source": str(init), "checkpoint": ckpt.name, "sha256": file_sha256(ckpt)}
+    weights = config.module.get("cxr_pretrained")
+    if isinstance(weights, str) and Path(weights).is_file():
+        inputs["module.cxr_pretrained"] = {"source": weights, "sha256": file_sha256(weights)}
+    if config.manifest and Path(config.manifest).is_file():
+        inputs["manifest"] = {"source": str(config.manifest), "sha256": file_sha256(config.manifest)}
+    if config.cache_dir:
+        inputs["cache"] = {"source": str(config.cache_dir), "sha256": cache_fingerprint(config.cache_dir)}
+    return inputs
+
+
+def _same_pretrain_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
+    from ..training.pretrain_fit import PretrainConfig
+
+    try:
+        saved = PretrainConfig.from_file(run / "config.yaml").to_dict()
+        recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
+    except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
+        return False
+    return saved == config.to_dict() and recorded == json.loads(json.dumps(inputs))
+
+
+def ensure_pretrain_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = None, progress: bool = True,
+                        log: Log | None = None) -> EnsuredRun:
+    """:func:`ensure_run` for a pretraining run (:func:`cardiofusion.training.pretrain_fit.fit_pretrain`):
+    reused when its :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` and input fingerprints
+    (:func:`pretrain_run_inputs`) are unchanged and it finished, resumed when interrupted, else retrained (the
+    old folder removed only when it is a run folder).  ``result`` is a
+    :class:`~cardiofusion.training.pretrain_fit.PretrainResult`."""
+    from ..training.pretrain_fit import fit_pretrain, read_pretrain_result
+
+    log = log or _quiet
+    run = Path(run_dir)
+    title = title or run.name
+    inputs = pretrain_run_inputs(config)
+    same = _same_pretrain_settings(run, config, inputs)
+    if same and (run / "result.json").is_file():
+        result = read_pretrain_result(run)
+        log(f"      {title}: reusing the finished run in {run} (best epoch {result.best_epoch}, "
+            f"val loss {_fmt(result.best_val_loss)})")
+        return EnsuredRun(run, "reused", result)
+    resume = same and (run / "checkpoints" / "last.ckpt").is_file()
+    if not resume:
+        remove_run_folder(run)
+        run.mkdir(parents=True, exist_ok=True)
+        _write_sources(run, inputs)
+    log(f"      {title}: training into {run}" + (" (resuming)" if resume else ""))
+    t0 = time.perf_counter()
+    result = fit_pretrain(config, run, resume=resume, progress=progress)
+    log(f"      {title}: best epoch {result.best_epoch}, val loss {_fmt(result.best_val_loss)} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return EnsuredRun(run, "resumed" if resume else "trained", result)
+
+
+__all__ += ["ensure_pretrain_run", "pretrain_run_inputs"]

@@ -432,6 +432,15 @@ def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, i
         target = getattr(model, f"{modality}_encoder", None)
         if target is None:
             raise ConfigError(f"init_from[{modality!r}]: this model has no {modality} encoder")
+        pretrained = pretraining_encoder_state(source) if modality == "ecg" else None
+        if pretrained is not None:  # an ECG pretraining run (paper 003: MAE or CLIP alignment): its encoder only
+            dst = target.state_dict()
+            if pretrained.keys() != dst.keys() or any(pretrained[k].shape != dst[k].shape for k in dst):
+                raise ConfigError(f"init_from['ecg']: the pretrained ECG encoder of {source} does not match this "
+                                  f"model's ({type(target).__name__}, {model_ecg_name(model)})")
+            target.load_state_dict(pretrained)
+            copied[modality] = len(pretrained)
+            continue
         loaded = load_run(source)
         encoder = getattr(loaded.model, f"{modality}_encoder", None)
         if encoder is None:
@@ -459,6 +468,42 @@ def warm_start(model: torch.nn.Module, init_from: dict[str, str]) -> dict[str, i
                 target_head.weight.copy_(source_head.weight / 8.0)
                 target_head.bias.copy_(source_head.bias / 8.0 + 0.25)
     return copied
+
+
+def pretraining_encoder_state(source: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    """The ECG encoder weights of a pretraining run folder or checkpoint (:mod:`.pretrain_fit`: the MAE's
+    ``mae.encoder.*`` or the aligner's ``aligner.ecg_encoder.*``); None when ``source`` is not one (a
+    :func:`fit` run: :func:`warm_start` reads it with ``load_run``)."""
+    from .inference import best_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        try:
+            saved = json.loads((path / RESULT_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if saved.get("kind") not in ("mae", "align"):
+            return None
+        path = best_checkpoint(path)
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 (not a torch file: load_run names the problem)
+        return None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        return None
+    for prefix in ("mae.encoder.", "aligner.ecg_encoder."):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return sub
+    return None
+
+
+def model_ecg_name(model: torch.nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return str(getattr(config, "ecg_encoder", "?"))
 
 
 def _device_name(device: torch.device) -> str:
