@@ -526,7 +526,7 @@ def _table4_md(config: CacSeverityConfig, result: CacSeverityResult, evaluation:
         lines.append(f"| {row['backbone']} | {_cell(row, 'quadratic_kappa')} | {rec} | "
                      f"{row['ge400_called_0']} of {row['ge400_records']} |")
     lines.append("")
-    if evaluation is not None and result.best is not None:
+    if evaluation is not None and result.best is not None and len(t) > 1:
         lines += [f"## Paired comparison: {result.best} (best by mean {config.rank_by}) minus each other backbone", "",
                   "Same out-of-fold records and the same patient resamples; 95% CI and bootstrap p.", "",
                   "| Other backbone | Accuracy | Quadratic kappa | F1 (" + config.average + ") |", "|---|---|---|---|"]
