@@ -48,6 +48,7 @@ from .registry import (
     save_recipe_config,
 )
 from .steps import EnsuredRun, RunPlan, ensure_cache, ensure_run, is_run_folder, train_plan
+from .two_stage import TwoStageConfig, run_two_stage  # noqa: E402  (issue 18)
 
 __all__ = [
     "BASELINES",
@@ -81,4 +82,6 @@ __all__ = [
     "save_recipe_config",
     "train_config",
     "train_plan",
+    "TwoStageConfig",
+    "run_two_stage",
 ]
