@@ -35,7 +35,7 @@ def test_registry_lists_the_four_recipes(capsys):
     from cardiofusion.cli import main
 
     names = [r.name for r in list_recipes()]
-    assert names == ["crossval", "demo", "fusion-benchmark", "reference"]
+    assert names == ["crossval", "demo", "fusion-benchmark", "reference", "two-stage"]
     assert all(r.description and "\n" not in r.description for r in list_recipes())
     assert get_recipe("demo").config_cls.__name__ == "DemoConfig"
     with pytest.raises(ConfigError, match="unknown recipe 'nope'; registered: crossval, demo"):

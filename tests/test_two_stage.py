@@ -203,3 +203,24 @@ def test_training_command_output_is_short_and_verbose_restores_it(tiny, tmp_path
         assert "GPU available" in said and "Name" in said  # the banner and the model summary
     finally:
         logging.getLogger("lightning.pytorch").removeHandler(handler)
+
+
+def test_two_stage_config_round_trip_and_errors(tmp_path):
+    import yaml
+
+    from cardiofusion.recipes import get_recipe
+    from cardiofusion.recipes.registry import save_recipe_config
+
+    recipe = get_recipe("two-stage")
+    config = recipe.config_cls()
+    data = config.to_dict()
+    assert recipe.config_cls.from_dict(data).to_dict() == data
+    path = save_recipe_config("two-stage", config, tmp_path)
+    assert recipe.config_cls.from_file(path).to_dict() == data
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**data, "modez": ["frozen"]}))
+    with pytest.raises(ConfigError, match="modez"):
+        recipe.load_config(tmp_path / "bad.yaml")
+    for bad, match in (({"modes": ["thaw"]}, "modes must be"), ({"fusions": ["ecg"]}, "fusions must be"),
+                       ({"alternating_alphas": [0]}, "alternating_alphas"), ({"rhos": []}, "rhos")):
+        with pytest.raises(ConfigError, match=match):
+            recipe.config_cls.from_dict({**data, **bad})
