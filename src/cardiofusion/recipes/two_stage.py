@@ -256,8 +256,12 @@ def branch_test_aurocs(branches: dict[str, Any], n_boot: int, seed: int) -> dict
     return out
 
 
-def ceilings(manifest: Path, branch_auc: dict[str, Any]) -> dict[str, Any] | None:
-    """The pool-label ceiling (``pairing.json``) and the ideal combiner of the trained branches."""
+def ceilings(manifest: Path, branch_auc: dict[str, Any],
+             test_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any] | None:
+    """The pool-label ceiling (``pairing.json``) and the ideal combiner of the trained branches: from each
+    branch's AUROC on its whole held-out test pool, and (``test_tables``: the branches' scores on the paired test
+    split) from its AUROC for its own pool label on the paired test split's images, with the test split's
+    realised sensitivities / specificities."""
     from ..adapters.stage_data import ideal_combiner_auroc
 
     info_path = manifest.parent / "pairing.json"
@@ -267,7 +271,23 @@ def ceilings(manifest: Path, branch_auc: dict[str, Any]) -> dict[str, Any] | Non
     rates = info["config"]
     kw = {k: float(rates[k]) for k in ("sens_ecg", "spec_ecg", "sens_cxr", "spec_cxr")}
     a_e, a_c = branch_auc["ecg"]["auroc"], branch_auc["cxr"]["auroc"]
-    return {"pool_labels": info.get("oracle_auroc_from_pool_labels"),
+    out_paired = None
+    if test_tables is not None:
+        from ..training.evaluate import auroc
+
+        frame = pd.read_parquet(manifest)[["record_id", "ecg_label", "cxr_label"]]
+        frame["record_id"] = frame["record_id"].astype(str)
+        a = {}
+        for m, t in test_tables.items():
+            j = t[["record_id", "score"]].merge(frame, on="record_id")
+            a[m] = auroc(j[f"{m}_label"].to_numpy(float), j["score"].to_numpy(float))
+        real = info.get("realised", {}).get("test", {})
+        kw_t = {k: float(real.get(k, kw[k])) for k in kw}
+        out_paired = {"branch_auroc_on_test_images": a, "realised_test_rates": kw_t,
+                      "ecg_only": ideal_combiner_auroc(a["ecg"], None, **kw_t),
+                      "cxr_only": ideal_combiner_auroc(None, a["cxr"], **kw_t),
+                      "both": ideal_combiner_auroc(a["ecg"], a["cxr"], **kw_t)}
+    return {"pool_labels": info.get("oracle_auroc_from_pool_labels"), "trained_branches_on_paired_test": out_paired,
             "trained_branches": {"ecg_only": ideal_combiner_auroc(a_e, None, **kw),
                                  "cxr_only": ideal_combiner_auroc(None, a_c, **kw),
                                  "both": ideal_combiner_auroc(a_e, a_c, **kw)},
@@ -356,7 +376,7 @@ def run_two_stage(config: TwoStageConfig, out_dir: str | os.PathLike, *, log: Ca
         best_single = max((NAMES["ecg"], NAMES["cxr"]), key=lambda n: val_auroc[n])
         evaluation, donor = _evaluate(config, tables, manifest, best_single, out, pseudo)
         branch_auc = branch_test_aurocs(branches, config.n_boot, config.seed)
-        ceiling = ceilings(manifest, branch_auc) if pseudo else None
+        ceiling = ceilings(manifest, branch_auc, {m: tables[NAMES[m]][1] for m in ("ecg", "cxr")}) if pseudo else None
     coop_kept = None
     if "cooperative" in fused or alt is not None:
         cands = {n: val_auroc[n] for n in (NAMES["cooperative"], NAMES["alternating"]) if n in val_auroc}
@@ -435,7 +455,15 @@ def _table_md(info: dict[str, Any], pseudo: bool) -> str:
         lines += ["", f"Ceilings: pool labels ECG {format_value(p.get('ecg_label_only'))}, X-ray "
                       f"{format_value(p.get('cxr_label_only'))}, both {format_value(p.get('both_labels'))}; ideal "
                       f"combiner of the trained branches ECG {format_value(t['ecg_only'])}, X-ray "
-                      f"{format_value(t['cxr_only'])}, both {format_value(t['both'])}."]
+                      f"{format_value(t['cxr_only'])}, both {format_value(t['both'])} (from each branch's AUROC on its "
+                      "whole held-out test pool)."]
+        pt = c.get("trained_branches_on_paired_test")
+        if pt:
+            lines += [f"Ideal combiner from the branches' AUROCs for their own pool labels on the paired test split's "
+                      f"files (ECG {format_value(pt['branch_auroc_on_test_images']['ecg'])}, X-ray "
+                      f"{format_value(pt['branch_auroc_on_test_images']['cxr'])}) and its realised rates: ECG "
+                      f"{format_value(pt['ecg_only'])}, X-ray {format_value(pt['cxr_only'])}, "
+                      f"both {format_value(pt['both'])}."]
     b = info["branch_test_pool_auroc"]
     lines += ["", "Branches on their own held-out test pools: " + "; ".join(
         f"{m} AUROC {format_value(v['auroc'])} ({format_value(v['ci_low'])}-{format_value(v['ci_high'])}, "
