@@ -36,7 +36,7 @@ def test_registry_lists_the_four_recipes(capsys):
 
     names = [r.name for r in list_recipes()]
     assert names == sorted(names)
-    assert {"cardiacnets", "crossval", "demo", "fusion-benchmark", "reference", "cac-severity", "ls-emvae"} <= set(names)
+    assert {"cardiacnets", "crossval", "demo", "fusion-benchmark", "reference", "cac-severity", "ls-emvae", "two-stage"} <= set(names)
     assert all(r.description and "\n" not in r.description for r in list_recipes())
     assert get_recipe("demo").config_cls.__name__ == "DemoConfig"
     with pytest.raises(ConfigError, match="unknown recipe 'nope'; registered: .*crossval, demo"):

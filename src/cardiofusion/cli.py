@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multimodal ECG + chest X-ray screening: readers, cohort building, caching, demo.",
     )
     parser.add_argument("--version", action="version", version=f"cardiofusion {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Lightning's banners, tips, model summary and library warnings (off by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -33,9 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_output(verbose: bool) -> None:
+    """Quiet by default: Lightning logs errors only and deprecation / library warnings are hidden; ``--verbose``
+    (or ``CARDIOFUSION_VERBOSE=1``) restores them."""
+    import logging
+    import os
+    import warnings
+
+    if verbose:
+        os.environ["CARDIOFUSION_VERBOSE"] = "1"
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+    if os.environ.get("CARDIOFUSION_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on"):
+        for name in names:
+            logging.getLogger(name).setLevel(logging.INFO)
+        warnings.resetwarnings()
+        return
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(lightning|pytorch_lightning|lightning_fabric|torch|timm)(\..*)?")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _set_output(bool(getattr(args, "verbose", False)))
     try:
         rc = args.func(args)
     except CardiofusionError as e:

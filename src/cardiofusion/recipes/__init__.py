@@ -51,6 +51,7 @@ from .registry import (
 )
 from .steps import EnsuredRun, RunPlan, ensure_cache, ensure_run, is_run_folder, train_plan
 from .cac_severity import CacSeverityConfig, run_cac_severity  # noqa: E402  (paper 001 recipe)
+from .two_stage import TwoStageConfig, run_two_stage  # noqa: E402  (issue 18)
 
 __all__ = [
     "BASELINES",
@@ -88,6 +89,8 @@ __all__ = [
     "train_plan",
     "CacSeverityConfig",
     "run_cac_severity",
+    "TwoStageConfig",
+    "run_two_stage",
 ]
 
 from .lsemvae import LSEMVAERecipeConfig, run_lsemvae  # noqa: E402  (registers the ls-emvae recipe)

@@ -48,6 +48,7 @@ from ..errors import ConfigError, ReadError
 from .config import RESUME_OVERRIDABLE, TrainConfig
 from .evaluate import auroc, evaluate_scores, metric_names, task_labels, task_metrics
 from .module import CardioFusionModule
+from .quiet import is_verbose, quiet_lightning
 
 CONFIG_FILE = "config.yaml"
 METRICS_CSV = "metrics.csv"
@@ -324,10 +325,21 @@ def fit(config: TrainConfig | None, run_dir: str | os.PathLike, *, callbacks: Se
 
         loggers.append(TensorBoardLogger(run / "logs", name="tensorboard"))
     precision = resolve_precision(config)
+    with quiet_lightning():
+        return _fit_and_evaluate(config, run, module, datamodule, task, resume, all_callbacks, loggers, precision,
+                                 checkpoint, early_stopping, epoch_csv, last, ckpt_dir, t_start, pos_weight, progress,
+                                 command)
+
+
+def _fit_and_evaluate(config: TrainConfig, run: Path, module: Any, datamodule: Any, task: Any, resume: bool,
+                      all_callbacks: list[Callback], loggers: list[Any], precision: Any, checkpoint: Any,
+                      early_stopping: Any, epoch_csv: Any, last: Path, ckpt_dir: Path, t_start: float,
+                      pos_weight: Any, progress: bool, command: str | None) -> FitResult:
+    """The Lightning part of :func:`fit` (run inside :func:`~cardiofusion.training.quiet.quiet_lightning`)."""
     trainer = L.Trainer(
         default_root_dir=run, max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
         strategy=config.strategy, num_nodes=config.num_nodes, precision=precision, callbacks=all_callbacks,
-        logger=loggers, enable_progress_bar=progress, enable_model_summary=progress,
+        logger=loggers, enable_progress_bar=progress, enable_model_summary=progress and is_verbose(),
         limit_train_batches=config.limit_train_batches, limit_val_batches=config.limit_val_batches,
         log_every_n_steps=config.log_every_n_steps,
     )
