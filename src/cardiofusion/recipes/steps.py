@@ -151,16 +151,23 @@ def remove_run_folder(path: str | os.PathLike) -> None:
     shutil.rmtree(p)
 
 
+def _recorded(run: Path, config_cls: Any) -> tuple[dict[str, Any], Any] | None:
+    """A run folder's saved config (as a dict, read with ``config_cls``) and the input fingerprints it recorded in
+    ``sources.json``; None when either is missing, unreadable or from an older layout (not the same run)."""
+    try:
+        saved = config_cls.from_file(run / "config.yaml").to_dict()
+        recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
+    except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
+        return None
+    return saved, recorded
+
+
 def _same_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
     from ..training import TrainConfig
 
-    try:
-        saved = TrainConfig.from_file(run / "config.yaml").to_dict()
-        recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
-    except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
-        return False
-    return _without_scaler(saved) == _without_scaler(_with_outputs(config).to_dict()) \
-        and recorded == json.loads(json.dumps(inputs))
+    found = _recorded(run, TrainConfig)
+    return found is not None and _without_scaler(found[0]) == _without_scaler(_with_outputs(config).to_dict()) \
+        and found[1] == json.loads(json.dumps(inputs))
 
 
 def _with_outputs(config: Any) -> Any:
@@ -457,12 +464,8 @@ def pretrain_run_inputs(config: Any) -> dict[str, Any]:
 def _same_pretrain_settings(run: Path, config: Any, inputs: Mapping[str, Any]) -> bool:
     from ..training.pretrain_fit import PretrainConfig
 
-    try:
-        saved = PretrainConfig.from_file(run / "config.yaml").to_dict()
-        recorded = json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs")
-    except Exception:  # noqa: BLE001 (missing, unreadable or older files: not the same run)
-        return False
-    return saved == config.to_dict() and recorded == json.loads(json.dumps(inputs))
+    found = _recorded(run, PretrainConfig)
+    return found is not None and found[0] == config.to_dict() and found[1] == json.loads(json.dumps(inputs))
 
 
 def ensure_pretrain_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = None, progress: bool = True,
