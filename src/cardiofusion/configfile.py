@@ -114,6 +114,19 @@ def read_mapping_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
     return data
 
 
+def write_yaml(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as YAML to ``path`` atomically (a temporary file beside it, then renamed; keys in order);
+    creates the parent folder. Returns the path."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def parse_scalar(raw: str) -> Any:
     """A command-line ``KEY=VALUE`` value read as YAML (``3e-4`` a number, ``null`` None, ``[0, 1]`` a list); text
     that is not valid YAML stays text, and an empty value is None."""

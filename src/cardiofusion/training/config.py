@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..configfile import read_mapping_file
-from ..configfile import reject_unknown_fields
+from ..configfile import read_mapping_file, reject_unknown_fields, write_yaml
 from ..errors import ConfigError
 from ..transforms.preprocess import PreprocessConfig
 
@@ -184,14 +183,7 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config as YAML (atomically)."""
-        import yaml
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_yaml(path, _plain(self.to_dict()))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

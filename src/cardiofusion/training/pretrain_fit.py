@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from ..configfile import read_mapping_file, reject_unknown_fields
+from ..configfile import read_mapping_file, reject_unknown_fields, write_yaml
 from ..data.dataset import CohortDataModule
 from ..errors import ConfigError
 from ..transforms.preprocess import PreprocessConfig
@@ -165,14 +165,7 @@ class PretrainConfig:
         return cls.from_dict(read_mapping_file(path, "pretraining config"))
 
     def save(self, path: str | os.PathLike) -> Path:
-        import yaml
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_yaml(path, self.to_dict())
 
 
 @dataclass
