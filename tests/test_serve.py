@@ -413,6 +413,22 @@ def test_allowed_hosts_option(setup, capsys):
     assert "not a host name" in capsys.readouterr().err
 
 
+def test_serve_refuses_a_precision_the_bundle_does_not_offer(setup, capsys):
+    """``serve --precision`` goes through the same export-time offer as ``predict --precision``: a precision the
+    bundle was not checked for is a one-line error before anything listens."""
+    from cardiofusion.bundle.format import read_manifest
+    from cardiofusion.bundle.precision import offered
+    from cardiofusion.cli import main
+
+    missing = [p for p in ("bf16", "int8") if p not in offered(read_manifest(setup["bundle"]))]
+    assert missing, "the test bundle offers every precision; export one without bf16 or int8"
+    assert main(["serve", str(setup["bundle"]), "--precision", missing[0]]) == 2
+    err = capsys.readouterr().err
+    assert f"does not offer precision {missing[0]}" in err and "serving" not in err
+    assert main(["serve", str(setup["bundle"]), "--precision", "int8", "--runtime", "torch"]) == 2
+    assert "ONNX Runtime only" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------------
 # The page in a real browser
 # --------------------------------------------------------------------------------------------------

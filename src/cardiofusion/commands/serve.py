@@ -26,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "Requests whose Host header names another host get 400, which defeats DNS rebinding. Always "
                    "allowed: localhost, 127.0.0.1, [::1] and the --host address")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request accepted, MB (default: 50)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="model runtime (default: torch)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
+                   help="model runtime (default: the bundle's choice, torch unless exported otherwise; onnx for int8)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="arithmetic, as for predict: only a precision the bundle passed at export (default: the "
+                        "bundle's choice)")
     p.add_argument("--no-explain", action="store_true", help="no heat maps (faster)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
@@ -54,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
               "behind TLS and authentication", file=sys.stderr)
     from ..bundle.format import read_manifest
 
-    read_manifest(args.bundle)  # a missing or damaged bundle is an error before anything says "serving"
+    from ..bundle.precision import resolve
+
+    # a missing or damaged bundle, or a precision / runtime it does not offer, is an error before "serving"
+    resolve(read_manifest(args.bundle), args.precision, args.runtime)
     print(f"cardiofusion: serving {args.bundle} on http://{args.host}:{args.port}/ (Ctrl+C to stop); "
           f"accepted host names: {', '.join(hosts)}", file=sys.stderr)
     serve(args.bundle, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, runtime=args.runtime,
-          explain=not args.no_explain, log_level=args.log_level, allowed_hosts=args.allowed_hosts)
+          explain=not args.no_explain, log_level=args.log_level, allowed_hosts=args.allowed_hosts,
+          precision=args.precision)
     return 0

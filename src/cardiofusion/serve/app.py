@@ -389,17 +389,18 @@ def create_app(screener: Any, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, e
 
 
 def serve(bundle: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, runtime: str = "torch", explain: bool = True,
-          log_level: str = "info", allowed_hosts: Sequence[str] = ()) -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, runtime: str | None = None, explain: bool = True,
+          log_level: str = "info", allowed_hosts: Sequence[str] = (), precision: str | None = None) -> None:
     """Load a bundle and serve the page with uvicorn (blocks until interrupted).
 
     Requests must name the service by ``localhost``, a loopback address, ``host`` or one of
-    ``allowed_hosts`` (see :func:`allowed_host_names`)."""
+    ``allowed_hosts`` (see :func:`allowed_host_names`). ``runtime`` and ``precision`` default to the bundle's
+    stored choice; only a precision the bundle passed at export is accepted (:func:`cardiofusion.load`)."""
     import uvicorn
 
     from ..bundle import load
 
-    screener = load(bundle, runtime=runtime)
+    screener = load(bundle, runtime=runtime, precision=precision)
     app = create_app(screener, max_upload_mb=max_upload_mb, explain=explain,
                      allowed_hosts=allowed_host_names(host, allowed_hosts))
     if not logger.handlers:  # the service's own request lines, beside uvicorn's access log
