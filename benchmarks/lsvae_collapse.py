@@ -1,7 +1,7 @@
 """LS-EMVAE posterior collapse: pretrain VAE variants on one cache, report the KL and a linear-probe AUROC.
 
 For each variant (``name:key=value,key=value`` overrides of the small :class:`~cardiofusion.models.lsvae.LSVAEConfig`,
-e.g. ``free-bits:free_bits=0.25``; the variant ``paper`` has none) the VAE is pretrained on the cache's
+e.g. ``free-bits:free_bits=0.25``, plus ``lr`` of the pretraining; the variant ``paper`` has none) the VAE is pretrained on the cache's
 unlabelled ECGs (:func:`~cardiofusion.training.vae_pretrain.pretrain_lsvae`), then the frozen posterior means
 of the fine-tuning leads (default the six limb leads) are probed for a binary label column with a
 standardised logistic regression (scikit-learn), patient-grouped stratified 5-fold CV; the pooled
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     for text in args.variant or ["paper"]:
         name, overrides = _parse_variant(text)
+        lr = float(overrides.pop("lr", args.lr))  # a pretraining setting, not the VAE's
         vae_cfg = LSVAEConfig(arch="small", n_samples=cache.n_samples, beta_anneal_epochs=args.anneal, **overrides)
         if name == "paper":
             torch.manual_seed(0)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             print("random-init", rows["random-init"], flush=True)
         pcfg = PretrainConfig(sources=[{"cache_dir": args.cache, "manifest": args.manifest}], vae=vae_cfg.to_dict(),
                               window_s=cache.n_samples / cache.fs, batch_size=args.batch, max_epochs=args.epochs,
-                              lr=args.lr, precision="32-true")
+                              lr=lr, precision="32-true")
         res = pretrain_lsvae(pcfg, out / name)
         vae = LSEMVAE(vae_cfg)
         vae.load_state_dict(torch.load(res.weights, weights_only=True))
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             o = vae(x[:256], sample=False)
             kl_dims = o.posterior.kl_dims.mean(0)
-        rows[name] = {"overrides": overrides, "final": res.info["final"], "seconds": res.info["seconds"],
+        rows[name] = {"overrides": overrides, "lr": lr, "final": res.info["final"], "seconds": res.info["seconds"],
                       "active_dims": int((kl_dims > 0.01).sum()), "probe": auroc_with_ci(features(vae))}
         print(name, json.dumps(rows[name]), flush=True)
     (out / "collapse.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

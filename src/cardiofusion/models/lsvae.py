@@ -32,6 +32,15 @@ mean of the present leads' means, as the original code, or ``"fused"`` the fused
 ``loss = recon + beta * kl + align_weight * align`` with ``beta`` from :func:`beta_schedule` (linear to 1
 over ``beta_anneal_epochs`` epochs).
 
+Baselines (``fusion``, default ``"hime"``): ``"mopoe"`` (MoPoE, Sutter et al. 2021: an equal-weight
+mixture over every non-empty subset of the present leads of the product of that subset's experts with the
+prior expert, :func:`mopoe_posterior`; ``2**12 - 1`` subsets, computed as one matrix product) and
+``"single"`` (one :class:`LeadEncoder` over all leads as input channels -> one Gaussian, one decoder with a
+channel per lead; with ``beta_max > 1`` the single-encoder beta-VAE of Higgins et al. 2017; its fine-tuning
+face is :class:`SingleVAEECGEncoder`, registered as ``betavae``).  ``beta_max`` scales the annealed KL
+weight; ``free_bits`` (nats per latent dimension, :func:`kl_term`) floors each dimension's batch-mean KL in
+the loss against posterior collapse -- 0 by default, as the paper (which has none).
+
 ``reference_compat=True`` reproduces the public code instead (a regression anchor, not a recommendation):
 the prior expert is never used (it falls outside every group), PoE with ``eps = 1e-8`` added to the
 variances and to the fused variance, the "mixture" averages means and log-variances, one shared
