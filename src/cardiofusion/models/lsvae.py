@@ -883,8 +883,8 @@ class SingleVAEECGEncoder(LSVAEECGEncoder):
     One :class:`LeadEncoder` takes the leads as input channels.  Weights come from an :class:`LSEMVAE` with
     ``fusion="single"`` by lead name: its first convolution keeps the input columns of this encoder's leads
     (the VAE saves its input leads as ``input_leads``), which is exactly the VAE's encoder with the other
-    leads absent (zero), the way the VAE sees a record lacking them.  ``gradcam_layer`` activations are
-    ``(B, C, T')``.
+    leads absent (zero), the way the VAE sees a record lacking them.  ``gradcam_layer`` activations are the
+    first convolution's per-lead parts ``(B * L, C, T')`` (see :meth:`lead_means`).
     """
 
     def _encoder_inputs(self) -> dict[str, int]:
@@ -915,16 +915,29 @@ class SingleVAEECGEncoder(LSVAEECGEncoder):
         return list(self.leads)
 
     def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """The posterior mean ``(B, 1, D)`` of all leads together (absent leads zeroed)."""
+        """The posterior mean ``(B, 1, D)`` of all leads together (absent leads zeroed).
+
+        The first convolution is linear in its input channels, so it is computed as the sum of one grouped
+        convolution per lead (exactly the same result); those per-lead maps ``(B * L, C, T')`` are the
+        ``gradcam_layer`` activations, which gives per-lead Grad-CAM like every other ECG encoder.
+        """
         if x.dim() != 3 or x.shape[1] != len(self.leads):
             raise ConfigError(f"ECG input must be (B, {len(self.leads)}, T) for leads {self.leads}; got {tuple(x.shape)}")
         if lead_mask is not None:
             x = torch.where(lead_mask.bool().unsqueeze(-1), x, torch.zeros_like(x))
         enc = self.encoders["all"]
-        maps = enc.features(x)  # (B, C, T')
+        first: nn.Conv1d = enc.conv[0]
+        b, n = x.shape[:2]
+        c = first.out_channels
+        w = first.weight.transpose(0, 1).reshape(n * c, 1, -1)  # (L * C, 1, k), lead-major
+        per = nn.functional.conv1d(x, w, stride=first.stride, padding=first.padding, groups=n)  # (B, L * C, T')
+        per = per.reshape(b * n, c, -1)  # (B * L, C, T')
         if self.frozen and not self.training and torch.is_grad_enabled():
-            maps = maps.detach().requires_grad_()
-        return enc.head(self.lead_maps(maps))[0].unsqueeze(1)  # (B, 1, D)
+            per = per.detach().requires_grad_()
+        per = self.lead_maps(per).view(b, n, c, -1)
+        h = per.sum(1) + first.bias.view(1, -1, 1)  # = first(x)
+        maps = enc.conv[1:](h)  # (B, C', T'')
+        return enc.head(maps)[0].unsqueeze(1)  # (B, 1, D)
 
 
 @register_ecg_encoder("lsvae")
