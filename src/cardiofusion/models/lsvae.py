@@ -853,12 +853,17 @@ class LSVAEECGEncoder(nn.Module):
         enc.load_vae_weights(vae)
         return enc
 
-    def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """Posterior means ``(B, L, D)``; absent leads (``lead_mask`` False) give zeros whatever their rows hold."""
+    def _masked_input(self, x: Tensor, lead_mask: Tensor | None) -> Tensor:
+        """``x`` ``(B, L, T)`` checked against this encoder's leads, absent leads' rows zeroed."""
         if x.dim() != 3 or x.shape[1] != len(self.leads):
             raise ConfigError(f"ECG input must be (B, {len(self.leads)}, T) for leads {self.leads}; got {tuple(x.shape)}")
         if lead_mask is not None:
             x = torch.where(lead_mask.bool().unsqueeze(-1), x, torch.zeros_like(x))
+        return x
+
+    def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """Posterior means ``(B, L, D)``; absent leads (``lead_mask`` False) give zeros whatever their rows hold."""
+        x = self._masked_input(x, lead_mask)
         maps = torch.stack([self.encoders[lead].features(x[:, i : i + 1]) for i, lead in enumerate(self.leads)], 1)
         b, n, c, t = maps.shape  # (B, L, C, T')
         maps = maps.reshape(b * n, c, t)  # (B * L, C, T')
@@ -921,10 +926,7 @@ class SingleVAEECGEncoder(LSVAEECGEncoder):
         convolution per lead (exactly the same result); those per-lead maps ``(B * L, C, T')`` are the
         ``gradcam_layer`` activations, which gives per-lead Grad-CAM like every other ECG encoder.
         """
-        if x.dim() != 3 or x.shape[1] != len(self.leads):
-            raise ConfigError(f"ECG input must be (B, {len(self.leads)}, T) for leads {self.leads}; got {tuple(x.shape)}")
-        if lead_mask is not None:
-            x = torch.where(lead_mask.bool().unsqueeze(-1), x, torch.zeros_like(x))
+        x = self._masked_input(x, lead_mask)
         enc = self.encoders["all"]
         first: nn.Conv1d = enc.conv[0]
         b, n = x.shape[:2]
