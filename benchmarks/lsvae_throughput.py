@@ -6,6 +6,7 @@ step, then ``--steps`` timed steps.  Prints the parameter counts and records / s
 
     python benchmarks/lsvae_throughput.py [--arch small] [--n-samples 5000] [--batch 16] [--steps 5]
         [--device cpu|cuda] [--precision 32|bf16|16] [--decoder per_lead|conditioned] [--reference-compat]
+        [--fusion hime|mopoe|single] [--mixture moment|param_avg|sample]
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
     ap.add_argument("--decoder", default="per_lead")
     ap.add_argument("--reference-compat", action="store_true")
+    ap.add_argument("--fusion", default="hime", help="hime (LS-EMVAE), mopoe or single (the beta-VAE baseline)")
+    ap.add_argument("--mixture", default="moment")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     device = torch.device(args.device)
     vae = build_lsvae(args.arch, n_samples=args.n_samples, decoder=args.decoder,
-                      reference_compat=args.reference_compat).to(device)
-    n_enc = sum(p.numel() for p in vae.encoders.parameters())
+                      reference_compat=args.reference_compat, fusion=args.fusion, mixture=args.mixture).to(device)
+    n_enc = sum(p.numel() for p in (vae.encoders or vae.encoder).parameters())
     n_all = sum(p.numel() for p in vae.parameters())
-    print(f"arch={args.arch} n_samples={args.n_samples} decoder={'shared' if args.reference_compat else args.decoder}"
+    print(f"arch={args.arch} fusion={args.fusion} mixture={args.mixture}")
+    print(f"n_samples={args.n_samples} decoder={'shared' if args.reference_compat else args.decoder}"
           f" parameters: encoders {n_enc:,}, total {n_all:,}")
     opt = torch.optim.AdamW(vae.parameters(), lr=5e-4, weight_decay=1e-5)
     x = torch.randn(args.batch, 12, args.n_samples, device=device)

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
+from cardiofusion.records import CANONICAL_LEADS
+
 FS, DURATION = 100.0, 2.0  # 200 samples per lead: a multiple of 8 for the tiny VAE decoder
 
 
@@ -205,3 +207,37 @@ def test_fold_metrics_multiclass_and_task_manifest_match_sklearn():
     assert sorted(m["record_id"]) == sorted(manifest.loc[keep, "record_id"])
     assert set(m["fold"]) == {0, 1, 2} and (m.groupby("patient_id")["fold"].nunique() == 1).all()
     assert (m["label"] == m["HYP"]).all()
+    # at most one (the earliest) record per patient
+    one = task_manifest(manifest, hyp, [], 3, 0, records_per_patient=1)
+    assert len(one) == n // 2 and one["patient_id"].is_unique
+    assert set(one["record_id"]) == {str(i) for i in range(0, n, 2)}
+
+
+def test_mopoe_and_beta_vae_are_recipe_models(tmp_path):
+    """The two baselines are built by name: their pretraining VAE settings and a fine-tuning model that
+    loads the pretrained weights (the beta-VAE through the ``betavae`` encoder, by lead name)."""
+    import torch
+
+    from cardiofusion.models import build_model
+    from cardiofusion.models.lsvae import LSEMVAE, LSVAEConfig, SingleVAEECGEncoder
+    from cardiofusion.recipes.lsemvae import DEFAULT_MODELS, MODELS, _vae_settings, finetune_config
+    from cardiofusion.tasks import load_task
+
+    assert {"mopoe", "beta-vae"} <= set(DEFAULT_MODELS)
+    config = _config(tmp_path)
+    config.vae = {**config.vae, "free_bits": 0.1}  # the recipe's settings reach every variant
+    task = load_task("aortic_stenosis")
+    for name, fusion, encoder in (("mopoe", "mopoe", "lsvae"), ("beta-vae", "single", "betavae")):
+        vae = _vae_settings(config, MODELS[name]["vae"], 200)
+        cfg = LSVAEConfig.from_dict(vae)
+        assert cfg.fusion == fusion and cfg.free_bits == 0.1 and cfg.leads == tuple(CANONICAL_LEADS)
+        assert (cfg.beta_max > 1) == (name == "beta-vae") and (cfg.mixture == "sample") == (name == "mopoe")
+        torch.manual_seed(0)
+        weights = tmp_path / f"{name}.pt"
+        torch.save(LSEMVAE(cfg).state_dict(), weights)
+        tc = finetune_config(config, name, str(tmp_path), str(tmp_path / "m.parquet"), task, str(weights), vae)
+        assert tc.model.ecg_encoder == encoder and tc.model.ecg_kwargs["frozen"] is True
+        model = build_model(tc.model)
+        enc = model.ecg_encoder
+        assert isinstance(enc, SingleVAEECGEncoder) == (name == "beta-vae")
+        assert enc.out_dim == 8  # the paper head's hidden layer (head_hidden 8 in the tiny config)

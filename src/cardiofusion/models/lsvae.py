@@ -32,6 +32,15 @@ mean of the present leads' means, as the original code, or ``"fused"`` the fused
 ``loss = recon + beta * kl + align_weight * align`` with ``beta`` from :func:`beta_schedule` (linear to 1
 over ``beta_anneal_epochs`` epochs).
 
+Baselines (``fusion``, default ``"hime"``): ``"mopoe"`` (MoPoE, Sutter et al. 2021: an equal-weight
+mixture over every non-empty subset of the present leads of the product of that subset's experts with the
+prior expert, :func:`mopoe_posterior`; ``2**12 - 1`` subsets, computed as one matrix product) and
+``"single"`` (one :class:`LeadEncoder` over all leads as input channels -> one Gaussian, one decoder with a
+channel per lead; with ``beta_max > 1`` the single-encoder beta-VAE of Higgins et al. 2017; its fine-tuning
+face is :class:`SingleVAEECGEncoder`, registered as ``betavae``).  ``beta_max`` scales the annealed KL
+weight; ``free_bits`` (nats per latent dimension, :func:`kl_term`) floors each dimension's batch-mean KL in
+the loss against posterior collapse -- 0 by default, as the paper (which has none).
+
 ``reference_compat=True`` reproduces the public code instead (a regression anchor, not a recommendation):
 the prior expert is never used (it falls outside every group), PoE with ``eps = 1e-8`` added to the
 variances and to the fused variance, the "mixture" averages means and log-variances, one shared
@@ -87,12 +96,18 @@ __all__ = [
     "LeadDecoder",
     "LeadEncoder",
     "Posterior",
+    "SingleVAEECGEncoder",
     "alignment_loss",
     "beta_schedule",
     "build_lsvae",
     "gaussian_kl",
+    "gaussian_kl_dims",
     "hime_posterior",
+    "kl_term",
+    "lead_subsets",
     "mixture_of_gaussians",
+    "mixture_posterior",
+    "mopoe_posterior",
     "product_of_experts",
     "reference_posterior",
 ]
@@ -108,6 +123,7 @@ DEFAULT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"),
 )
 MIXTURES = ("moment", "param_avg", "sample")
+FUSIONS = ("hime", "mopoe", "single")
 DECODERS = ("per_lead", "conditioned")
 PRIORS = ("every_group", "first_group")
 ALIGN_TARGETS = ("lead_mean", "fused")
@@ -150,7 +166,7 @@ def conv_length(n: int, n_layers: int, kernel_size: int = 3) -> int:
 
 
 class LeadEncoder(nn.Module):
-    """One lead ``(N, 1, T)`` -> Gaussian posterior ``(mu, logvar)``, each ``(N, latent_dim)``.
+    """One lead ``(N, 1, T)`` (or ``in_channels`` leads) -> Gaussian posterior ``(mu, logvar)``, each ``(N, latent_dim)``.
 
     Stride-2 Conv1d + ReLU layers (``channels``), then either the whole map flattened (``pool_length=0``,
     the paper's design, input length fixed at ``n_samples``) or the map average-pooled to ``pool_length``
@@ -158,6 +174,7 @@ class LeadEncoder(nn.Module):
 
     Args:
         with_logvar: False builds only the mean layer (the fine-tuning face uses posterior means only).
+        in_channels: input channels (1: one lead; the single-encoder beta-VAE takes all its leads at once).
     """
 
     def __init__(
@@ -168,10 +185,11 @@ class LeadEncoder(nn.Module):
         n_samples: int = 5000,
         pool_length: int = 0,
         with_logvar: bool = True,
+        in_channels: int = 1,
     ):
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 1
+        c_in = int(in_channels)
         for c in channels:
             layers += [nn.Conv1d(c_in, c, kernel_size, stride=2, padding=kernel_size // 2), nn.ReLU()]
             c_in = c
@@ -213,10 +231,11 @@ class LeadDecoder(nn.Module):
     Linear to ``channels[-1] x n_samples / 2**len(channels)``, then ConvTranspose1d layers (kernel 4,
     stride 2, padding 1: each doubles the length) back through the channels in reverse to one channel,
     ReLU between them and none at the output (the paper's decoder for ``channels=(16, 32, 64)``).
+    ``out_channels`` > 1 (the single-encoder beta-VAE) gives ``(N, out_channels, n_samples)``.
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), latent_dim: int = 256, n_samples: int = 5000,
-                 cond_dim: int = 0):
+                 cond_dim: int = 0, out_channels: int = 1):
         super().__init__()
         n_up = len(channels)
         if n_samples % 2**n_up or n_samples < 2**n_up:
@@ -224,7 +243,8 @@ class LeadDecoder(nn.Module):
         self.length = n_samples // 2**n_up
         self.width = int(channels[-1])
         self.fc = nn.Linear(latent_dim + cond_dim, self.width * self.length)
-        rev = [*reversed([int(c) for c in channels]), 1]
+        rev = [*reversed([int(c) for c in channels]), int(out_channels)]
+        self.out_channels = int(out_channels)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
             layers.append(nn.ConvTranspose1d(a, b, 4, stride=2, padding=1))
@@ -234,7 +254,8 @@ class LeadDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.fc(z).view(z.shape[0], self.width, self.length)  # (N, C, T / 2**n)
-        return self.deconv(h).squeeze(1)  # (N, T)
+        out = self.deconv(h)  # (N, out_channels, T)
+        return out.squeeze(1) if self.out_channels == 1 else out
 
 
 class LSVAEHead(nn.Sequential):
@@ -247,9 +268,14 @@ class LSVAEHead(nn.Sequential):
 # --------------------------------------------------------------------------------------------------
 # Gaussian algebra: PoE, mixtures, KL
 # --------------------------------------------------------------------------------------------------
+def gaussian_kl_dims(mu: Tensor, logvar: Tensor) -> Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, 1))`` per dimension: ``(..., D) -> (..., D)``."""
+    return 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar)
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over the last dimension: ``(..., D) -> (...)``."""
-    return 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum(-1)
+    return gaussian_kl_dims(mu, logvar).sum(-1)
 
 
 def product_of_experts(mu: Tensor, logvar: Tensor, mask: Tensor | None = None, *, prior: bool = True
@@ -298,6 +324,7 @@ class Posterior:
         z: ``(B, D)`` the sample (the mean when not sampling).
         kl: ``(B,)`` KL to the prior of the distribution z was drawn from (``sample``: the bound
             ``sum_k w_k KL(q_k || p)``).
+        kl_dims: ``(B, D)`` the same per latent dimension (``kl`` is its sum; free bits use it).
         group_mu, group_logvar: ``(B, G, D)`` the per-group products.
         weights: ``(B, G)`` mixture weights.
         component: ``(B,)`` the group drawn per sample (``sample`` mode), else None.
@@ -310,6 +337,7 @@ class Posterior:
     group_mu: Tensor
     group_logvar: Tensor
     weights: Tensor
+    kl_dims: Tensor | None = None
     component: Tensor | None = None
 
 
@@ -349,17 +377,55 @@ def hime_posterior(
     none = ~has_t.any(dim=1, keepdim=True)  # rows with no lead: every group is the prior
     w = (has_t | none).to(mu.dtype)
     weights = w / w.sum(dim=1, keepdim=True)  # (B, G)
+    return mixture_posterior(group_mu, group_logvar, weights, mixture=mixture, sample=sample)
+
+
+def mixture_posterior(group_mu: Tensor, group_logvar: Tensor, weights: Tensor, *, mixture: str = "moment",
+                      sample: bool = True) -> Posterior:
+    """The fused :class:`Posterior` of a mixture of Gaussian experts ``(B, K, D)`` with weights ``(B, K)``
+    (rows sum to 1), sampled as ``mixture`` says (module docstring): the MoE level of HiME and of MoPoE."""
+    _choice(mixture, MIXTURES, "mixture")
     f_mu, f_lv = mixture_of_gaussians(group_mu, group_logvar, weights, "param_avg" if mixture == "param_avg" else "moment")
     if mixture != "sample":
-        return Posterior(f_mu, f_lv, _reparameterise(f_mu, f_lv, sample), gaussian_kl(f_mu, f_lv),
-                         group_mu, group_logvar, weights)
-    kl = (weights * gaussian_kl(group_mu, group_logvar)).sum(1)  # (B,) the bound sum_k w_k KL(q_k || p)
+        kl_dims = gaussian_kl_dims(f_mu, f_lv)
+        return Posterior(f_mu, f_lv, _reparameterise(f_mu, f_lv, sample), kl_dims.sum(-1),
+                         group_mu, group_logvar, weights, kl_dims)
+    kl_dims = (weights.unsqueeze(-1) * gaussian_kl_dims(group_mu, group_logvar)).sum(1)  # (B, D): sum_k w_k KL(q_k || p)
     if not sample:
-        return Posterior(f_mu, f_lv, f_mu, kl, group_mu, group_logvar, weights)
+        return Posterior(f_mu, f_lv, f_mu, kl_dims.sum(-1), group_mu, group_logvar, weights, kl_dims)
     component = torch.multinomial(weights.detach().float(), 1).squeeze(1)  # (B,)
-    rows = torch.arange(b, device=mu.device)
+    rows = torch.arange(group_mu.shape[0], device=group_mu.device)
     z = _reparameterise(group_mu[rows, component], group_logvar[rows, component], True)
-    return Posterior(f_mu, f_lv, z, kl, group_mu, group_logvar, weights, component)
+    return Posterior(f_mu, f_lv, z, kl_dims.sum(-1), group_mu, group_logvar, weights, kl_dims, component)
+
+
+def lead_subsets(n_leads: int) -> Tensor:
+    """Membership ``(2**n - 1, n)`` (float 0/1) of every non-empty subset of ``n`` leads (row ``s - 1`` = bits of ``s``)."""
+    if not 1 <= n_leads <= 16:
+        raise ConfigError(f"MoPoE enumerates every lead subset: 1 to 16 leads, got {n_leads}")
+    codes = torch.arange(1, 2**n_leads).unsqueeze(1)  # (S, 1)
+    return ((codes >> torch.arange(n_leads)) & 1).to(torch.float32)  # (S, n)
+
+
+def mopoe_posterior(mu: Tensor, logvar: Tensor, lead_mask: Tensor | None = None, *, mixture: str = "sample",
+                    sample: bool = True) -> Posterior:
+    """MoPoE (Sutter et al., 2021) of lead posteriors ``(B, L, D)``: an equal-weight mixture over every
+    non-empty subset of the present leads of the product of that subset's experts and the prior expert.
+
+    A subset holding an absent lead gets weight 0; with no lead present the posterior is the prior.  The
+    ``2**L - 1`` products come from one matrix product of the subset membership with the precisions.
+    """
+    b, n_leads, _ = mu.shape
+    mask = torch.ones(b, n_leads, dtype=torch.bool, device=mu.device) if lead_mask is None else lead_mask.bool()
+    member = lead_subsets(n_leads).to(device=mu.device, dtype=mu.dtype)  # (S, L)
+    prec = torch.exp(-logvar) * mask.unsqueeze(-1).to(mu.dtype)  # (B, L, D), absent experts out
+    total = torch.einsum("sl,bld->bsd", member, prec) + 1.0  # (B, S, D), + the prior expert
+    group_mu = torch.einsum("sl,bld->bsd", member, prec * mu) / total
+    # a subset counts when every member is present: (member - present) has no positive entry
+    full = ((member.unsqueeze(0) - mask.unsqueeze(1).to(mu.dtype)) <= 0).all(-1)  # (B, S)
+    none = ~full.any(dim=1, keepdim=True)  # no lead present: every subset is the prior, equal weights
+    w = (full | none).to(mu.dtype)
+    return mixture_posterior(group_mu, -torch.log(total), w / w.sum(1, keepdim=True), mixture=mixture, sample=sample)
 
 
 def reference_posterior(mu: Tensor, logvar: Tensor, groups: Sequence[Sequence[int]], *, sample: bool = True
@@ -376,8 +442,9 @@ def reference_posterior(mu: Tensor, logvar: Tensor, groups: Sequence[Sequence[in
     weights = torch.full(group_mu.shape[:2], 1.0 / len(groups), dtype=mu.dtype, device=mu.device)
     f_mu, f_lv = group_mu.mean(1), group_logvar.mean(1)
     # the KL the original optimises is on the averaged *encoder* parameters (see LSEMVAE.loss), not this one
-    return Posterior(f_mu, f_lv, _reparameterise(f_mu, f_lv, sample), gaussian_kl(f_mu, f_lv),
-                     group_mu, group_logvar, weights)
+    kl_dims = gaussian_kl_dims(f_mu, f_lv)
+    return Posterior(f_mu, f_lv, _reparameterise(f_mu, f_lv, sample), kl_dims.sum(-1),
+                     group_mu, group_logvar, weights, kl_dims)
 
 
 def alignment_loss(mu: Tensor, target: Tensor, lead_mask: Tensor | None = None) -> Tensor:
@@ -389,15 +456,27 @@ def alignment_loss(mu: Tensor, target: Tensor, lead_mask: Tensor | None = None) 
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
-def beta_schedule(epoch: int, anneal_epochs: int) -> float:
-    """KL weight at 0-based ``epoch``: ``min((epoch + 1) / anneal_epochs, 1)`` (1 throughout if ``anneal_epochs <= 0``).
+def beta_schedule(epoch: int, anneal_epochs: int, beta_max: float = 1.0) -> float:
+    """KL weight at 0-based ``epoch``: ``beta_max * min((epoch + 1) / anneal_epochs, 1)`` (``beta_max``
+    throughout if ``anneal_epochs <= 0``).
 
     The original code's ``min(epoch / 50, 1)`` with epochs counted from 1: 1/50 in the first epoch, 1 from
-    the 50th on.
+    the 50th on (``beta_max`` 1; a beta-VAE takes ``beta_max > 1``).
     """
     if anneal_epochs <= 0:
-        return 1.0
-    return min((int(epoch) + 1) / int(anneal_epochs), 1.0)
+        return float(beta_max)
+    return float(beta_max) * min((int(epoch) + 1) / int(anneal_epochs), 1.0)
+
+
+def kl_term(kl_dims: Tensor, free_bits: float = 0.0) -> Tensor:
+    """The KL term of the loss from per-dimension KLs ``(B, D)``: their batch mean summed over dimensions;
+    with ``free_bits`` > 0 each dimension's batch mean is floored at ``free_bits`` nats (Kingma et al. 2016,
+    "free bits"), so the optimiser gains nothing by pushing a dimension's KL below it (against posterior
+    collapse).  ``free_bits`` 0 is the plain KL (the paper)."""
+    per_dim = kl_dims.mean(0)  # (D,)
+    if free_bits > 0:
+        per_dim = per_dim.clamp_min(float(free_bits))
+    return per_dim.sum()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,7 +500,14 @@ class LSVAEConfig:
         mixture: ``"moment"`` | ``"param_avg"`` | ``"sample"`` (module docstring).
         align_target: ``"lead_mean"`` or ``"fused"``; ``align_weight`` its weight (0.1).
         recon_scale: factor on the summed squared reconstruction error (1e-3).
-        beta_anneal_epochs: KL weight rises linearly to 1 over this many epochs (:func:`beta_schedule`).
+        beta_anneal_epochs: KL weight rises linearly to ``beta_max`` over this many epochs (:func:`beta_schedule`).
+        beta_max: the KL weight after annealing (1: the paper; > 1: a beta-VAE).
+        free_bits: nats per latent dimension below which the KL term stops pulling (:func:`kl_term`); 0 (the
+            paper's plain KL) by default.
+        fusion: ``"hime"`` (the paper: PoE in ``groups``, MoE across), ``"mopoe"`` (baseline: mixture over
+            every subset of the present leads of their PoE with the prior; ``groups`` and ``prior`` unused) or
+            ``"single"`` (baseline: one encoder over all leads as channels -> one Gaussian, one decoder of all
+            leads; no lead posteriors, so no alignment term; with ``beta_max > 1`` the single-encoder beta-VAE).
         reference_compat: reproduce the original code's behaviour (module docstring).
     """
 
@@ -441,6 +527,9 @@ class LSVAEConfig:
     align_weight: float = 0.1
     recon_scale: float = 1e-3
     beta_anneal_epochs: int = 50
+    beta_max: float = 1.0
+    free_bits: float = 0.0
+    fusion: str = "hime"
     reference_compat: bool = False
 
     def __post_init__(self) -> None:
@@ -458,6 +547,15 @@ class LSVAEConfig:
         _choice(self.prior, PRIORS, "prior placement")
         _choice(self.mixture, MIXTURES, "mixture")
         _choice(self.align_target, ALIGN_TARGETS, "alignment target")
+        _choice(self.fusion, FUSIONS, "LS-EMVAE fusion")
+        if self.reference_compat and self.fusion != "hime":
+            raise ConfigError(f"reference_compat reproduces the original HiME code; fusion must be hime, not {self.fusion}")
+        if self.reference_compat and self.free_bits:
+            raise ConfigError("reference_compat reproduces the original code's plain KL: free_bits must be 0")
+        if self.fusion == "mopoe" and self.prior != "every_group":
+            raise ConfigError("MoPoE puts the prior expert into every subset's product: prior must be every_group")
+        if not (float(self.beta_max) > 0 and float(self.free_bits) >= 0):
+            raise ConfigError(f"beta_max must be > 0 and free_bits >= 0; got {self.beta_max}, {self.free_bits}")
         if self.n_samples < 8 or self.kernel_size < 1:
             raise ConfigError(f"bad LS-EMVAE n_samples / kernel_size: {self.n_samples} / {self.kernel_size}")
         self.architecture()  # validates
@@ -523,13 +621,25 @@ class LSEMVAE(nn.Module):
         ch, d = arch["channels"], int(arch["latent_dim"])
         self.leads = config.leads
         self.latent_dim = d
-        self.encoders = nn.ModuleDict({
-            lead: LeadEncoder(ch, config.kernel_size, d, config.n_samples, arch["pool_length"]) for lead in self.leads
-        })
+        self.encoders: nn.ModuleDict | None = None
+        self.encoder: LeadEncoder | None = None
         self.decoders: nn.ModuleDict | None = None
         self.decoder: LeadDecoder | None = None
         self.lead_embedding: nn.Embedding | None = None
-        if config.reference_compat:
+        if config.fusion == "single":
+            self.encoder = LeadEncoder(ch, config.kernel_size, d, config.n_samples, arch["pool_length"],
+                                       in_channels=len(self.leads))
+            self.decoder = LeadDecoder(ch, d, config.n_samples, out_channels=len(self.leads))
+            # the input channels' leads, saved with the weights so a fine-tuning face takes its leads' by name
+            self.register_buffer("input_leads", torch.tensor([CANONICAL_LEADS.index(lead) for lead in self.leads]))
+        else:
+            self.encoders = nn.ModuleDict({
+                lead: LeadEncoder(ch, config.kernel_size, d, config.n_samples, arch["pool_length"])
+                for lead in self.leads
+            })
+        if config.fusion == "single":
+            pass  # built above
+        elif config.reference_compat:
             self.decoder = LeadDecoder(ch, d, config.n_samples)
         elif config.decoder == "per_lead":
             self.decoders = nn.ModuleDict({lead: LeadDecoder(ch, d, config.n_samples) for lead in self.leads})
@@ -553,9 +663,13 @@ class LSEMVAE(nn.Module):
         return lead_mask.bool()
 
     def encode(self, x: Tensor, lead_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Lead posteriors ``(mu, logvar)``, each ``(B, L, D)``; absent rows are zeroed before encoding."""
+        """Lead posteriors ``(mu, logvar)``, each ``(B, L, D)``; absent rows are zeroed before encoding
+        (``fusion="single"``: the one posterior of all leads, ``(B, 1, D)``)."""
         mask = self._check(x, lead_mask)
         x = torch.where(mask.unsqueeze(-1), x, torch.zeros_like(x))
+        if self.encoder is not None:
+            mu, logvar = self.encoder(x)
+            return mu.unsqueeze(1), logvar.unsqueeze(1)
         out = [self.encoders[lead](x[:, i : i + 1]) for i, lead in enumerate(self.leads)]
         return torch.stack([m for m, _ in out], 1), torch.stack([lv for _, lv in out], 1)  # (B, L, D)
 
@@ -563,6 +677,8 @@ class LSEMVAE(nn.Module):
         """Reconstructions ``(B, L, T)`` of every lead from ``z`` ``(B, D)``."""
         if self.decoders is not None:
             return torch.stack([self.decoders[lead](z) for lead in self.leads], 1)
+        if self.encoder is not None:  # single encoder: one decoder with a channel per lead
+            return self.decoder(z)
         if self.lead_embedding is None:  # reference_compat: one unconditioned decoder, the same output per lead
             return self.decoder(z).unsqueeze(1).expand(-1, len(self.leads), -1)
         b, n = z.shape[0], len(self.leads)
@@ -579,6 +695,13 @@ class LSEMVAE(nn.Module):
         cfg = self.config
         if cfg.reference_compat:
             post = reference_posterior(mu, logvar, self.groups, sample=sample)
+        elif cfg.fusion == "single":
+            m, lv = mu[:, 0], logvar[:, 0]
+            kl_dims = gaussian_kl_dims(m, lv)
+            post = Posterior(m, lv, _reparameterise(m, lv, sample), kl_dims.sum(-1), mu, logvar,
+                             torch.ones(mu.shape[:2], dtype=dtype, device=mu.device), kl_dims)
+        elif cfg.fusion == "mopoe":
+            post = mopoe_posterior(mu, logvar, mask, mixture=cfg.mixture, sample=sample)
         else:
             post = hime_posterior(mu, logvar, self.groups, mask, prior=cfg.prior, mixture=cfg.mixture, sample=sample)
         return LSVAEOutput(mu, logvar, post, self.decode(post.z), mask)
@@ -599,13 +722,18 @@ class LSEMVAE(nn.Module):
             m = output.lead_mask
             recon = (sq * m.to(dtype)).sum() * cfg.recon_scale / b
             kl = output.posterior.kl.to(dtype).mean()
-            if cfg.align_target == "fused":
+            if cfg.fusion == "single":  # one posterior: nothing to align
+                target = None
+            elif cfg.align_target == "fused":
                 target = output.posterior.mu.to(dtype)
             else:
                 w = m.to(dtype).unsqueeze(-1)
                 target = (mu * w).sum(1) / w.sum(1).clamp_min(1.0)
-            align = alignment_loss(mu, target, m)
-        total = recon + beta * kl + cfg.align_weight * align
+            align = alignment_loss(mu, target, m) if target is not None else kl.new_zeros(())
+        if cfg.free_bits > 0:  # the plain KL is still the logged ``kl``; the loss uses the floored one
+            total = recon + beta * kl_term(output.posterior.kl_dims.to(dtype), cfg.free_bits) + cfg.align_weight * align
+        else:
+            total = recon + beta * kl + cfg.align_weight * align
         return {"loss": total, "recon": recon, "kl": kl, "align": align,
                 "beta": torch.as_tensor(float(beta), dtype=dtype, device=x.device)}
 
@@ -661,11 +789,12 @@ class LSVAEECGEncoder(nn.Module):
         a = resolve_arch(arch, channels=channels, latent_dim=latent_dim, pool_length=pool_length)
         self.latent_dim = int(a["latent_dim"])
         self.encoders = nn.ModuleDict({
-            lead: LeadEncoder(a["channels"], kernel_size, self.latent_dim, n_samples, a["pool_length"], with_logvar=False)
-            for lead in self.leads
+            name: LeadEncoder(a["channels"], kernel_size, self.latent_dim, n_samples, a["pool_length"],
+                              with_logvar=False, in_channels=n_in)
+            for name, n_in in self._encoder_inputs().items()
         })
         self.lead_maps = nn.Identity()  # Grad-CAM hook point
-        means = len(self.leads) * self.latent_dim
+        means = len(self.encoders) * self.latent_dim
         self.project = (nn.Sequential(nn.Linear(means, head_hidden), nn.ReLU(), nn.Dropout(dropout))
                         if head_hidden else None)
         self.out_dim = int(head_hidden) if head_hidden else means
@@ -677,6 +806,10 @@ class LSVAEECGEncoder(nn.Module):
         if self.frozen:
             self.encoders.requires_grad_(False)
             self.encoders.eval()
+
+    def _encoder_inputs(self) -> dict[str, int]:
+        """Encoder name -> its input channels: one single-channel encoder per lead."""
+        return {lead: 1 for lead in self.leads}
 
     def train(self, mode: bool = True) -> LSVAEECGEncoder:
         super().train(mode)
@@ -720,12 +853,17 @@ class LSVAEECGEncoder(nn.Module):
         enc.load_vae_weights(vae)
         return enc
 
-    def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """Posterior means ``(B, L, D)``; absent leads (``lead_mask`` False) give zeros whatever their rows hold."""
+    def _masked_input(self, x: Tensor, lead_mask: Tensor | None) -> Tensor:
+        """``x`` ``(B, L, T)`` checked against this encoder's leads, absent leads' rows zeroed."""
         if x.dim() != 3 or x.shape[1] != len(self.leads):
             raise ConfigError(f"ECG input must be (B, {len(self.leads)}, T) for leads {self.leads}; got {tuple(x.shape)}")
         if lead_mask is not None:
             x = torch.where(lead_mask.bool().unsqueeze(-1), x, torch.zeros_like(x))
+        return x
+
+    def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """Posterior means ``(B, L, D)``; absent leads (``lead_mask`` False) give zeros whatever their rows hold."""
+        x = self._masked_input(x, lead_mask)
         maps = torch.stack([self.encoders[lead].features(x[:, i : i + 1]) for i, lead in enumerate(self.leads)], 1)
         b, n, c, t = maps.shape  # (B, L, C, T')
         maps = maps.reshape(b * n, c, t)  # (B * L, C, T')
@@ -743,6 +881,67 @@ class LSVAEECGEncoder(nn.Module):
         return feat if self.project is None else self.project(feat)
 
 
+class SingleVAEECGEncoder(LSVAEECGEncoder):
+    """The single-encoder (beta-)VAE baseline's encoder as an ECG encoder: ``(B, L, T)`` -> its posterior mean
+    ``(B, latent_dim)`` (optionally through the paper head's hidden layer, as :class:`LSVAEECGEncoder`).
+
+    One :class:`LeadEncoder` takes the leads as input channels.  Weights come from an :class:`LSEMVAE` with
+    ``fusion="single"`` by lead name: its first convolution keeps the input columns of this encoder's leads
+    (the VAE saves its input leads as ``input_leads``), which is exactly the VAE's encoder with the other
+    leads absent (zero), the way the VAE sees a record lacking them.  ``gradcam_layer`` activations are the
+    first convolution's per-lead parts ``(B * L, C, T')`` (see :meth:`lead_means`).
+    """
+
+    def _encoder_inputs(self) -> dict[str, int]:
+        return {"all": len(self.leads)}
+
+    def load_vae_weights(self, source: LSEMVAE | Mapping[str, Tensor]) -> list[str]:
+        """Load from a single-encoder VAE (or its state dict), keeping the first convolution's columns of this
+        encoder's leads; :class:`ConfigError` if the source is not one, lacks a lead or shapes differ."""
+        state = source.state_dict() if isinstance(source, nn.Module) else source
+        if "input_leads" not in state or not any(k.startswith("encoder.") for k in state):
+            raise ConfigError("the pretrained VAE is not a single-encoder VAE (fusion: single): no 'encoder.' weights "
+                              "and 'input_leads'")
+        have = [CANONICAL_LEADS[int(i)] for i in state["input_leads"].tolist()]
+        missing = [lead for lead in self.leads if lead not in have]
+        if missing:
+            raise ConfigError(f"the pretrained single-encoder VAE has no input for lead(s) {', '.join(missing)} "
+                              f"(has {', '.join(have)})")
+        cols = torch.as_tensor([have.index(lead) for lead in self.leads])
+        own: dict[str, Tensor] = {}
+        for key, value in state.items():
+            if key.startswith("encoder.") and not key.startswith("encoder.fc_logvar."):
+                name = key[len("encoder."):]
+                own[name] = value[:, cols] if name == "conv.0.weight" else value
+        try:
+            self.encoders["all"].load_state_dict(own, strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"pretrained single-encoder VAE does not fit: {' '.join(str(e).split())[:300]}") from None
+        return list(self.leads)
+
+    def lead_means(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """The posterior mean ``(B, 1, D)`` of all leads together (absent leads zeroed).
+
+        The first convolution is linear in its input channels, so it is computed as the sum of one grouped
+        convolution per lead (exactly the same result); those per-lead maps ``(B * L, C, T')`` are the
+        ``gradcam_layer`` activations, which gives per-lead Grad-CAM like every other ECG encoder.
+        """
+        x = self._masked_input(x, lead_mask)
+        enc = self.encoders["all"]
+        first: nn.Conv1d = enc.conv[0]
+        b, n = x.shape[:2]
+        c = first.out_channels
+        w = first.weight.transpose(0, 1).reshape(n * c, 1, -1)  # (L * C, 1, k), lead-major
+        per = nn.functional.conv1d(x, w, stride=first.stride, padding=first.padding, groups=n)  # (B, L * C, T')
+        per = per.reshape(b * n, c, -1)  # (B * L, C, T')
+        if self.frozen and not self.training and torch.is_grad_enabled():
+            per = per.detach().requires_grad_()
+        per = self.lead_maps(per).view(b, n, c, -1)
+        h = per.sum(1) + first.bias.view(1, -1, 1)  # = first(x)
+        maps = enc.conv[1:](h)  # (B, C', T'')
+        return enc.head(maps)[0].unsqueeze(1)  # (B, 1, D)
+
+
 @register_ecg_encoder("lsvae")
 def lsvae(leads: Sequence[str] = CANONICAL_LEADS, **kw: Any) -> LSVAEECGEncoder:
     """lsvae: LS-EMVAE lead encoders as an ECG encoder (default ``arch="small"``; ``arch="paper"`` for the
@@ -754,3 +953,10 @@ def lsvae(leads: Sequence[str] = CANONICAL_LEADS, **kw: Any) -> LSVAEECGEncoder:
 def lsvae_tiny(leads: Sequence[str] = CANONICAL_LEADS, **kw: Any) -> LSVAEECGEncoder:
     """lsvae_tiny: the tiny LS-EMVAE encoders (tests)."""
     return LSVAEECGEncoder(leads, **{"arch": "tiny", **kw})
+
+
+@register_ecg_encoder("betavae")
+def betavae(leads: Sequence[str] = CANONICAL_LEADS, **kw: Any) -> SingleVAEECGEncoder:
+    """betavae: the single-encoder (beta-)VAE baseline's encoder (one encoder over all leads as channels;
+    default ``arch="small"``), weights taken by lead name from an LS-EMVAE built with ``fusion="single"``."""
+    return SingleVAEECGEncoder(leads, **kw)

@@ -22,10 +22,14 @@ Steps (every one reused when finished and unchanged, resumed when interrupted):
 Models (``models``; :data:`MODELS`): ``ls-emvae`` (HiME VAE, encoders frozen by default, the paper's head),
 ``no-align`` (alignment weight 0), ``no-moe`` (one group of all leads: a product of all leads = MVAE),
 ``no-poe`` (one group per lead, moment-matched mixture), ``mmvae`` (one group per lead, sampled mixture:
-MMVAE), ``no-pretrain`` (the same encoders and head trained from scratch), ``ls-emvae-12`` (fine-tuned on
-all 12 leads), ``reference-compat`` (the original code's behaviour) and ``resnet`` (the library's supervised
-1-D ResNet + transformer ECG encoder ``resnet_encoder`` from scratch on the same leads).  Not offered:
-MoPoE (a mixture over all lead subsets) and a single-encoder beta-VAE.
+MMVAE), ``mopoe`` (MoPoE: a sampled mixture over every subset of the leads of their product with the prior),
+``beta-vae`` (one encoder over all 12 leads as channels, one decoder, KL weight annealed to
+:data:`BETA_VAE_BETA`; fine-tuned through the registered ``betavae`` encoder, which keeps the first
+convolution's columns of the fine-tuning leads), ``no-pretrain`` (the same encoders and head trained from
+scratch), ``ls-emvae-12`` (fine-tuned on all 12 leads), ``reference-compat`` (the original code's behaviour)
+and ``resnet`` (the library's supervised 1-D ResNet + transformer ECG encoder ``resnet_encoder`` from
+scratch on the same leads).  Every VAE variant takes the recipe's ``vae`` settings (e.g. ``free_bits``)
+under its own overrides.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ from .steps import Stopwatch, ensure_cache, ensure_pretrain, ensure_run, resolve
 #: The reference model of the comparisons.
 REFERENCE = "ls-emvae"
 
+#: The single-encoder beta-VAE baseline's final KL weight (> 1; 4 is a common choice since Higgins et al. 2017).
+BETA_VAE_BETA = 4.0
+
 #: Model name -> VAE overrides of its pretraining (None: no pretraining) and fine-tuning settings.
 MODELS: dict[str, dict[str, Any]] = {
     "ls-emvae": {"vae": {}},
@@ -55,12 +62,15 @@ MODELS: dict[str, dict[str, Any]] = {
     "no-moe": {"vae": {"groups": [list(CANONICAL_LEADS)]}},
     "no-poe": {"vae": {"groups": [[lead] for lead in CANONICAL_LEADS], "mixture": "moment"}},
     "mmvae": {"vae": {"groups": [[lead] for lead in CANONICAL_LEADS], "mixture": "sample"}},
+    "mopoe": {"vae": {"fusion": "mopoe", "mixture": "sample"}},
+    "beta-vae": {"vae": {"fusion": "single", "beta_max": BETA_VAE_BETA}},
     "reference-compat": {"vae": {"reference_compat": True}},
     "no-pretrain": {"vae": None, "frozen": False},
     "ls-emvae-12": {"vae": {}, "leads": list(CANONICAL_LEADS)},
     "resnet": {"vae": None, "encoder": "resnet"},
 }
-DEFAULT_MODELS = ["ls-emvae", "no-align", "no-moe", "no-poe", "mmvae", "no-pretrain", "ls-emvae-12", "resnet"]
+DEFAULT_MODELS = ["ls-emvae", "no-align", "no-moe", "no-poe", "mmvae", "mopoe", "beta-vae", "no-pretrain", "ls-emvae-12",
+                  "resnet"]
 
 
 @dataclass
@@ -74,6 +84,10 @@ class LSEMVAERecipeConfig(RecipeConfig):
         task: a built-in task name, a task YAML/JSON file or its mapping (binary or multiclass).
         restrict_to: keep only fine-tuning records with a 1 in any of these columns (``[HYP, NORM]`` with task
             column ``HYP``: HYP vs NORM); empty: all records.
+        records_per_patient: fine-tune on at most this many labelled records per patient, the earliest ECGs
+            first (0: all); pretraining still sees every ECG.
+        shared_dir: folder for the caches and pretrainings (default: the output folder), so runs of several
+            tasks with the same cohorts and VAE settings build and pretrain once.
         cache: :class:`~cardiofusion.transforms.decode.CacheConfig` settings of every cache (``fs``,
             ``duration_s``, ``baseline: lsvae_paper`` = the paper's named preprocessing).
         vae: :class:`~cardiofusion.models.lsvae.LSVAEConfig` settings of the LS-EMVAE (``arch``: ``small`` on
@@ -99,6 +113,8 @@ class LSEMVAERecipeConfig(RecipeConfig):
     pretrain_cohorts: list[str] = field(default_factory=list)
     task: Any = "ptbxl_lvh"
     restrict_to: list[str] = field(default_factory=list)
+    records_per_patient: int = 0
+    shared_dir: str = ""
     cache: dict[str, Any] = field(default_factory=lambda: {"fs": 100.0, "duration_s": 10.0,
                                                            "baseline": "lsvae_paper", "image_size": 32})
     vae: dict[str, Any] = field(default_factory=lambda: {"arch": "small", "beta_anneal_epochs": 10})
@@ -123,6 +139,8 @@ class LSEMVAERecipeConfig(RecipeConfig):
         if unknown:
             raise ConfigError(f"unknown ls-emvae model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
         self.models = [REFERENCE] + [m for m in dict.fromkeys(self.models) if m != REFERENCE]
+        if int(self.records_per_patient) < 0:
+            raise ConfigError(f"records_per_patient must be >= 0, got {self.records_per_patient}")
         if int(self.n_folds) < 3:
             raise ConfigError(f"n_folds must be at least 3, got {self.n_folds}")
 
@@ -149,10 +167,12 @@ def _variant_key(vae: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(vae, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def task_manifest(manifest: pd.DataFrame, task: Any, restrict_to: list[str], n_folds: int, seed: int) -> pd.DataFrame:
-    """The fine-tuning manifest: restricted to ``restrict_to`` records, unlabelled records dropped, a
-    ``label`` column for stratification when there is none (binary: the task label; multiclass: the class
-    index), and ``n_folds`` patient-grouped folds (the manifest's own ``fold`` column when it has that many)."""
+def task_manifest(manifest: pd.DataFrame, task: Any, restrict_to: list[str], n_folds: int, seed: int,
+                  records_per_patient: int = 0) -> pd.DataFrame:
+    """The fine-tuning manifest: restricted to ``restrict_to`` records, unlabelled records dropped, at most
+    ``records_per_patient`` records per patient (the earliest ECGs; 0: all), a ``label`` column for
+    stratification when there is none (binary: the task label; multiclass: the class index), and ``n_folds``
+    patient-grouped folds (the manifest's own ``fold`` column when it has that many)."""
     from ..evaluation.folds import fold_splits
 
     m = manifest.reset_index(drop=True).copy()
@@ -166,6 +186,10 @@ def task_manifest(manifest: pd.DataFrame, task: Any, restrict_to: list[str], n_f
     y = y if y.ndim == 1 else y[:, 0]
     m = m[np.isfinite(y)].reset_index(drop=True)
     y = y[np.isfinite(y)]
+    if records_per_patient > 0:
+        order = m.sort_values([c for c in ("patient_id", "ecg_datetime", "record_id") if c in m.columns], kind="stable")
+        keep = np.sort(order.groupby("patient_id", sort=False).head(int(records_per_patient)).index.to_numpy())
+        m, y = m.loc[keep].reset_index(drop=True), y[keep]
     if "label" not in m.columns:
         m["label"] = y
     if "fold" in m.columns:
@@ -204,7 +228,8 @@ def finetune_config(config: LSEMVAERecipeConfig, name: str, cache_dir: str, mani
               "frozen": bool(spec.get("frozen", config.frozen)) and weights is not None}
         if weights is not None:
             kw["pretrained"] = str(weights)
-        model = ModelConfig(fusion="ecg", ecg_encoder="lsvae", ecg_kwargs=kw, leads=leads)
+        encoder = "betavae" if v.fusion == "single" else "lsvae"  # the single-encoder VAE's face takes its leads' columns
+        model = ModelConfig(fusion="ecg", ecg_encoder=encoder, ecg_kwargs=kw, leads=leads)
     return TrainConfig.from_dict({**settings, "cache_dir": cache_dir, "manifest": manifest,
                                   "model": model.to_dict(), "preprocess": prep, "task": task.to_dict()})
 
@@ -292,6 +317,7 @@ def run_lsemvae(config: LSEMVAERecipeConfig, out_dir: str | os.PathLike, *, log:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    shared = Path(config.shared_dir) if config.shared_dir else out
     clock = Stopwatch()
     task = load_task(config.task)
     if task.kind not in ("binary", "multiclass"):
@@ -306,7 +332,7 @@ def run_lsemvae(config: LSEMVAERecipeConfig, out_dir: str | os.PathLike, *, log:
     caches: dict[Path, Path] = {}
     with clock("caches"):
         for i, manifest in enumerate(cohorts):
-            cdir = out / "caches" / f"{i}-{manifest.parent.name}"
+            cdir = shared / "caches" / f"{i}-{manifest.parent.name}"
             ensure_cache(manifest, cdir, cache_cfg, workers=config.workers, log=log)
             caches[manifest.resolve()] = cdir
             log(f"      {manifest} -> {cdir}")
@@ -324,11 +350,12 @@ def run_lsemvae(config: LSEMVAERecipeConfig, out_dir: str | os.PathLike, *, log:
         for key, vae in variants.items():
             pcfg = PretrainConfig.from_dict({**config.pretrain, "seed": config.seed, "sources": pre_sources,
                                              "vae": vae, "window_s": cache_cfg.duration_s})
-            pretrained[key] = ensure_pretrain(pcfg, out / "pretrain" / key, title=f"VAE {key}",
+            pretrained[key] = ensure_pretrain(pcfg, shared / "pretrain" / key, title=f"VAE {key}",
                                               progress=config.progress, log=log)
 
     log(f"[3/4] {config.n_folds}-fold cross-validation of {', '.join(config.models)}")
-    cohort = task_manifest(read_manifest(ft_manifest), task, config.restrict_to, config.n_folds, config.seed)
+    cohort = task_manifest(read_manifest(ft_manifest), task, config.restrict_to, config.n_folds, config.seed,
+                           config.records_per_patient)
     folds = cohort["fold"].astype(int)
     ft_cache = str(caches[ft_manifest.resolve()].resolve())
     actions: dict[str, str] = {f"pretrain/{k}": v.action for k, v in pretrained.items()}

@@ -83,7 +83,7 @@ class LSVAEPretrainModule(L.LightningModule):
 
     def beta(self) -> float:
         """The KL weight of the current epoch."""
-        return beta_schedule(self.current_epoch, self.vae_config.beta_anneal_epochs)
+        return beta_schedule(self.current_epoch, self.vae_config.beta_anneal_epochs, self.vae_config.beta_max)
 
     def _step(self, batch: dict[str, Any], stage: str, sample: bool) -> torch.Tensor | None:
         x, mask = self._inputs(batch)
