@@ -44,7 +44,8 @@ from .. import __version__
 from ..configfile import jsonable
 from ..errors import ConfigError
 from ..evaluation.formatting import format_ci, format_interval, format_value
-from .fusion_benchmark import BASELINES, BenchmarkConfig, criteria_tables, resolve_cxr_weights, train_config
+from .fusion_benchmark import (BASELINES, BenchmarkConfig, ceilings, criteria_tables, resolve_cxr_weights,
+                               train_config)
 from .registry import RecipeConfig, register_recipe
 from .steps import Stopwatch, ensure_cache, ensure_run, resolve_cohort
 
@@ -254,46 +255,6 @@ def branch_test_aurocs(branches: dict[str, Any], n_boot: int, seed: int) -> dict
         out[m] = {"auroc": auroc(y, s), "ci_low": float(lo), "ci_high": float(hi), "records": len(t),
                   "positives": int(np.nansum(y)), "unique_files": int(t["record_id"].nunique())}
     return out
-
-
-def ceilings(manifest: Path, branch_auc: dict[str, Any],
-             test_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any] | None:
-    """The pool-label ceiling (``pairing.json``) and the ideal combiner of the trained branches: from each
-    branch's AUROC on its whole held-out test pool, and (``test_tables``: the branches' scores on the paired test
-    split) from its AUROC for its own pool label on the paired test split's images, with the test split's
-    realised sensitivities / specificities."""
-    from ..adapters.stage_data import ideal_combiner_auroc
-
-    info_path = manifest.parent / "pairing.json"
-    if not info_path.is_file():
-        return None
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    rates = info["config"]
-    kw = {k: float(rates[k]) for k in ("sens_ecg", "spec_ecg", "sens_cxr", "spec_cxr")}
-    a_e, a_c = branch_auc["ecg"]["auroc"], branch_auc["cxr"]["auroc"]
-    out_paired = None
-    if test_tables is not None:
-        from ..training.evaluate import auroc
-
-        frame = pd.read_parquet(manifest)[["record_id", "ecg_label", "cxr_label"]]
-        frame["record_id"] = frame["record_id"].astype(str)
-        a = {}
-        for m, t in test_tables.items():
-            j = t[["record_id", "score"]].merge(frame, on="record_id")
-            a[m] = auroc(j[f"{m}_label"].to_numpy(float), j["score"].to_numpy(float))
-        real = info.get("realised", {}).get("test", {})
-        kw_t = {k: float(real.get(k, kw[k])) for k in kw}
-        out_paired = {"branch_auroc_on_test_images": a, "realised_test_rates": kw_t,
-                      "ecg_only": ideal_combiner_auroc(a["ecg"], None, **kw_t),
-                      "cxr_only": ideal_combiner_auroc(None, a["cxr"], **kw_t),
-                      "both": ideal_combiner_auroc(a["ecg"], a["cxr"], **kw_t)}
-    return {"pool_labels": info.get("oracle_auroc_from_pool_labels"), "trained_branches_on_paired_test": out_paired,
-            "trained_branches": {"ecg_only": ideal_combiner_auroc(a_e, None, **kw),
-                                 "cxr_only": ideal_combiner_auroc(None, a_c, **kw),
-                                 "both": ideal_combiner_auroc(a_e, a_c, **kw)},
-            "model": ("binormal branch scores with each branch's test-pool AUROC; the exact posterior of D under "
-                      "the pairing's sensitivities / specificities (simulated, 400,000 per class)"),
-            "pairing": kw}
 
 
 def _evaluate(config: TwoStageConfig, tables: dict[str, Any], manifest: Path, reference: str, out: Path,
