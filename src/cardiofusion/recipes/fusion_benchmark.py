@@ -82,6 +82,9 @@ class BenchmarkConfig:
             package when ``cxr_encoder`` is ``tf_efficientnet_lite0``, else none) or None (random init).
         ecg_lr: learning rate of the ECG-only run.
         cxr_lr: learning rate of the X-ray-only run.
+        cxr_rotation_deg / cxr_scale_range / cxr_translate_frac: X-ray training augmentation of every run that
+            sees X-rays (:class:`~cardiofusion.transforms.preprocess.PreprocessConfig` ``rotation_deg``,
+            ``scale_range``, ``translate_frac``: random rotation, zoom and shift; never a flip).
         fusion_lr: learning rate of every fusion run (early, late, each cooperative rho).
         batch_size: training batch size of every run.
         max_epochs: epochs per single-modality run (the cosine schedule spans them; early stopping on
@@ -108,6 +111,9 @@ class BenchmarkConfig:
     cxr_weights: str | None = "auto"
     ecg_lr: float = 1e-3
     cxr_lr: float = 3e-4
+    cxr_rotation_deg: float = 10.0
+    cxr_scale_range: float = 0.0
+    cxr_translate_frac: float = 0.0
     fusion_lr: float = 3e-4
     batch_size: int = 32
     max_epochs: int = 3
@@ -230,7 +236,8 @@ def train_config(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest
         model=ModelConfig(fusion=fusion, ecg_encoder=config.ecg_encoder, cxr_encoder=config.cxr_encoder,
                           cxr_pretrained=pretrained, rho=float(rho)),
         preprocess=PreprocessConfig(fs=config.fs, window_s=config.window_s, eval_stride_s=config.window_s,
-                                    image_size=config.image_size),
+                                    image_size=config.image_size, rotation_deg=config.cxr_rotation_deg,
+                                    scale_range=config.cxr_scale_range, translate_frac=config.cxr_translate_frac),
         batch_size=config.batch_size, lr=lr, max_epochs=epochs, patience=config.patience,
         t_max=epochs, pos_weight="balanced", seed=config.seed, num_workers=config.num_workers,
         accelerator=config.accelerator, init_from=dict(init_from or {}),

@@ -124,8 +124,9 @@ def _source(config: TwoStageConfig, modality: str, cohort_dir: Path) -> tuple[st
 
 
 def stage1(config: TwoStageConfig, manifest: Path, out: Path, *, log: Callable[[str], None],
-           command: str | None = None) -> dict[str, Any]:
-    """Branch cohorts, caches and runs; returns ``{m: {"cohort": BranchCohort, "cache": Path, "run": EnsuredRun}}``."""
+           command: str | None = None, modalities: tuple[str, ...] = ("ecg", "cxr")) -> dict[str, Any]:
+    """Branch cohorts, caches and runs of ``modalities``; returns
+    ``{m: {"cohort": BranchCohort, "cache": Path, "run": EnsuredRun}}``."""
     from ..adapters.stage_data import branch_cohort
     from ..cache import CacheConfig
 
@@ -133,7 +134,7 @@ def stage1(config: TwoStageConfig, manifest: Path, out: Path, *, log: Callable[[
     weights = resolve_cxr_weights(bench)
     cache_config = CacheConfig(fs=config.fs, duration_s=config.duration_s, image_size=config.image_size)
     out_by_m: dict[str, Any] = {}
-    for m in ("ecg", "cxr"):
+    for m in modalities:
         src, label = _source(config, m, manifest.parent)
         folder = out / "stage1" / m
         bc = branch_cohort(manifest, m, folder / "cohort", source=src, label_column=label)
