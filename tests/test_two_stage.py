@@ -7,6 +7,7 @@ from __future__ import annotations
 from conftest import build_tiny_cache, register_stand_in_encoders
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,40 @@ def test_two_stage_recipe_end_to_end(tiny, tmp_path):
     again: list[str] = []
     recipe.run(config, out, log=again.append)
     assert not any("training into" in line for line in again)
+
+
+def test_two_stage_cooperative_rho_tuned_with_optuna(tiny, tmp_path):
+    """rho_search: optuna -- one study per mode (tuning.tune), the best trial's run is the joint cooperative model."""
+    import optuna
+
+    from cardiofusion.recipes import get_recipe
+
+    recipe = get_recipe("two-stage")
+    config = recipe.config_cls.from_dict({
+        "cohort": str(tiny["manifest"]), "fs": FS, "duration_s": 4, "window_s": 2, "image_size": IMAGE,
+        "ecg_encoder": "two_stage_test_ecg", "cxr_encoder": "two_stage_test_cxr", "cxr_weights": None,
+        "max_epochs": 1, "branch_max_epochs": 1, "modes": ["finetune"], "fusions": ["cooperative"],
+        "rho_search": "optuna", "rho_trials": 3, "rho_range": [0.0, 2.0], "alternating": False,
+        "batch_size": 8, "ecg_lr": 1e-2, "cxr_lr": 1e-2, "fusion_lr": 1e-2, "n_boot": 20, "criteria": False})
+    out = tmp_path / "out"
+    info = recipe.run(config, out, log=lambda line: None)
+    res = info["stage2"]["cooperative"]
+    assert list(res["runs"]) == ["cooperative_optuna_finetune"] and res["chosen"] == "cooperative_optuna_finetune"
+    chosen = res["runs"]["cooperative_optuna_finetune"]
+    study = optuna.load_study(study_name="cardiofusion",
+                              storage="sqlite:///" + str(out / "stage2" / "cooperative_optuna_finetune" / "study.db"))
+    done = [t for t in study.trials if t.value is not None]
+    assert len(done) == 3 and all(0.0 <= t.params["rho"] <= 2.0 for t in done)
+    best = max(done, key=lambda t: t.value)
+    assert chosen["val_auroc"] == pytest.approx(best.value) and chosen["rho"] == pytest.approx(best.params["rho"])
+    cfg = (Path(chosen["run"]) / "config.yaml").read_text()
+    assert f"rho: {best.params['rho']}" in cfg and str((out / "stage1" / "ecg" / "run").resolve()) in cfg
+    row = next(r for r in info["models"] if r["model"] == "Cooperative (joint)")
+    assert row["val_auroc"] == pytest.approx(best.value)
+    with pytest.raises(ConfigError, match="rho_search"):
+        recipe.config_cls.from_dict({"rho_search": "random"})
+    with pytest.raises(ConfigError, match="rho_range"):
+        recipe.config_cls.from_dict({"rho_range": [1.0, 0.5]})
 
 
 # ------------------------------------------------------------------------------------------------

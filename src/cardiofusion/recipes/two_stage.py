@@ -69,6 +69,11 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
         branch_max_epochs: stage-1 epochs (early stopping with ``patience``); None: ``max_epochs``.
         ecg_branch_epochs / cxr_branch_epochs: per branch over ``branch_max_epochs``.
         fusions: stage-2 models (of ``early``, ``late``, ``cooperative``).
+        rho_search: how the joint cooperative model's rho is chosen per mode: ``grid`` (one run per ``rhos``) or
+            ``optuna`` (a study of ``rho_trials`` runs, rho drawn from ``rho_range`` by Optuna's TPE sampler,
+            :func:`cardiofusion.training.tuning.tune`; learning rate and batch size fixed); either way the
+            best validation AUROC is kept.
+        rho_trials / rho_range: the Optuna study's size and rho interval.
         modes: stage-2 training modes tried per model (of ``frozen``, ``warmup``, ``finetune``).
         alternating: fit the alternating cooperative model too.
         alternating_rhos / alternating_alphas: its grid (rho, ridge penalty), chosen on validation AUROC.
@@ -85,6 +90,9 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
     ecg_branch_epochs: int | None = None
     cxr_branch_epochs: int | None = None
     fusions: tuple[str, ...] = ("early", "late", "cooperative")
+    rho_search: str = "grid"
+    rho_trials: int = 8
+    rho_range: tuple[float, float] = (0.0, 1.0)
     modes: tuple[str, ...] = ("frozen", "finetune")
     alternating: bool = True
     alternating_rhos: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -99,6 +107,13 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
         bad = [f for f in self.fusions if f not in ("early", "late", "cooperative")]
         if bad or not self.fusions:
             raise ConfigError(f"two-stage: fusions must be some of early, late, cooperative, got {list(self.fusions)}")
+        if self.rho_search not in ("grid", "optuna"):
+            raise ConfigError(f"two-stage: rho_search must be grid or optuna, got {self.rho_search!r}")
+        self.rho_range = tuple(float(r) for r in self.rho_range)  # type: ignore[assignment]
+        if len(self.rho_range) != 2 or not 0 <= self.rho_range[0] <= self.rho_range[1]:
+            raise ConfigError(f"two-stage: rho_range must be [low, high] with 0 <= low <= high, got {self.rho_range}")
+        if int(self.rho_trials) < 1:
+            raise ConfigError(f"two-stage: rho_trials must be >= 1, got {self.rho_trials}")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ConfigError(f"two-stage: modes must be some of {', '.join(MODES)}, got {list(self.modes)}")
@@ -168,6 +183,13 @@ def stage2(config: TwoStageConfig, manifest: Path, cache: Path, branches: dict[s
     for fusion in config.fusions:
         rhos = config.rhos if fusion == "cooperative" else (0.5,)
         runs: dict[str, Any] = {}
+        if fusion == "cooperative" and config.rho_search == "optuna":
+            rhos = ()
+            for mode in config.modes:
+                base = _mode_config(train_config(bench, cache, manifest, fusion, rho=config.rho_range[0],
+                                                 init_from=init), mode)
+                runs[f"cooperative_optuna_{mode}"] = _rho_study(config, base, mode,
+                                                                out / "stage2" / f"cooperative_optuna_{mode}", log)
         for rho in rhos:
             for mode in config.modes:
                 key = (f"cooperative_rho{rho:g}_{mode}" if fusion == "cooperative" else f"{fusion}_{mode}")
@@ -185,6 +207,28 @@ def stage2(config: TwoStageConfig, manifest: Path, cache: Path, branches: dict[s
             + f" -> {chosen}")
         result[fusion] = {"runs": runs, "chosen": chosen}
     return result
+
+
+def _rho_study(config: TwoStageConfig, base: Any, mode: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The joint cooperative model's rho tuned by an Optuna study (resumed when re-run); its best trial's run."""
+    from ..training.tuning import TuneConfig, tune
+
+    study = TuneConfig(base=base, n_trials=int(config.rho_trials), rho_range=config.rho_range,
+                       batch_sizes=(int(base.batch_size),), lr_range=(float(base.lr), float(base.lr)), pruner="none",
+                       n_startup_trials=min(int(config.rho_trials), 4), seed=config.seed)
+    result = tune(study, out, progress=config.progress, log=lambda line: log(f"      [optuna {mode}] {line}"))
+    if result.best_run_dir is None:
+        raise ConfigError(f"two-stage: no trial of the cooperative rho study in {out} has a validation AUROC")
+    trials = [{"rho": t.params.get("rho"), "val_auroc": t.value, "run": t.user_attrs.get("run_dir")}
+              for t in result.study.get_trials(deepcopy=False) if t.value is not None]
+    return {"val_auroc": float(result.best_value), "run": result.best_run_dir, "mode": mode,
+            "rho": float(result.best_params["rho"]), "best_epoch": _best_epoch(result),
+            "optuna": {"study": str(out), "trials": trials}}
+
+
+def _best_epoch(result: Any) -> int | None:
+    trial = next((t for t in result.study.get_trials(deepcopy=False) if t.number == result.best_number), None)
+    return None if trial is None else trial.user_attrs.get("best_epoch")
 
 
 def _score_tables(run_dir: Path, manifest: Path, cache: Path, out: Path) -> Path:
