@@ -12,7 +12,9 @@
 3. **stage 2** -- on the paired cohort: early, late and cooperative (every ``rhos``) models warm-started from
    the two branches, each in every ``modes`` (``frozen``: encoders frozen, only the fusion head trains;
    ``warmup``: head alone for half the epochs, then everything; ``finetune``: everything); per model the
-   mode (and rho) of the highest validation AUROC is kept.  The **alternating** cooperative fit
+   mode (and rho) of the highest validation AUROC is kept; the joint cooperative rho comes from the grid
+   ``rhos`` or (``rho_search: optuna``) from an Optuna study per mode
+   (:func:`cardiofusion.training.tuning.tune`).  The **alternating** cooperative fit
    (:func:`cardiofusion.training.alternating.fit_alternating`, Ding et al.'s one-view-at-a-time algorithm on
    the branches' frozen features, rho and ridge penalty chosen on validation) is fitted beside it, and the
    cooperative model that validates better is the recipe's ``Cooperative``;
