@@ -155,7 +155,8 @@ def test_two_stage_recipe_end_to_end(tiny, tmp_path):
     assert set(pred["record_id"]) <= test_ids
     names = [r["model"] for r in info["models"]]
     assert names == ["ECG only", "X-ray only", "Late fusion", "Cooperative (joint)",
-                     "Cooperative (alternating)"]
+                     "Cooperative (alternating)", "Oracle (planted ECG signs)", "Oracle (planted X-ray signs)",
+                     "Oracle (planted signs, both)"]
     ref = info["best_single_modality"]
     for r in info["models"]:
         y, s = pred["label"].to_numpy(), pred[f"{r['model']}:score"].to_numpy()
@@ -166,6 +167,32 @@ def test_two_stage_recipe_end_to_end(tiny, tmp_path):
             assert d["difference"] == pytest.approx(r["auroc"] - ref_auc, abs=1e-12)
             assert d["ci_low"] <= d["ci_high"]
     assert (out / "table.md").read_text().startswith("### Two-stage reference method")
+    # the planted-sign oracle: a logistic regression on the export's ground truth fitted on the train split
+    # (scikit-learn's, same L2 penalty), and the kept cooperative model's paired differences against every model
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cardiofusion.synth.oracle import CXR_FEATURES, ECG_FEATURES, oracle_features
+
+    gt = tiny["root"] / "export" / "ground_truth"
+    keys = ["record_id", "split", "label", "ecg_exam_id", "cxr_exam_id"]
+    feats = oracle_features(paired[keys].astype({"ecg_exam_id": str, "cxr_exam_id": str}),
+                            pd.read_csv(gt / "ecg_exams.csv", dtype={"exam_id": str}),
+                            pd.read_csv(gt / "cxr_exams.csv", dtype={"exam_id": str}))
+    train, test = feats[feats["split"] == "train"], feats[feats["split"] == "test"]
+    cols = list(ECG_FEATURES + CXR_FEATURES)
+    scaler = StandardScaler().fit(train[cols])
+    lr = LogisticRegression(C=100.0, max_iter=10000, tol=1e-10).fit(scaler.transform(train[cols]), train["label"])
+    test = test.assign(ref=lr.decision_function(scaler.transform(test[cols]))).set_index("record_id")
+    row = next(r for r in info["models"] if r["model"] == "Oracle (planted signs, both)")
+    assert np.corrcoef(test.loc[pred["record_id"], "ref"], pred[f"{row['model']}:score"])[0, 1] > 0.999
+    assert row["auroc"] == pytest.approx(roc_auc_score(test.loc[pred["record_id"], "label"],
+                                                       test.loc[pred["record_id"], "ref"]), abs=1e-9)
+    kept = info["cooperative_kept"]
+    auc = {r["model"]: r["auroc"] for r in info["models"]}
+    assert set(info["cooperative_kept_minus"]) == set(auc) - {kept}
+    for name, d in info["cooperative_kept_minus"].items():
+        assert d["difference"] == pytest.approx(auc[kept] - auc[name], abs=1e-12) and d["ci_low"] <= d["ci_high"]
 
     # a re-run trains nothing
     again: list[str] = []

@@ -44,8 +44,8 @@ import pandas as pd
 
 from .. import __version__
 from ..configfile import jsonable
-from ..errors import ConfigError
-from ..evaluation.formatting import format_ci, format_interval, format_value
+from ..errors import ConfigError, ReadError
+from ..evaluation.formatting import format_ci, format_interval, format_p, format_value
 from .fusion_benchmark import (BASELINES, BenchmarkConfig, ceilings, criteria_tables, resolve_cxr_weights,
                                train_config)
 from .registry import RecipeConfig, register_recipe
@@ -80,6 +80,11 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
         alternating: fit the alternating cooperative model too.
         alternating_rhos / alternating_alphas: its grid (rho, ridge penalty), chosen on validation AUROC.
         criteria: evaluate the Sokolow-Lyon and Cornell voltages too (needs real 12-lead voltages in mV).
+        oracle: a synthetic export's ``ground_truth`` folder: its planted-sign oracle
+            (:func:`cardiofusion.synth.oracle.oracle_scores`, logistic regressions on the planted ECG signs, X-ray
+            signs and both, fitted on the cohort's training split) is evaluated beside the models, so that every
+            model's test AUROC has a paired difference against it; ``auto``: ``ground_truth`` beside the folder
+            of the cohort's ECG files when there is one; None: no oracle.
         progress: progress bars (one per stage's run).
     """
 
@@ -100,6 +105,7 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
     alternating_rhos: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     alternating_alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     criteria: bool = True
+    oracle: str | None = "auto"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -323,6 +329,50 @@ def _evaluate(config: TwoStageConfig, tables: dict[str, Any], manifest: Path, re
     return evaluation, donor
 
 
+ORACLE_NAMES = {"ecg": "Oracle (planted ECG signs)", "cxr": "Oracle (planted X-ray signs)",
+                "both": "Oracle (planted signs, both)"}
+
+
+def oracle_tables(config: TwoStageConfig, frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The synthetic export's planted-sign oracle as score tables ``{name: (val, test)}`` (``oracle`` setting)."""
+    from ..synth.oracle import oracle_scores
+
+    folder = config.oracle
+    if folder in (None, "", "none"):
+        return {}
+    if folder == "auto":
+        paths = frame["ecg_path"].dropna().astype(str)
+        folder = str(Path(paths.iloc[0]).parent.parent / "ground_truth") if len(paths) else ""
+        if not (Path(folder) / "ecg_exams.csv").is_file():
+            return {}
+    gt = Path(folder)
+    truth = {}
+    for m in ("ecg", "cxr"):
+        path = gt / f"{m}_exams.csv"
+        if not path.is_file():
+            raise ReadError(path, "no ground-truth table (oracle: give a synthetic export's ground_truth folder)")
+        truth[m] = pd.read_csv(path, dtype={"exam_id": str, "patient_id": str})
+    cols = ["record_id", "patient_id", "split", "label", "ecg_exam_id", "cxr_exam_id"]
+    try:
+        scores = oracle_scores(frame[cols].astype({"ecg_exam_id": str, "cxr_exam_id": str}), truth["ecg"],
+                               truth["cxr"])
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"oracle: the ground truth in {gt} does not fit this cohort ({e})") from None
+    scores = scores.astype({"record_id": str, "patient_id": str})
+    return {name: tuple(scores.loc[scores["split"] == s, ["record_id", "patient_id", "label", m]]
+                        .rename(columns={m: "score"}).reset_index(drop=True) for s in ("val", "test"))
+            for m, name in ORACLE_NAMES.items()}
+
+
+def difference(evaluation: Any, a: str, b: str) -> dict[str, float]:
+    """Model ``a``'s test AUROC minus model ``b``'s, with the paired bootstrap CI of the evaluation."""
+    if f"{a} vs {b}" in evaluation.comparisons:
+        d = evaluation.comparisons[f"{a} vs {b}"].differences["auroc"]
+        return {"difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high, "bootstrap_p": d.p_value}
+    d = evaluation.comparisons[f"{b} vs {a}"].differences["auroc"]
+    return {"difference": -d.difference, "ci_low": -d.ci_high, "ci_high": -d.ci_low, "bootstrap_p": d.p_value}
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"record_id": str, "patient_id": str})
 
@@ -381,14 +431,18 @@ def run_two_stage(config: TwoStageConfig, out_dir: str | os.PathLike, *, log: Ca
             tables[NAMES["alternating"]] = (_read_table(folder / "val_scores.csv"),
                                             _read_table(folder / "scores_test.csv"))
             val_auroc[NAMES["alternating"]] = alt["chosen"]["val_auroc"]
+        for name, (v, t) in oracle_tables(config, frame).items():
+            tables[name] = (v, t)
+            val_auroc[name] = auroc(v["label"].to_numpy(), v["score"].to_numpy())
         best_single = max((NAMES["ecg"], NAMES["cxr"]), key=lambda n: val_auroc[n])
         evaluation, donor = _evaluate(config, tables, manifest, best_single, out, pseudo)
         branch_auc = branch_test_aurocs(branches, config.n_boot, config.seed)
         ceiling = ceilings(manifest, branch_auc, {m: tables[NAMES[m]][1] for m in ("ecg", "cxr")}) if pseudo else None
-    coop_kept = None
+    coop_kept, coop_vs = None, None
     if "cooperative" in fused or alt is not None:
         cands = {n: val_auroc[n] for n in (NAMES["cooperative"], NAMES["alternating"]) if n in val_auroc}
         coop_kept = max(cands, key=lambda n: cands[n])
+        coop_vs = {n: difference(evaluation, coop_kept, n) for n in tables if n != coop_kept}
     test = frame[frame["split"] == "test"]
     data = {
         "paired_cohort": {"manifest": str(manifest.resolve()), "pseudo_paired": pseudo,
@@ -403,7 +457,7 @@ def run_two_stage(config: TwoStageConfig, out_dir: str | os.PathLike, *, log: Ca
     }
     rows = _rows(tables, evaluation, donor, best_single, val_auroc)
     info = {"recipe": "two-stage", "config": jsonable(config.to_dict()), "data": data, "stage2": fused,
-            "alternating": alt, "cooperative_kept": coop_kept,
+            "alternating": alt, "cooperative_kept": coop_kept, "cooperative_kept_minus": coop_vs,
             "joint_vs_late_on_validation": ({"cooperative_joint": val_auroc.get(NAMES["cooperative"]),
                                               "late": val_auroc.get(NAMES["late"]),
                                               "alternating": val_auroc.get(NAMES["alternating"])}),
@@ -477,8 +531,15 @@ def _table_md(info: dict[str, Any], pseudo: bool) -> str:
         f"{m} AUROC {format_value(v['auroc'])} ({format_value(v['ci_low'])}-{format_value(v['ci_high'])}, "
         f"{v['records']} records, {v['positives']}+)" for m, v in b.items()) + ".",
         f"Cooperative kept (better validation AUROC): {info['cooperative_kept']}.", ""]
+    if info.get("cooperative_kept_minus"):
+        lines += [f"{info['cooperative_kept']} minus each other model, test AUROC (paired patient bootstrap, 95% CI):",
+                  "", "| Model | difference (95% CI) | p |", "|---|---|---|"]
+        for name, d in info["cooperative_kept_minus"].items():
+            lines.append(f"| {name} | {format_ci(d['difference'], d['ci_low'], d['ci_high'], signed=True)} | "
+                         f"{format_p(d['bootstrap_p'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-__all__ = ["MODES", "NAMES", "TwoStageConfig", "alternating_step", "branch_test_aurocs", "ceilings",
-           "run_two_stage", "stage1", "stage2"]
+__all__ = ["MODES", "NAMES", "ORACLE_NAMES", "TwoStageConfig", "alternating_step", "branch_test_aurocs", "ceilings",
+           "difference", "oracle_tables", "run_two_stage", "stage1", "stage2"]
