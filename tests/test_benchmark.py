@@ -118,6 +118,30 @@ def test_fusion_benchmark_end_to_end(tiny_cohort, capsys):
     assert np.allclose(pred["Sokolow-Lyon voltage:score"], sl.loc[pred["record_id"].astype(str)].to_numpy())
     assert set(crit["status"]) == {"ok"}
 
+    # beside every model its two ceilings: the pool labels' (pairing.json) and the ideal combiner of the trained
+    # ECG-only and X-ray-only models, from their AUROCs for their own pool labels on the test split's files
+    from cardiofusion.adapters.stage_data import ideal_combiner_auroc
+
+    pairing = json.loads((cohort / "pairing.json").read_text())
+    labels = manifest.set_index("record_id").loc[pred["record_id"]]
+    branch = {m: roc_auc_score(labels[f"{m}_label"], pred[f"{name}:score"])
+              for m, name in (("ecg", "ECG only"), ("cxr", "X-ray only"))}
+    rates = {k: float(pairing["realised"]["test"][k]) for k in ("sens_ecg", "spec_ecg", "sens_cxr", "spec_cxr")}
+    ideal = {"ecg": ideal_combiner_auroc(branch["ecg"], None, **rates),
+             "cxr": ideal_combiner_auroc(None, branch["cxr"], **rates),
+             "both": ideal_combiner_auroc(branch["ecg"], branch["cxr"], **rates)}
+    pool = pairing["oracle_auroc_from_pool_labels"]
+    pool = {"ecg": pool["ecg_label_only"], "cxr": pool["cxr_label_only"], "both": pool["both_labels"]}
+    assert info["ceilings"]["trained_branches_on_paired_test"]["branch_auroc_on_test_images"] == pytest.approx(branch)
+    assert "Ceiling: pool labels | Ceiling: ideal combiner of the trained branches |" in table
+    for m, line in zip(info["models"], model_rows):
+        sees = {"ECG only": "ecg", "X-ray only": "cxr"}.get(m["model"], "both" if "fusion" in m["model"]
+                                                            or m["model"].startswith("Cooperative") else "ecg")
+        assert m["ceilings"]["pool_labels"] == pytest.approx(pool[sees])
+        assert m["ceilings"]["trained_branches"] == pytest.approx(ideal[sees])
+        assert line.endswith(f"| {pool[sees]:.3f} | {ideal[sees]:.3f} |"), line
+    assert ideal["both"] >= max(ideal["ecg"], ideal["cxr"]) - 3e-3 and ideal["both"] <= pool["both"] + 3e-3
+
     # a re-run with the same settings trains nothing and gives the same table
     lines: list[str] = []
     config = BenchmarkConfig(fs=100, duration_s=4, window_s=2, image_size=32, max_epochs=1, rhos=(0, 1), n_boot=50,

@@ -11,6 +11,7 @@ from cardiofusion.transforms.preprocess import (
     IMAGENET_GRAY_MEAN,
     IMAGENET_GRAY_STD,
     PreprocessConfig,
+    affine_image,
     autocontrast,
     cxr_eval_transform,
     cxr_train_transform,
@@ -142,3 +143,57 @@ def test_cxr_train_transform_is_seeded_and_augments():
     assert 2 <= n_contrast <= 20
     none = PreprocessConfig(image_size=48, rotation_deg=0, autocontrast_p=0)
     torch.testing.assert_close(cxr_train_transform(image, none, rng), cxr_eval_transform(image, none))
+
+
+@pytest.mark.parametrize("degrees, scale, shift", [(0, 1, (0.125, 0)), (0, 1, (0, -0.0625)), (0, 1.2, (0, 0)),
+                                                   (-8, 0.9, (0.0625, 0.125)), (5, 1.1, (-0.125, 0.0625))])
+def test_affine_image_matches_torchvision(degrees, scale, shift):
+    """Rotation + zoom + shift against torchvision's affine (clockwise angles, shifts in whole pixels)."""
+    from cardiofusion._compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    image = (128 + 100 * torch.sin(xx / 7) * torch.cos(yy / 5) + xx).unsqueeze(0)
+    ours = affine_image(image, degrees, scale, shift)
+    ref = TF.affine(image, angle=-degrees, translate=[round(shift[0] * 64), round(shift[1] * 64)], scale=scale,
+                    shear=[0.0, 0.0], interpolation=InterpolationMode.BILINEAR)
+    inner = (slice(None), slice(12, -12), slice(12, -12))  # borders: both fill with 0, edges may differ by a pixel
+    torch.testing.assert_close(ours[inner], ref[inner], atol=1e-3, rtol=0)
+    assert affine_image(image) is image and torch.equal(rotate_image(image, 7.0), affine_image(image, 7.0))
+
+
+def test_cxr_zoom_and_shift_are_off_by_default_seeded_and_bounded():
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 180, size=(64, 64), dtype=np.uint8)
+    base = PreprocessConfig(image_size=48)
+    assert base.scale_range == 0 and base.translate_frac == 0
+    # off: the random stream and the output are the rotation-only ones
+    a = cxr_train_transform(image, base, np.random.default_rng(5))
+    r = np.random.default_rng(5)
+    angle, contrast = r.uniform(-10, 10), r.random() < 0.25
+    x = rotate_image(torch.as_tensor(image, dtype=torch.float32).unsqueeze(0), 0.0)
+    from cardiofusion.transforms.preprocess import normalize_image, resize_image
+
+    x = rotate_image(resize_image(x, 48), angle)
+    x = autocontrast(x) if contrast else x
+    torch.testing.assert_close(a, normalize_image(x.clamp(0, 255), base))
+    # on: seeded, different from the rotation-only draw, and a pure shift moves a bright dot by the drawn amount
+    aug = PreprocessConfig(image_size=48, scale_range=0.1, translate_frac=0.08)
+    torch.testing.assert_close(cxr_train_transform(image, aug, np.random.default_rng(5)),
+                               cxr_train_transform(image, aug, np.random.default_rng(5)))
+    assert not torch.allclose(cxr_train_transform(image, aug, np.random.default_rng(5)), a)
+    dot = torch.zeros(1, 64, 64)
+    dot[0, 32, 32] = 255
+    moved = affine_image(dot, 0.0, 1.0, (0.125, -0.125))
+    assert divmod(int(moved[0].argmax()), 64) == (24, 40)  # 8 pixels right, 8 up
+    shift_only = PreprocessConfig(image_size=64, rotation_deg=0, autocontrast_p=0, translate_frac=0.2)
+    peaks = {divmod(int(cxr_train_transform(dot[0].to(torch.uint8), shift_only,
+                                            np.random.default_rng(s))[0].argmax()), 64) for s in range(30)}
+    assert len(peaks) > 10 and all(abs(r - 32) <= 13 and abs(c - 32) <= 13 for r, c in peaks)
+    for bad in ({"scale_range": 1.0}, {"scale_range": -0.1}, {"translate_frac": 0.5}):
+        with pytest.raises(ConfigError):
+            PreprocessConfig(**bad)
+    assert PreprocessConfig.from_dict(aug.to_dict()) == aug

@@ -7,6 +7,7 @@ from __future__ import annotations
 from conftest import build_tiny_cache, register_stand_in_encoders
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,8 @@ def test_two_stage_recipe_end_to_end(tiny, tmp_path):
     assert set(pred["record_id"]) <= test_ids
     names = [r["model"] for r in info["models"]]
     assert names == ["ECG only", "X-ray only", "Late fusion", "Cooperative (joint)",
-                     "Cooperative (alternating)"]
+                     "Cooperative (alternating)", "Oracle (planted ECG signs)", "Oracle (planted X-ray signs)",
+                     "Oracle (planted signs, both)"]
     ref = info["best_single_modality"]
     for r in info["models"]:
         y, s = pred["label"].to_numpy(), pred[f"{r['model']}:score"].to_numpy()
@@ -165,11 +167,71 @@ def test_two_stage_recipe_end_to_end(tiny, tmp_path):
             assert d["difference"] == pytest.approx(r["auroc"] - ref_auc, abs=1e-12)
             assert d["ci_low"] <= d["ci_high"]
     assert (out / "table.md").read_text().startswith("### Two-stage reference method")
+    # the planted-sign oracle: a logistic regression on the export's ground truth fitted on the train split
+    # (scikit-learn's, same L2 penalty), and the kept cooperative model's paired differences against every model
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cardiofusion.synth.oracle import CXR_FEATURES, ECG_FEATURES, oracle_features
+
+    gt = tiny["root"] / "export" / "ground_truth"
+    keys = ["record_id", "split", "label", "ecg_exam_id", "cxr_exam_id"]
+    feats = oracle_features(paired[keys].astype({"ecg_exam_id": str, "cxr_exam_id": str}),
+                            pd.read_csv(gt / "ecg_exams.csv", dtype={"exam_id": str}),
+                            pd.read_csv(gt / "cxr_exams.csv", dtype={"exam_id": str}))
+    train, test = feats[feats["split"] == "train"], feats[feats["split"] == "test"]
+    cols = list(ECG_FEATURES + CXR_FEATURES)
+    scaler = StandardScaler().fit(train[cols])
+    lr = LogisticRegression(C=100.0, max_iter=10000, tol=1e-10).fit(scaler.transform(train[cols]), train["label"])
+    test = test.assign(ref=lr.decision_function(scaler.transform(test[cols]))).set_index("record_id")
+    row = next(r for r in info["models"] if r["model"] == "Oracle (planted signs, both)")
+    assert np.corrcoef(test.loc[pred["record_id"], "ref"], pred[f"{row['model']}:score"])[0, 1] > 0.999
+    assert row["auroc"] == pytest.approx(roc_auc_score(test.loc[pred["record_id"], "label"],
+                                                       test.loc[pred["record_id"], "ref"]), abs=1e-9)
+    kept = info["cooperative_kept"]
+    auc = {r["model"]: r["auroc"] for r in info["models"]}
+    assert set(info["cooperative_kept_minus"]) == set(auc) - {kept}
+    for name, d in info["cooperative_kept_minus"].items():
+        assert d["difference"] == pytest.approx(auc[kept] - auc[name], abs=1e-12) and d["ci_low"] <= d["ci_high"]
 
     # a re-run trains nothing
     again: list[str] = []
     recipe.run(config, out, log=again.append)
     assert not any("training into" in line for line in again)
+
+
+def test_two_stage_cooperative_rho_tuned_with_optuna(tiny, tmp_path):
+    """rho_search: optuna -- one study per mode (tuning.tune), the best trial's run is the joint cooperative model."""
+    import optuna
+
+    from cardiofusion.recipes import get_recipe
+
+    recipe = get_recipe("two-stage")
+    config = recipe.config_cls.from_dict({
+        "cohort": str(tiny["manifest"]), "fs": FS, "duration_s": 4, "window_s": 2, "image_size": IMAGE,
+        "ecg_encoder": "two_stage_test_ecg", "cxr_encoder": "two_stage_test_cxr", "cxr_weights": None,
+        "max_epochs": 1, "branch_max_epochs": 1, "modes": ["finetune"], "fusions": ["cooperative"],
+        "rho_search": "optuna", "rho_trials": 3, "rho_range": [0.0, 2.0], "alternating": False,
+        "batch_size": 8, "ecg_lr": 1e-2, "cxr_lr": 1e-2, "fusion_lr": 1e-2, "n_boot": 20, "criteria": False})
+    out = tmp_path / "out"
+    info = recipe.run(config, out, log=lambda line: None)
+    res = info["stage2"]["cooperative"]
+    assert list(res["runs"]) == ["cooperative_optuna_finetune"] and res["chosen"] == "cooperative_optuna_finetune"
+    chosen = res["runs"]["cooperative_optuna_finetune"]
+    study = optuna.load_study(study_name="cardiofusion",
+                              storage="sqlite:///" + str(out / "stage2" / "cooperative_optuna_finetune" / "study.db"))
+    done = [t for t in study.trials if t.value is not None]
+    assert len(done) == 3 and all(0.0 <= t.params["rho"] <= 2.0 for t in done)
+    best = max(done, key=lambda t: t.value)
+    assert chosen["val_auroc"] == pytest.approx(best.value) and chosen["rho"] == pytest.approx(best.params["rho"])
+    cfg = (Path(chosen["run"]) / "config.yaml").read_text()
+    assert f"rho: {best.params['rho']}" in cfg and str((out / "stage1" / "ecg" / "run").resolve()) in cfg
+    row = next(r for r in info["models"] if r["model"] == "Cooperative (joint)")
+    assert row["val_auroc"] == pytest.approx(best.value)
+    with pytest.raises(ConfigError, match="rho_search"):
+        recipe.config_cls.from_dict({"rho_search": "random"})
+    with pytest.raises(ConfigError, match="rho_range"):
+        recipe.config_cls.from_dict({"rho_range": [1.0, 0.5]})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -59,6 +59,12 @@ BASELINES: dict[str, str] = {"sokolow_lyon": "Sokolow-Lyon voltage", "cornell": 
 #: Order of the models in the table and the evaluation (the reference, cooperative, last).
 TABLE_ORDER = ("sokolow_lyon", "cornell", "ecg", "cxr", "early", "late", "cooperative")
 
+#: Which ceiling applies to each model: what it sees (the ECG, the X-ray or both) -> the keys of the pool-label
+#: ceiling in ``pairing.json`` and of the ideal combiner (:func:`ceilings`).
+CEILING_KEYS: dict[str, tuple[str, str]] = {
+    **{k: ("ecg_label_only", "ecg_only") for k in ("sokolow_lyon", "cornell", "ecg")},
+    "cxr": ("cxr_label_only", "cxr_only"), **{k: ("both_labels", "both") for k in ("early", "late", "cooperative")}}
+
 
 @dataclass
 class BenchmarkConfig:
@@ -76,6 +82,9 @@ class BenchmarkConfig:
             package when ``cxr_encoder`` is ``tf_efficientnet_lite0``, else none) or None (random init).
         ecg_lr: learning rate of the ECG-only run.
         cxr_lr: learning rate of the X-ray-only run.
+        cxr_rotation_deg / cxr_scale_range / cxr_translate_frac: X-ray training augmentation of every run that
+            sees X-rays (:class:`~cardiofusion.transforms.preprocess.PreprocessConfig` ``rotation_deg``,
+            ``scale_range``, ``translate_frac``: random rotation, zoom and shift; never a flip).
         fusion_lr: learning rate of every fusion run (early, late, each cooperative rho).
         batch_size: training batch size of every run.
         max_epochs: epochs per single-modality run (the cosine schedule spans them; early stopping on
@@ -102,6 +111,9 @@ class BenchmarkConfig:
     cxr_weights: str | None = "auto"
     ecg_lr: float = 1e-3
     cxr_lr: float = 3e-4
+    cxr_rotation_deg: float = 10.0
+    cxr_scale_range: float = 0.0
+    cxr_translate_frac: float = 0.0
     fusion_lr: float = 3e-4
     batch_size: int = 32
     max_epochs: int = 3
@@ -224,7 +236,8 @@ def train_config(config: BenchmarkConfig, cache_dir: str | os.PathLike, manifest
         model=ModelConfig(fusion=fusion, ecg_encoder=config.ecg_encoder, cxr_encoder=config.cxr_encoder,
                           cxr_pretrained=pretrained, rho=float(rho)),
         preprocess=PreprocessConfig(fs=config.fs, window_s=config.window_s, eval_stride_s=config.window_s,
-                                    image_size=config.image_size),
+                                    image_size=config.image_size, rotation_deg=config.cxr_rotation_deg,
+                                    scale_range=config.cxr_scale_range, translate_frac=config.cxr_translate_frac),
         batch_size=config.batch_size, lr=lr, max_epochs=epochs, patience=config.patience,
         t_max=epochs, pos_weight="balanced", seed=config.seed, num_workers=config.num_workers,
         accelerator=config.accelerator, init_from=dict(init_from or {}),
@@ -275,6 +288,55 @@ def criteria_tables(manifest: pd.DataFrame, splits: Sequence[str] = ("val", "tes
         t = base.assign(score=score, criterion=np.where(np.isfinite(score), criterion.astype(float), np.nan))
         out[key] = {s: t[(per_record["split"] == s).to_numpy()].reset_index(drop=True) for s in splits}
     return out, per_record
+
+
+def ceilings(manifest: Path, branch_auc: Mapping[str, Any] | None = None,
+             test_tables: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any] | None:
+    """The ceilings of a pseudo-paired cohort (None for any other): the pool-label ceiling (``pairing.json``)
+    and the ideal combiner of two trained branches (:func:`~cardiofusion.adapters.stage_data.ideal_combiner_auroc`)
+
+    * ``branch_auc`` (``{m: {"auroc": a}}``): from each branch's AUROC on its whole held-out test pool, with the
+      pairing's sensitivities / specificities (``trained_branches``; None without it);
+    * ``test_tables`` (``{m: table}``: each branch's ``record_id, score`` on the paired test split): from its AUROC
+      for its own pool label on the test split's files, with the test split's realised sensitivities /
+      specificities (``trained_branches_on_paired_test``).
+
+    Used by the ``two-stage`` recipe (stage-1 branches) and the fusion benchmark (its ECG-only and X-ray-only
+    models)."""
+    info_path = Path(manifest).parent / "pairing.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    rates = info["config"]
+    kw = {k: float(rates[k]) for k in ("sens_ecg", "spec_ecg", "sens_cxr", "spec_cxr")}
+    out_paired = None
+    if test_tables is not None:
+        from ..training.evaluate import auroc
+
+        frame = pd.read_parquet(manifest)[["record_id", "ecg_label", "cxr_label"]]
+        frame["record_id"] = frame["record_id"].astype(str)
+        a = {}
+        for m, t in test_tables.items():
+            j = t[["record_id", "score"]].astype({"record_id": str}).merge(frame, on="record_id")
+            a[m] = auroc(j[f"{m}_label"].to_numpy(float), j["score"].to_numpy(float))
+        real = info.get("realised", {}).get("test", {})
+        kw_t = {k: float(real.get(k, kw[k])) for k in kw}
+        out_paired = {"branch_auroc_on_test_images": a, "realised_test_rates": kw_t,
+                      **_combiner(a["ecg"], a["cxr"], kw_t)}
+    return {"pool_labels": info.get("oracle_auroc_from_pool_labels"), "trained_branches_on_paired_test": out_paired,
+            "trained_branches": _combiner(branch_auc["ecg"]["auroc"], branch_auc["cxr"]["auroc"], kw)
+            if branch_auc is not None else None,
+            "model": ("binormal branch scores with each branch's AUROC; the exact posterior of D under "
+                      "the pairing's sensitivities / specificities (simulated, 400,000 per class)"),
+            "pairing": kw}
+
+
+def _combiner(a_ecg: float, a_cxr: float, rates: Mapping[str, float]) -> dict[str, float]:
+    """The ideal combiner of one branch alone and of both (``ecg_only``, ``cxr_only``, ``both``)."""
+    from ..adapters.stage_data import ideal_combiner_auroc
+
+    return {"ecg_only": ideal_combiner_auroc(a_ecg, None, **rates), "cxr_only": ideal_combiner_auroc(None, a_cxr, **rates),
+            "both": ideal_combiner_auroc(a_ecg, a_cxr, **rates)}
 
 
 def _fixed_criterion(table: pd.DataFrame, n_boot: int, seed: int, level: float = 0.95) -> dict[str, Any]:
@@ -385,12 +447,16 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
                                               progress=progress)
 
     fixed = {names[k]: _fixed_criterion(crit[k]["test"], config.n_boot, config.seed) for k in BASELINES}
-    rows = _model_rows(evaluation, donor, names, run_paths, val_auroc, chosen_rho)
+    # the ceilings beside every model: the pool labels', and the ideal combiner of the trained ECG-only and
+    # X-ray-only models (their AUROCs for their own pool labels on the test split's files)
+    ceiling = (ceilings(manifest_path, test_tables={m: tables[names[m]][1] for m in ("ecg", "cxr")})
+               if pseudo else None)
+    rows = _model_rows(evaluation, donor, names, run_paths, val_auroc, chosen_rho, ceiling)
     info_path = manifest_path.parent / "pairing.json"
     pairing_info = json.loads(info_path.read_text()) if pseudo and info_path.is_file() else None
     paths["table_md"] = out / "table.md"
     paths["table_md"].write_text(_table_md(config, label, pseudo, evaluation, donor, names, fixed, grid, chosen_rho,
-                                           pairing_info), encoding="utf-8")
+                                           pairing_info, ceiling), encoding="utf-8")
     paths["roc"] = _roc_figures(evaluation, tables, out, label)
     paths["report"] = evaluation.report
     if pseudo:
@@ -417,6 +483,7 @@ def run_fusion_benchmark(cohort: str | os.PathLike, out_dir: str | os.PathLike,
         "evaluation_ecg_donor": ({"folder": str(out / "evaluation_ecg_donor"), "settings": donor.settings,
                                   "notes": donor.notes} if donor is not None else None),
         "pairing": pairing_info,
+        "ceilings": ceiling,
         "paths": {k: str(v) for k, v in paths.items()},
         "seconds": {k: round(v, 1) for k, v in clock.seconds.items()},
         "command": command, "cardiofusion_version": __version__,
@@ -501,8 +568,18 @@ def _evaluate(config: BenchmarkConfig, crit: Mapping[str, Any], run_paths: Mappi
     return tables, evaluation, donor
 
 
+def model_ceilings(ceiling: Mapping[str, Any] | None, key: str) -> dict[str, float | None]:
+    """The two ceilings of a model (``key`` of :data:`TABLE_ORDER`): ``pool_labels`` and ``trained_branches``
+    (the ideal combiner of the trained branches on the test split's files) for what the model sees."""
+    pool_key, branch_key = CEILING_KEYS[key]
+    pool = (ceiling or {}).get("pool_labels") or {}
+    branches = (ceiling or {}).get("trained_branches_on_paired_test") or {}
+    return {"pool_labels": pool.get(pool_key), "trained_branches": branches.get(branch_key)}
+
+
 def _model_rows(evaluation: Any, donor: Any, names: Mapping[str, str], run_paths: Mapping[str, Path],
-                val_auroc: Mapping[str, float], chosen_rho: float) -> list[dict[str, Any]]:
+                val_auroc: Mapping[str, float], chosen_rho: float,
+                ceiling: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """``benchmark.json``'s ``models``: one row per model in :data:`TABLE_ORDER`."""
     reference = names["cooperative"]
     rows = []
@@ -517,6 +594,8 @@ def _model_rows(evaluation: Any, donor: Any, names: Mapping[str, str], run_paths
                "val_auroc": val_auroc.get(key if key != "cooperative" else _rho_key(chosen_rho))}
         if donor is not None:
             row["auroc_ecg_donor_ci"] = _interval(donor.models[name].metrics["auroc"])
+        if ceiling is not None:
+            row["ceilings"] = model_ceilings(ceiling, key)
         if key != "cooperative":
             c = evaluation.comparisons.get(f"{reference} vs {name}")
             if c is not None:
@@ -530,7 +609,7 @@ def _model_rows(evaluation: Any, donor: Any, names: Mapping[str, str], run_paths
 
 def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any, donor: Any, names: Mapping[str, str],
               fixed: Mapping[str, Any], grid: Sequence[tuple[float, float]], chosen_rho: float,
-              pairing_info: Mapping[str, Any] | None) -> str:
+              pairing_info: Mapping[str, Any] | None, ceiling: Mapping[str, Any] | None = None) -> str:
     """The text of ``table.md``."""
     reference = names["cooperative"]
     lines = [f"### Fusion benchmark -- {label}", ""]
@@ -547,6 +626,8 @@ def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any
             "AUROC vs cooperative: diff (95% CI), p"]
     if donor is not None:
         head.append("AUROC 95% CI, ECG-donor bootstrap")
+    if ceiling is not None:
+        head += ["Ceiling: pool labels", "Ceiling: ideal combiner of the trained branches"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in TABLE_ORDER:
         name = names[key]
@@ -563,6 +644,8 @@ def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any
         if donor is not None:
             iv = donor.models[name].metrics["auroc"]
             cells.append("n/a" if not np.isfinite(iv.ci_low) else f"{iv.ci_low:.3f}-{iv.ci_high:.3f}")
+        if ceiling is not None:
+            cells += [format_value(v) for v in model_ceilings(ceiling, key).values()]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "\\* Clinical ECG criterion computed from the signal (no training). With the published cut-offs "
               "(Sokolow-Lyon >= 3.5 mV; Cornell > 2.8 mV men / > 2.0 mV women) on the same test records: "
@@ -578,6 +661,15 @@ def _table_md(config: BenchmarkConfig, label: str, pseudo: bool, evaluation: Any
         lines.append(f"Best AUROC achievable from the pool labels alone (pairing.json): "
                      f"ECG {format_value(o.get('ecg_label_only'))}, X-ray {format_value(o.get('cxr_label_only'))}, "
                      f"both {format_value(o.get('both_labels'))}.")
+    pt = (ceiling or {}).get("trained_branches_on_paired_test")
+    if pt:
+        a = pt["branch_auroc_on_test_images"]
+        lines.append("Ceiling columns, for what each model sees (the ECG, the X-ray or both): the pool labels' (above) "
+                     "and the ideal combiner of the trained ECG-only and X-ray-only models -- from their AUROCs for "
+                     f"their own pool labels on the test split's files (ECG {format_value(a['ecg'])}, X-ray "
+                     f"{format_value(a['cxr'])}) and the test split's realised sensitivities / specificities. A "
+                     "fused model below the second loses in the fusion step; the gap between the two is what the "
+                     "branches miss.")
     lines.append("")
     return "\n".join(lines)
 
@@ -643,6 +735,7 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["cardiofusion", *sys.argv[1:]])
 
 
-__all__ = ["BASELINES", "MODEL_NAMES", "PSEUDO_LABEL", "TABLE_ORDER", "BenchmarkConfig", "BenchmarkResult",
-           "FusionBenchmarkRecipeConfig", "benchmark_plan", "choose_rho", "criteria_tables", "default_cxr_weights",
-           "resolve_cxr_weights", "run_fusion_benchmark", "run_fusion_benchmark_recipe", "train_config"]
+__all__ = ["BASELINES", "CEILING_KEYS", "MODEL_NAMES", "PSEUDO_LABEL", "TABLE_ORDER", "BenchmarkConfig",
+           "BenchmarkResult", "FusionBenchmarkRecipeConfig", "benchmark_plan", "ceilings", "choose_rho",
+           "criteria_tables", "default_cxr_weights", "model_ceilings", "resolve_cxr_weights", "run_fusion_benchmark",
+           "run_fusion_benchmark_recipe", "train_config"]

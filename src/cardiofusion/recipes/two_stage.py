@@ -12,7 +12,9 @@
 3. **stage 2** -- on the paired cohort: early, late and cooperative (every ``rhos``) models warm-started from
    the two branches, each in every ``modes`` (``frozen``: encoders frozen, only the fusion head trains;
    ``warmup``: head alone for half the epochs, then everything; ``finetune``: everything); per model the
-   mode (and rho) of the highest validation AUROC is kept.  The **alternating** cooperative fit
+   mode (and rho) of the highest validation AUROC is kept; the joint cooperative rho comes from the grid
+   ``rhos`` or (``rho_search: optuna``) from an Optuna study per mode
+   (:func:`cardiofusion.training.tuning.tune`).  The **alternating** cooperative fit
    (:func:`cardiofusion.training.alternating.fit_alternating`, Ding et al.'s one-view-at-a-time algorithm on
    the branches' frozen features, rho and ridge penalty chosen on validation) is fitted beside it, and the
    cooperative model that validates better is the recipe's ``Cooperative``;
@@ -42,9 +44,10 @@ import pandas as pd
 
 from .. import __version__
 from ..configfile import jsonable
-from ..errors import ConfigError
-from ..evaluation.formatting import format_ci, format_interval, format_value
-from .fusion_benchmark import BASELINES, BenchmarkConfig, criteria_tables, resolve_cxr_weights, train_config
+from ..errors import ConfigError, ReadError
+from ..evaluation.formatting import format_ci, format_interval, format_p, format_value
+from .fusion_benchmark import (BASELINES, BenchmarkConfig, ceilings, criteria_tables, resolve_cxr_weights,
+                               train_config)
 from .registry import RecipeConfig, register_recipe
 from .steps import Stopwatch, ensure_cache, ensure_run, resolve_cohort
 
@@ -68,10 +71,20 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
         branch_max_epochs: stage-1 epochs (early stopping with ``patience``); None: ``max_epochs``.
         ecg_branch_epochs / cxr_branch_epochs: per branch over ``branch_max_epochs``.
         fusions: stage-2 models (of ``early``, ``late``, ``cooperative``).
+        rho_search: how the joint cooperative model's rho is chosen per mode: ``grid`` (one run per ``rhos``) or
+            ``optuna`` (a study of ``rho_trials`` runs, rho drawn from ``rho_range`` by Optuna's TPE sampler,
+            :func:`cardiofusion.training.tuning.tune`; learning rate and batch size fixed); either way the
+            best validation AUROC is kept.
+        rho_trials / rho_range: the Optuna study's size and rho interval.
         modes: stage-2 training modes tried per model (of ``frozen``, ``warmup``, ``finetune``).
         alternating: fit the alternating cooperative model too.
         alternating_rhos / alternating_alphas: its grid (rho, ridge penalty), chosen on validation AUROC.
         criteria: evaluate the Sokolow-Lyon and Cornell voltages too (needs real 12-lead voltages in mV).
+        oracle: a synthetic export's ``ground_truth`` folder: its planted-sign oracle
+            (:func:`cardiofusion.synth.oracle.oracle_scores`, logistic regressions on the planted ECG signs, X-ray
+            signs and both, fitted on the cohort's training split) is evaluated beside the models, so that every
+            model's test AUROC has a paired difference against it; ``auto``: ``ground_truth`` beside the folder
+            of the cohort's ECG files when there is one; None: no oracle.
         progress: progress bars (one per stage's run).
     """
 
@@ -84,11 +97,15 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
     ecg_branch_epochs: int | None = None
     cxr_branch_epochs: int | None = None
     fusions: tuple[str, ...] = ("early", "late", "cooperative")
+    rho_search: str = "grid"
+    rho_trials: int = 8
+    rho_range: tuple[float, float] = (0.0, 1.0)
     modes: tuple[str, ...] = ("frozen", "finetune")
     alternating: bool = True
     alternating_rhos: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     alternating_alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     criteria: bool = True
+    oracle: str | None = "auto"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -98,6 +115,13 @@ class TwoStageConfig(RecipeConfig, BenchmarkConfig):
         bad = [f for f in self.fusions if f not in ("early", "late", "cooperative")]
         if bad or not self.fusions:
             raise ConfigError(f"two-stage: fusions must be some of early, late, cooperative, got {list(self.fusions)}")
+        if self.rho_search not in ("grid", "optuna"):
+            raise ConfigError(f"two-stage: rho_search must be grid or optuna, got {self.rho_search!r}")
+        self.rho_range = tuple(float(r) for r in self.rho_range)  # type: ignore[assignment]
+        if len(self.rho_range) != 2 or not 0 <= self.rho_range[0] <= self.rho_range[1]:
+            raise ConfigError(f"two-stage: rho_range must be [low, high] with 0 <= low <= high, got {self.rho_range}")
+        if int(self.rho_trials) < 1:
+            raise ConfigError(f"two-stage: rho_trials must be >= 1, got {self.rho_trials}")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ConfigError(f"two-stage: modes must be some of {', '.join(MODES)}, got {list(self.modes)}")
@@ -123,8 +147,9 @@ def _source(config: TwoStageConfig, modality: str, cohort_dir: Path) -> tuple[st
 
 
 def stage1(config: TwoStageConfig, manifest: Path, out: Path, *, log: Callable[[str], None],
-           command: str | None = None) -> dict[str, Any]:
-    """Branch cohorts, caches and runs; returns ``{m: {"cohort": BranchCohort, "cache": Path, "run": EnsuredRun}}``."""
+           command: str | None = None, modalities: tuple[str, ...] = ("ecg", "cxr")) -> dict[str, Any]:
+    """Branch cohorts, caches and runs of ``modalities``; returns
+    ``{m: {"cohort": BranchCohort, "cache": Path, "run": EnsuredRun}}``."""
     from ..adapters.stage_data import branch_cohort
     from ..cache import CacheConfig
 
@@ -132,7 +157,7 @@ def stage1(config: TwoStageConfig, manifest: Path, out: Path, *, log: Callable[[
     weights = resolve_cxr_weights(bench)
     cache_config = CacheConfig(fs=config.fs, duration_s=config.duration_s, image_size=config.image_size)
     out_by_m: dict[str, Any] = {}
-    for m in ("ecg", "cxr"):
+    for m in modalities:
         src, label = _source(config, m, manifest.parent)
         folder = out / "stage1" / m
         bc = branch_cohort(manifest, m, folder / "cohort", source=src, label_column=label)
@@ -166,6 +191,13 @@ def stage2(config: TwoStageConfig, manifest: Path, cache: Path, branches: dict[s
     for fusion in config.fusions:
         rhos = config.rhos if fusion == "cooperative" else (0.5,)
         runs: dict[str, Any] = {}
+        if fusion == "cooperative" and config.rho_search == "optuna":
+            rhos = ()
+            for mode in config.modes:
+                base = _mode_config(train_config(bench, cache, manifest, fusion, rho=config.rho_range[0],
+                                                 init_from=init), mode)
+                runs[f"cooperative_optuna_{mode}"] = _rho_study(config, base, mode,
+                                                                out / "stage2" / f"cooperative_optuna_{mode}", log)
         for rho in rhos:
             for mode in config.modes:
                 key = (f"cooperative_rho{rho:g}_{mode}" if fusion == "cooperative" else f"{fusion}_{mode}")
@@ -183,6 +215,28 @@ def stage2(config: TwoStageConfig, manifest: Path, cache: Path, branches: dict[s
             + f" -> {chosen}")
         result[fusion] = {"runs": runs, "chosen": chosen}
     return result
+
+
+def _rho_study(config: TwoStageConfig, base: Any, mode: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The joint cooperative model's rho tuned by an Optuna study (resumed when re-run); its best trial's run."""
+    from ..training.tuning import TuneConfig, tune
+
+    study = TuneConfig(base=base, n_trials=int(config.rho_trials), rho_range=config.rho_range,
+                       batch_sizes=(int(base.batch_size),), lr_range=(float(base.lr), float(base.lr)), pruner="none",
+                       n_startup_trials=min(int(config.rho_trials), 4), seed=config.seed)
+    result = tune(study, out, progress=config.progress, log=lambda line: log(f"      [optuna {mode}] {line}"))
+    if result.best_run_dir is None:
+        raise ConfigError(f"two-stage: no trial of the cooperative rho study in {out} has a validation AUROC")
+    trials = [{"rho": t.params.get("rho"), "val_auroc": t.value, "run": t.user_attrs.get("run_dir")}
+              for t in result.study.get_trials(deepcopy=False) if t.value is not None]
+    return {"val_auroc": float(result.best_value), "run": result.best_run_dir, "mode": mode,
+            "rho": float(result.best_params["rho"]), "best_epoch": _best_epoch(result),
+            "optuna": {"study": str(out), "trials": trials}}
+
+
+def _best_epoch(result: Any) -> int | None:
+    trial = next((t for t in result.study.get_trials(deepcopy=False) if t.number == result.best_number), None)
+    return None if trial is None else trial.user_attrs.get("best_epoch")
 
 
 def _score_tables(run_dir: Path, manifest: Path, cache: Path, out: Path) -> Path:
@@ -256,46 +310,6 @@ def branch_test_aurocs(branches: dict[str, Any], n_boot: int, seed: int) -> dict
     return out
 
 
-def ceilings(manifest: Path, branch_auc: dict[str, Any],
-             test_tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any] | None:
-    """The pool-label ceiling (``pairing.json``) and the ideal combiner of the trained branches: from each
-    branch's AUROC on its whole held-out test pool, and (``test_tables``: the branches' scores on the paired test
-    split) from its AUROC for its own pool label on the paired test split's images, with the test split's
-    realised sensitivities / specificities."""
-    from ..adapters.stage_data import ideal_combiner_auroc
-
-    info_path = manifest.parent / "pairing.json"
-    if not info_path.is_file():
-        return None
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    rates = info["config"]
-    kw = {k: float(rates[k]) for k in ("sens_ecg", "spec_ecg", "sens_cxr", "spec_cxr")}
-    a_e, a_c = branch_auc["ecg"]["auroc"], branch_auc["cxr"]["auroc"]
-    out_paired = None
-    if test_tables is not None:
-        from ..training.evaluate import auroc
-
-        frame = pd.read_parquet(manifest)[["record_id", "ecg_label", "cxr_label"]]
-        frame["record_id"] = frame["record_id"].astype(str)
-        a = {}
-        for m, t in test_tables.items():
-            j = t[["record_id", "score"]].merge(frame, on="record_id")
-            a[m] = auroc(j[f"{m}_label"].to_numpy(float), j["score"].to_numpy(float))
-        real = info.get("realised", {}).get("test", {})
-        kw_t = {k: float(real.get(k, kw[k])) for k in kw}
-        out_paired = {"branch_auroc_on_test_images": a, "realised_test_rates": kw_t,
-                      "ecg_only": ideal_combiner_auroc(a["ecg"], None, **kw_t),
-                      "cxr_only": ideal_combiner_auroc(None, a["cxr"], **kw_t),
-                      "both": ideal_combiner_auroc(a["ecg"], a["cxr"], **kw_t)}
-    return {"pool_labels": info.get("oracle_auroc_from_pool_labels"), "trained_branches_on_paired_test": out_paired,
-            "trained_branches": {"ecg_only": ideal_combiner_auroc(a_e, None, **kw),
-                                 "cxr_only": ideal_combiner_auroc(None, a_c, **kw),
-                                 "both": ideal_combiner_auroc(a_e, a_c, **kw)},
-            "model": ("binormal branch scores with each branch's test-pool AUROC; the exact posterior of D under "
-                      "the pairing's sensitivities / specificities (simulated, 400,000 per class)"),
-            "pairing": kw}
-
-
 def _evaluate(config: TwoStageConfig, tables: dict[str, Any], manifest: Path, reference: str, out: Path,
               pseudo: bool) -> tuple[Any, Any]:
     from ..evaluation import evaluate_tables
@@ -313,6 +327,50 @@ def _evaluate(config: TwoStageConfig, tables: dict[str, Any], manifest: Path, re
         donor = evaluate_tables(donor_tables, out / "evaluation_ecg_donor", manifest=manifest, subgroups=[],
                                 title="two-stage reference method, bootstrap over ECG donors", **common)
     return evaluation, donor
+
+
+ORACLE_NAMES = {"ecg": "Oracle (planted ECG signs)", "cxr": "Oracle (planted X-ray signs)",
+                "both": "Oracle (planted signs, both)"}
+
+
+def oracle_tables(config: TwoStageConfig, frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The synthetic export's planted-sign oracle as score tables ``{name: (val, test)}`` (``oracle`` setting)."""
+    from ..synth.oracle import oracle_scores
+
+    folder = config.oracle
+    if folder in (None, "", "none"):
+        return {}
+    if folder == "auto":
+        paths = frame["ecg_path"].dropna().astype(str)
+        folder = str(Path(paths.iloc[0]).parent.parent / "ground_truth") if len(paths) else ""
+        if not (Path(folder) / "ecg_exams.csv").is_file():
+            return {}
+    gt = Path(folder)
+    truth = {}
+    for m in ("ecg", "cxr"):
+        path = gt / f"{m}_exams.csv"
+        if not path.is_file():
+            raise ReadError(path, "no ground-truth table (oracle: give a synthetic export's ground_truth folder)")
+        truth[m] = pd.read_csv(path, dtype={"exam_id": str, "patient_id": str})
+    cols = ["record_id", "patient_id", "split", "label", "ecg_exam_id", "cxr_exam_id"]
+    try:
+        scores = oracle_scores(frame[cols].astype({"ecg_exam_id": str, "cxr_exam_id": str}), truth["ecg"],
+                               truth["cxr"])
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"oracle: the ground truth in {gt} does not fit this cohort ({e})") from None
+    scores = scores.astype({"record_id": str, "patient_id": str})
+    return {name: tuple(scores.loc[scores["split"] == s, ["record_id", "patient_id", "label", m]]
+                        .rename(columns={m: "score"}).reset_index(drop=True) for s in ("val", "test"))
+            for m, name in ORACLE_NAMES.items()}
+
+
+def difference(evaluation: Any, a: str, b: str) -> dict[str, float]:
+    """Model ``a``'s test AUROC minus model ``b``'s, with the paired bootstrap CI of the evaluation."""
+    if f"{a} vs {b}" in evaluation.comparisons:
+        d = evaluation.comparisons[f"{a} vs {b}"].differences["auroc"]
+        return {"difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high, "bootstrap_p": d.p_value}
+    d = evaluation.comparisons[f"{b} vs {a}"].differences["auroc"]
+    return {"difference": -d.difference, "ci_low": -d.ci_high, "ci_high": -d.ci_low, "bootstrap_p": d.p_value}
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -373,14 +431,18 @@ def run_two_stage(config: TwoStageConfig, out_dir: str | os.PathLike, *, log: Ca
             tables[NAMES["alternating"]] = (_read_table(folder / "val_scores.csv"),
                                             _read_table(folder / "scores_test.csv"))
             val_auroc[NAMES["alternating"]] = alt["chosen"]["val_auroc"]
+        for name, (v, t) in oracle_tables(config, frame).items():
+            tables[name] = (v, t)
+            val_auroc[name] = auroc(v["label"].to_numpy(), v["score"].to_numpy())
         best_single = max((NAMES["ecg"], NAMES["cxr"]), key=lambda n: val_auroc[n])
         evaluation, donor = _evaluate(config, tables, manifest, best_single, out, pseudo)
         branch_auc = branch_test_aurocs(branches, config.n_boot, config.seed)
         ceiling = ceilings(manifest, branch_auc, {m: tables[NAMES[m]][1] for m in ("ecg", "cxr")}) if pseudo else None
-    coop_kept = None
+    coop_kept, coop_vs = None, None
     if "cooperative" in fused or alt is not None:
         cands = {n: val_auroc[n] for n in (NAMES["cooperative"], NAMES["alternating"]) if n in val_auroc}
         coop_kept = max(cands, key=lambda n: cands[n])
+        coop_vs = {n: difference(evaluation, coop_kept, n) for n in tables if n != coop_kept}
     test = frame[frame["split"] == "test"]
     data = {
         "paired_cohort": {"manifest": str(manifest.resolve()), "pseudo_paired": pseudo,
@@ -395,7 +457,7 @@ def run_two_stage(config: TwoStageConfig, out_dir: str | os.PathLike, *, log: Ca
     }
     rows = _rows(tables, evaluation, donor, best_single, val_auroc)
     info = {"recipe": "two-stage", "config": jsonable(config.to_dict()), "data": data, "stage2": fused,
-            "alternating": alt, "cooperative_kept": coop_kept,
+            "alternating": alt, "cooperative_kept": coop_kept, "cooperative_kept_minus": coop_vs,
             "joint_vs_late_on_validation": ({"cooperative_joint": val_auroc.get(NAMES["cooperative"]),
                                               "late": val_auroc.get(NAMES["late"]),
                                               "alternating": val_auroc.get(NAMES["alternating"])}),
@@ -469,8 +531,15 @@ def _table_md(info: dict[str, Any], pseudo: bool) -> str:
         f"{m} AUROC {format_value(v['auroc'])} ({format_value(v['ci_low'])}-{format_value(v['ci_high'])}, "
         f"{v['records']} records, {v['positives']}+)" for m, v in b.items()) + ".",
         f"Cooperative kept (better validation AUROC): {info['cooperative_kept']}.", ""]
+    if info.get("cooperative_kept_minus"):
+        lines += [f"{info['cooperative_kept']} minus each other model, test AUROC (paired patient bootstrap, 95% CI):",
+                  "", "| Model | difference (95% CI) | p |", "|---|---|---|"]
+        for name, d in info["cooperative_kept_minus"].items():
+            lines.append(f"| {name} | {format_ci(d['difference'], d['ci_low'], d['ci_high'], signed=True)} | "
+                         f"{format_p(d['bootstrap_p'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-__all__ = ["MODES", "NAMES", "TwoStageConfig", "alternating_step", "branch_test_aurocs", "ceilings",
-           "run_two_stage", "stage1", "stage2"]
+__all__ = ["MODES", "NAMES", "ORACLE_NAMES", "TwoStageConfig", "alternating_step", "branch_test_aurocs", "ceilings",
+           "difference", "oracle_tables", "run_two_stage", "stage1", "stage2"]

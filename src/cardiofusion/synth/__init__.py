@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from .config import SynthConfig, SynthResult
 from .export import CXR_INDEX_COLUMNS, ECG_INDEX_COLUMNS, ECHO_INDEX_COLUMNS, generate_export
-from .oracle import auroc, link_records, oracle_auroc, oracle_targets, record_targets
+from .oracle import auroc, link_records, oracle_auroc, oracle_scores, oracle_targets, record_targets
 
 __all__ = [
     "SynthConfig",
@@ -38,6 +38,7 @@ __all__ = [
     "generate_export",
     "link_records",
     "oracle_auroc",
+    "oracle_scores",
     "oracle_targets",
     "record_targets",
     "auroc",

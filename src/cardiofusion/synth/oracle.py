@@ -89,10 +89,15 @@ def _cv_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int, s
         if te.sum() == 0 or y[tr].min() == y[tr].max():
             out[te] = 0.0
             continue
-        mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-9
-        w = _fit_logistic((X[tr] - mu) / sd, y[tr].astype(float))
-        out[te] = np.hstack([np.ones((te.sum(), 1)), (X[te] - mu) / sd]) @ w
+        out[te] = _fit_score(X[tr], y[tr], X[te])
     return out
+
+
+def _fit_score(X_train: np.ndarray, y_train: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Logistic regression on standardised ``X_train``; the linear scores of ``X``."""
+    mu, sd = X_train.mean(0), X_train.std(0) + 1e-9
+    w = _fit_logistic((X_train - mu) / sd, y_train.astype(float))
+    return np.hstack([np.ones((len(X), 1)), (X - mu) / sd]) @ w
 
 
 def oracle_features(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +130,32 @@ def oracle_auroc(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.D
         res[name] = round(auroc(y, _cv_scores(X, y, groups, n_folds, seed)), 4)
     res["features"] = {"ecg": list(ECG_FEATURES), "cxr": list(CXR_FEATURES)}
     return res
+
+
+def oracle_scores(records: pd.DataFrame, ecg_truth: pd.DataFrame, cxr_truth: pd.DataFrame, *,
+                  fit_split: str = "train") -> pd.DataFrame:
+    """The planted-sign oracle as three models to evaluate beside trained ones: logistic regressions on the ECG
+    signs, the X-ray signs and both (the features of :func:`oracle_auroc`), fitted on the records of ``fit_split``.
+
+    Args:
+        records: cohort records with ``record_id, patient_id, split, label, ecg_exam_id, cxr_exam_id``.
+        ecg_truth / cxr_truth: the export's ``ground_truth/ecg_exams.csv`` / ``cxr_exams.csv``.
+        fit_split: the split the oracle is fitted on (the models' training split).
+
+    Returns:
+        ``record_id, patient_id, split, label, ecg, cxr, both`` (linear scores) for every record whose exams are in
+        the ground truth.
+    """
+    df = oracle_features(records, ecg_truth, cxr_truth).reset_index(drop=True)
+    fit = (df["split"] == fit_split).to_numpy()
+    y = df["label"].to_numpy().astype(int)
+    if not fit.any() or y[fit].min() == y[fit].max():
+        raise ValueError(f"the oracle needs cases and controls in the {fit_split!r} split")
+    out = df[["record_id", "patient_id", "split", "label"]].copy()
+    for name, feats in (("ecg", ECG_FEATURES), ("cxr", CXR_FEATURES), ("both", ECG_FEATURES + CXR_FEATURES)):
+        X = df[list(feats)].to_numpy(dtype=float)
+        out[name] = _fit_score(X[fit], y[fit], X)
+    return out
 
 
 #: per-record target columns of ``ground_truth/record_targets.csv`` (besides the record keys)

@@ -15,6 +15,9 @@ The paper's recipe (``docs/spec.md`` section 2) is the default:
 * X-ray: resized to ``image_size`` = 224; training adds a random rotation in ``+-rotation_deg`` = 10
   degrees (bilinear, black corners) and, with probability ``autocontrast_p`` = 0.25, autocontrast
   (grey levels stretched to the full 0-255 range, as ``torchvision.transforms.functional.autocontrast``).
+  Optional, off by default: a random zoom in ``1 +- scale_range`` and shift in ``+-translate_frac`` of the
+  side per axis, in the same affine warp as the rotation (torchvision's ``RandomAffine`` without shear).
+  There is deliberately no horizontal flip: the heart's side is part of the picture.
   Normalisation is the single-channel version of ImageNet's: ``(x / 255 - image_mean) / image_std``
   with mean 0.449 and std 0.226, the averages of ImageNet's per-channel RGB statistics
   (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225) -- what timm uses when a pretrained RGB stem is
@@ -60,6 +63,9 @@ class PreprocessConfig:
         image_std: normalisation standard deviation on the 0-1 scale (single-channel ImageNet: 0.226).
         rotation_deg: training rotations are drawn uniformly in ``+-rotation_deg`` degrees (0: none).
         autocontrast_p: probability of autocontrast during training.
+        scale_range: training zoom drawn uniformly in ``[1 - scale_range, 1 + scale_range]`` (0: none; < 1).
+        translate_frac: training shift drawn uniformly in ``+-translate_frac`` of the image side, per axis
+            (0: none; < 0.5).
     """
 
     fs: float = 500.0
@@ -72,6 +78,8 @@ class PreprocessConfig:
     image_std: float = IMAGENET_GRAY_STD
     rotation_deg: float = 10.0
     autocontrast_p: float = 0.25
+    scale_range: float = 0.0
+    translate_frac: float = 0.0
 
     def __post_init__(self) -> None:
         self.leads = tuple(str(lead) for lead in self.leads)
@@ -90,11 +98,15 @@ class PreprocessConfig:
             raise ConfigError("noise_mv and rotation_deg must not be negative")
         if not 0 <= self.autocontrast_p <= 1:
             raise ConfigError(f"autocontrast_p must be in [0, 1], got {self.autocontrast_p}")
+        if not 0 <= self.scale_range < 1:
+            raise ConfigError(f"scale_range must be in [0, 1), got {self.scale_range}")
+        if not 0 <= self.translate_frac < 0.5:
+            raise ConfigError(f"translate_frac must be in [0, 0.5), got {self.translate_frac}")
         if int(self.image_size) != self.image_size or self.image_size < 1:
             raise ConfigError(f"image_size must be a positive integer, got {self.image_size}")
         self.image_size = int(self.image_size)
         for name in ("fs", "window_s", "eval_stride_s", "noise_mv", "image_mean", "image_std", "rotation_deg",
-                     "autocontrast_p"):
+                     "autocontrast_p", "scale_range", "translate_frac"):
             setattr(self, name, float(getattr(self, name)))
 
     @property
@@ -197,11 +209,21 @@ def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
 
 def rotate_image(image: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate a ``(1, H, W)`` image about its centre (bilinear; uncovered corners become 0)."""
-    if degrees == 0:
+    return affine_image(image, degrees)
+
+
+def affine_image(image: torch.Tensor, degrees: float = 0.0, scale: float = 1.0,
+                 shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """Rotate a ``(1, H, W)`` image about its centre by ``degrees`` (counter-clockwise), zoom it by ``scale``
+    (> 1: the content looks larger) and shift it by ``shift = (x, y)`` fractions of its width / height (right,
+    down); bilinear, uncovered borders become 0.  The identity returns the image itself."""
+    if degrees == 0 and scale == 1 and shift == (0.0, 0.0):
         return image
     a = math.radians(degrees)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
-                         dtype=image.dtype).unsqueeze(0)  # (1, 2, 3)
+    # affine_grid maps output to input coordinates (-1..1): q = A p + b with A = R / scale, b = -A t
+    A = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64) / scale
+    t = torch.tensor([2.0 * shift[0], 2.0 * shift[1]], dtype=torch.float64)
+    theta = torch.cat([A, (-A @ t).unsqueeze(1)], dim=1).to(image.dtype).unsqueeze(0)  # (1, 2, 3)
     grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)  # (1, H, W, 2)
     return F.grid_sample(image.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False).squeeze(0)
@@ -222,11 +244,16 @@ def normalize_image(image: torch.Tensor, config: PreprocessConfig) -> torch.Tens
 
 def cxr_train_transform(image: np.ndarray | torch.Tensor, config: PreprocessConfig,
                         rng: np.random.Generator) -> torch.Tensor:
-    """Resize, random rotation, random autocontrast, normalise: uint8 ``(S, S)`` -> float32 ``(1, H, W)``."""
+    """Resize, random rotation (zoom, shift), random autocontrast, normalise: uint8 ``(S, S)`` -> float32
+    ``(1, H, W)``."""
     x = resize_image(_as_float_image(image), config.image_size)
     angle = float(rng.uniform(-config.rotation_deg, config.rotation_deg)) if config.rotation_deg > 0 else 0.0
     contrast = bool(rng.random() < config.autocontrast_p)
-    x = rotate_image(x, angle)
+    # drawn after the rotation and contrast draws, and only when on: the default stream is unchanged
+    scale = float(rng.uniform(1 - config.scale_range, 1 + config.scale_range)) if config.scale_range > 0 else 1.0
+    t = config.translate_frac
+    shift = ((float(rng.uniform(-t, t)), float(rng.uniform(-t, t))) if t > 0 else (0.0, 0.0))
+    x = affine_image(x, angle, scale, shift)
     if contrast:
         x = autocontrast(x)
     return normalize_image(x.clamp_(0.0, 255.0), config).contiguous()
@@ -242,6 +269,7 @@ __all__ = [
     "IMAGENET_GRAY_MEAN",
     "IMAGENET_GRAY_STD",
     "PreprocessConfig",
+    "affine_image",
     "autocontrast",
     "cxr_eval_transform",
     "cxr_train_transform",
