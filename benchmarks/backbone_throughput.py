@@ -68,8 +68,12 @@ def main() -> None:
     rows = []
     for backbone in args.backbones:
         for size in args.sizes:
-            sps, steps = throughput(backbone, size, batch=args.batch, max_seconds=args.max_seconds,
-                                    device=args.device)
+            try:
+                sps, steps = throughput(backbone, size, batch=args.batch, max_seconds=args.max_seconds,
+                                        device=args.device)
+            except (RuntimeError, MemoryError) as e:  # out of memory: say so, measure the rest
+                print(json.dumps({"backbone": backbone, "size": size, "error": str(e).splitlines()[0]}), flush=True)
+                continue
             rows.append({"backbone": backbone, "size": size, "batch": args.batch, "steps": steps,
                          "samples_per_s": round(sps, 2), "device": args.device, "threads": torch.get_num_threads()})
             print(json.dumps(rows[-1]), flush=True)
