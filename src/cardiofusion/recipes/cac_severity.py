@@ -78,7 +78,9 @@ class CacSeverityConfig(RecipeConfig):
         batch_size / lr / ecg_lr / max_epochs / patience: training (``lr`` for runs with an X-ray backbone,
             ``ecg_lr`` for the ECG-only runs; Adam, cosine schedule over ``max_epochs``, early stopping on the
             validation loss with ``patience``).
-        class_weights: ``pos_weight`` of training (``balanced``: inverse class frequency; None: unweighted).
+        class_weights: ``pos_weight`` of training: ``balanced`` = one weight per class, ``n / (K n_k)``, on every
+            cumulative output of a record of that class (:func:`cardiofusion.tasks.losses.task_pos_weight`);
+            None: unweighted (the most-frequent class wins where the model has learnt nothing).
         n_folds: folds; folds: the test folds to run (None: all).
         seed: fold assignment, training and bootstrap seed.
         n_boot: patient-bootstrap resamples of the pooled out-of-fold evaluation.
