@@ -80,7 +80,9 @@ class CacSeverityConfig(RecipeConfig):
             validation loss with ``patience``).
         class_weights: ``pos_weight`` of training: ``balanced`` = one weight per class, ``n / (K n_k)``, on every
             cumulative output of a record of that class (:func:`cardiofusion.tasks.losses.task_pos_weight`);
-            None: unweighted (the most-frequent class wins where the model has learnt nothing).
+            None (default): unweighted, the most-frequent class wins where the model has learnt nothing (with
+            ``balanced`` an under-trained CORAL head's argmax lands on the extreme classes, below that baseline:
+            docs/recipes/cac-severity.md).
         n_folds: folds; folds: the test folds to run (None: all).
         seed: fold assignment, training and bootstrap seed.
         n_boot: patient-bootstrap resamples of the pooled out-of-fold evaluation.
@@ -111,7 +113,7 @@ class CacSeverityConfig(RecipeConfig):
     ecg_lr: float = 1e-3
     max_epochs: int = 10
     patience: int = 3
-    class_weights: str | None = "balanced"
+    class_weights: str | None = None
     n_folds: int = 5
     folds: list[int] | None = None
     seed: int = 0
