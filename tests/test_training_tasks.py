@@ -138,7 +138,9 @@ def test_pos_weight_per_kind():
     with pytest.raises(ConfigError, match="balanced"):
         task_pos_weight(mc, y, 2.0)
     od = load_task(TASKS["ordinal"])
-    assert task_pos_weight(od, np.array([0, 1, 2, 3, 3.0]), "balanced") == pytest.approx([1 / 4, 2 / 3, 3 / 2])
+    # ordinal: class weights n / (K n_k) like multiclass (was one 50/50 weight per cumulative output, issue 15)
+    assert task_pos_weight(od, np.array([0, 1, 2, 3, 3.0]), "balanced") == pytest.approx([5 / 4, 5 / 4, 5 / 4, 5 / 8])
+    assert task_pos_weight(od, np.array([0, 1, 2, 3, 3.0]), 2.0) == 2.0
     with pytest.raises(ConfigError, match="regression"):
         task_pos_weight(load_task(TASKS["regression"]), np.zeros((3, 2)), "balanced")
 
@@ -251,3 +253,37 @@ def test_warm_start_with_k_outputs(cohort, tmp_path, one_thread):
         for k, v in src_head.items():
             want = v if fusion == "late" else (v / 8 if k == "weight" else v / 8 + 0.25)
             torch.testing.assert_close(dst_head[k], want)
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "ecg"])
+@pytest.mark.parametrize("weights", [None, "balanced"])
+def test_ordinal_class_weights_keep_every_class(fusion, weights):
+    """Regression (issue 15): with uninformative inputs the loss-minimising CORAL head must give the (weighted)
+    class frequencies. ``balanced`` used to weight each cumulative output [y > j] to 50/50, which drives every
+    P(y > j) to 0.5 and the middle classes' probability to 0, so a model predicted only the two extreme classes."""
+    from cardiofusion.models.model import create_fusion
+    from cardiofusion.tasks.losses import task_loss
+
+    task = load_task(TASKS["ordinal"])
+    counts = np.array([40, 30, 20, 10])
+    y = np.repeat(np.arange(4), counts).astype(float)
+    torch.manual_seed(0)
+    head = create_fusion(fusion, ecg_dim=1, cxr_dim=1, num_outputs=3, link="cumulative").eval()
+    pw = task_pos_weight(task, y, weights)
+    features = {"ecg": torch.ones(len(y), 1), "cxr": torch.ones(len(y), 1)}
+    opt = torch.optim.LBFGS(head.parameters(), lr=0.5, max_iter=500, line_search_fn="strong_wolfe")
+    label = torch.tensor(y, dtype=torch.float32)
+
+    def closure():
+        opt.zero_grad()
+        loss = task_loss(task, head, head(features), label, pos_weight=pw)["loss"]
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    prob = head(features).prob[0].detach().numpy()
+    # independent reference: the class frequencies, each class weighted by scikit-learn's balanced weight
+    w = np.ones(4) if weights is None else counts.sum() / (4 * counts)
+    want = counts * w / (counts * w).sum()
+    np.testing.assert_allclose(prob, want, atol=0.02)

@@ -23,7 +23,9 @@ link: ``logistic`` and ``cumulative`` -> binary cross-entropy per output (mean o
 entries, summed over outputs), ``softmax`` -> cross-entropy (mean over known rows), ``identity`` -> squared
 error per output (mean over known entries, summed over outputs); the cooperative head has its own.
 ``pos_weight``: logistic / cumulative -> a scalar or one weight per output for the positive entries;
-softmax -> one weight per class (weighted cross-entropy, normalised by the weights of the rows' classes);
+cumulative also K weights, one per class (every output of a row weighted by its class's weight, normalised
+by the rows' weights; what ``balanced`` gives an ordinal task); softmax -> one weight per class (weighted
+cross-entropy, normalised by the weights of the rows' classes);
 identity -> not allowed.
 
 Rows for which the head can use no modality at all get ``score = prob = NaN`` and ``used = (False,
@@ -211,6 +213,21 @@ def _bce_term(logit: Tensor, label: Tensor, rows: Tensor, pos_weight: float | Te
     return ((per * rows).sum(0) / rows.sum(0).clamp(min=1)).sum()
 
 
+def _cumulative_term(logit: Tensor, label: Tensor, rows: Tensor, weight: float | Tensor | None) -> Tensor:
+    """The cumulative (ordinal) link's BCE over ``(B, K - 1)`` targets ``[y > j]``: ``weight`` with K entries
+    is a weight per class (each row's every output weighted by its class's weight, normalised by the rows'
+    weights, as a weighted cross-entropy is), so the loss stays the likelihood of one weighted ordinal model;
+    a scalar or K - 1 entries weight the positive entries per output (:func:`_bce_term`)."""
+    cw = _weight_vector(weight, logit)
+    if cw is None or cw.numel() != label.shape[-1] + 1:
+        return _bce_term(logit, label, rows, weight)
+    y = torch.where(rows, label, torch.zeros_like(label))
+    z = torch.where(rows, logit, torch.zeros_like(logit))
+    w = cw[y.sum(dim=1).round().long()].unsqueeze(1) * rows  # (B, K - 1)
+    per = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    return ((per * w).sum(0) / w.sum(0).clamp(min=torch.finfo(z.dtype).tiny)).sum()
+
+
 def _ce_term(logit: Tensor, onehot: Tensor, rows: Tensor, class_weight: float | Tensor | None) -> Tensor:
     """Cross-entropy of ``(B, K)`` logits against one-hot targets over rows that are fully known; optional
     class weights (normalised by the weights of the rows' classes, as ``F.cross_entropy`` does)."""
@@ -232,7 +249,7 @@ def _se_term(value: Tensor, target: Tensor, rows: Tensor, pos_weight: float | Te
     return ((per * rows).sum(0) / rows.sum(0).clamp(min=1)).sum()
 
 
-_TERM = {"logistic": ("bce", _bce_term), "cumulative": ("bce", _bce_term), "softmax": ("ce", _ce_term),
+_TERM = {"logistic": ("bce", _bce_term), "cumulative": ("bce", _cumulative_term), "softmax": ("ce", _ce_term),
          "identity": ("mse", _se_term)}
 
 
@@ -412,6 +429,8 @@ class CooperativeFusion(FusionHead):
                 raise ConfigError("pos_weight does not apply to regression (identity) outputs")
             if self.link == "softmax":  # class weights: each row weighted by its class's weight
                 w = w * (y * pw).sum(dim=1, keepdim=True)
+            elif self.link == "cumulative" and pw.numel() == y.shape[-1] + 1:  # class weights, class = sum [y > j]
+                w = w * pw[y.sum(dim=1).round().long()].unsqueeze(1)
             else:
                 w = w * torch.where(y > 0.5, pw, torch.ones_like(y))
         w = w / w.sum(dim=0).clamp(min=torch.finfo(y.dtype).tiny)  # per output

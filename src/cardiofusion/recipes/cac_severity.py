@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, ReadError
-from ..evaluation.formatting import format_value
+from ..evaluation.backbone_ablation import TABLE4, model_name
+from ..evaluation.backbone_ablation import VARIANTS as VARIANT_LABELS
 from .crossval import ensure_fold_runs, write_fold_manifests
 from .registry import RecipeConfig, apply_overrides, register_recipe
 from .steps import Stopwatch, ensure_cache, ensure_export, export_matches, resolve_cohort
@@ -52,13 +52,8 @@ from .steps import Stopwatch, ensure_cache, ensure_export, export_matches, resol
 PAPER_BACKBONES = ("vgg19", "mobilenetv2_100", "tf_efficientnet_b7", "legacy_xception", "hrnet_w32", "resnet50")
 
 #: Ablation variants: key -> (fusion head, display suffix).
-VARIANTS: dict[str, tuple[str, str]] = {"full": ("early", "ECG + X-ray"), "no_ecg": ("cxr", "without ECG"),
-                                        "no_xray": ("ecg", "without X-ray")}
-
-#: Table 4 metrics (the paper's columns) per averaging.
-TABLE4 = ("accuracy", "recall", "precision", "f1")
-
-ECG_ONLY = "ECG only"
+VARIANTS: dict[str, tuple[str, str]] = {k: (head, VARIANT_LABELS[k])
+                                        for k, head in (("full", "early"), ("no_ecg", "cxr"), ("no_xray", "ecg"))}
 TASK = "cac_severity"
 
 
@@ -83,7 +78,11 @@ class CacSeverityConfig(RecipeConfig):
         batch_size / lr / ecg_lr / max_epochs / patience: training (``lr`` for runs with an X-ray backbone,
             ``ecg_lr`` for the ECG-only runs; Adam, cosine schedule over ``max_epochs``, early stopping on the
             validation loss with ``patience``).
-        class_weights: ``pos_weight`` of training (``balanced``: inverse class frequency; None: unweighted).
+        class_weights: ``pos_weight`` of training: ``balanced`` = one weight per class, ``n / (K n_k)``, on every
+            cumulative output of a record of that class (:func:`cardiofusion.tasks.losses.task_pos_weight`);
+            None (default): unweighted, the most-frequent class wins where the model has learnt nothing (with
+            ``balanced`` an under-trained CORAL head's argmax lands on the extreme classes, below that baseline:
+            docs/recipes/cac-severity.md).
         n_folds: folds; folds: the test folds to run (None: all).
         seed: fold assignment, training and bootstrap seed.
         n_boot: patient-bootstrap resamples of the pooled out-of-fold evaluation.
@@ -114,7 +113,7 @@ class CacSeverityConfig(RecipeConfig):
     ecg_lr: float = 1e-3
     max_epochs: int = 10
     patience: int = 3
-    class_weights: str | None = "balanced"
+    class_weights: str | None = None
     n_folds: int = 5
     folds: list[int] | None = None
     seed: int = 0
@@ -170,13 +169,6 @@ class CacSeverityResult:
 # ---------------------------------------------------------------------------------------------------
 # configuration of the runs
 # ---------------------------------------------------------------------------------------------------
-def model_name(backbone: str | None, variant: str) -> str:
-    """Display name of a model: the backbone (full), ``<backbone> without ECG`` or ``ECG only``."""
-    if variant == "no_xray":
-        return ECG_ONLY
-    return backbone if variant == "full" else f"{backbone} {VARIANTS[variant][1]}"
-
-
 def backbone_weights(config: CacSeverityConfig, backbone: str) -> str | bool:
     """The ``cxr_pretrained`` of a backbone (see :attr:`CacSeverityConfig.pretrained`)."""
     if config.pretrained == "none":
@@ -359,323 +351,31 @@ def _write_folds_csv(path: Path, manifest: pd.DataFrame, y: np.ndarray, fold_of:
 
 
 # ---------------------------------------------------------------------------------------------------
-# evaluation and outputs
+# evaluation and outputs (evaluation.backbone_ablation)
 # ---------------------------------------------------------------------------------------------------
 def _report(config: CacSeverityConfig, result: CacSeverityResult, plan: list[tuple[str, str | None, str]],
             manifest: pd.DataFrame, log: Callable[[str], None]) -> None:
-    from ..evaluation import evaluate_tables
-    from ..evaluation.crossval_tasks import pool_folds, summarize_task_folds, task_fold_metrics
+    """Tables 4-5, Figures 4-5 and ``report.html`` from every run's out-of-fold test table."""
+    from ..evaluation.backbone_ablation import AblationSettings, evaluate_ablation
     from ..evaluation.evaluate import run_tables
     from ..tasks import load_task
 
-    task = load_task(TASK)
-    out = result.out_dir
     names = {key: model_name(backbone, variant) for key, backbone, variant in plan}
     fold_tables: dict[int, dict[str, pd.DataFrame]] = {}
     for key, folds in result.runs.items():
         for f, run in folds.items():
             test = run_tables(run, "test")[1]
             fold_tables.setdefault(f, {})[names[key]] = test[test["split"] == "test"] if "split" in test else test
-    per_fold = task_fold_metrics(task, fold_tables)
-    summary = summarize_task_folds(per_fold)
-    pooled = pool_folds(fold_tables)
-    full = [model_name(b, "full") for b in config.backbones if "full" in config.variants]
-    avg = config.average
-    labels = next(iter(pooled.values()))["label"].to_numpy(dtype=float)
-    result.majority_accuracy = float(np.bincount(labels.astype(int)).max() / labels.size) if labels.size else None
-    log(f"[5/5] evaluate: {len(per_fold)} folds, out-of-fold predictions pooled ({len(next(iter(pooled.values())))} "
-        f"records), {config.n_boot} patient-bootstrap resamples")
-
-    def key(metric: str, average: str = avg) -> str:
-        return metric if metric == "accuracy" else f"{average}_{metric}"
-
-    best = max(full, key=lambda n: _nan_low(summary[n][key(config.rank_by)]["mean"])) if full else None
-    result.best = best
-    # one evaluation of every model on the same pooled records: paired comparisons of the best backbone against
-    # every other model and, per backbone, of the fusion model against each single modality (model_pairs: the
-    # reference first, then every pair in this order, so a fusion model always comes before its ablations)
-    order = [model_name(b, v) for b in config.backbones for v in ("full", "no_ecg") if v in config.variants]
-    order += [ECG_ONLY] if "no_xray" in config.variants else []
-    evaluation = evaluate_tables({n: (None, pooled[n]) for n in order}, out / "evaluation", task=task,
-                                 reference=best or order[0], subgroups=[], n_boot=config.n_boot, seed=config.seed,
-                                 split="out-of-fold test records (all folds)", manifest=manifest,
-                                 title="CAC severity: backbones and ablation, pooled out-of-fold predictions")
-    result.table4 = _table4(config, full, summary, evaluation, task) if full else pd.DataFrame()
-    result.table5 = _table5(config, summary, evaluation)
-    paths = result.paths
-    paths["table4_csv"], paths["table5_csv"] = out / "table4.csv", out / "table5.csv"
-    result.table4.to_csv(paths["table4_csv"], index=False)
-    result.table5.to_csv(paths["table5_csv"], index=False)
-    per_fold_rows = [{"fold": f, "model": m, **vals} for f, models in per_fold.items() for m, vals in models.items()]
-    paths["per_fold_csv"] = out / "per_fold_metrics.csv"
-    pd.DataFrame(per_fold_rows).to_csv(paths["per_fold_csv"], index=False)
-    paths["table4_md"] = out / "table4.md"
-    paths["table4_md"].write_text(_table4_md(config, result, evaluation), encoding="utf-8")
-    paths["table5_md"] = out / "table5.md"
-    paths["table5_md"].write_text(_table5_md(config, result.table5), encoding="utf-8")
-    _figures(config, result, full, summary)
-    paths["report"] = _html(config, result, full, summary, evaluation, task)
-    for line in paths["table4_md"].read_text().splitlines() + [""] + paths["table5_md"].read_text().splitlines():
-        log("  " + line)
-    log(f"  report: {paths['report']}")
-
-
-def _nan_low(v: float) -> float:
-    return v if np.isfinite(v) else -math.inf
-
-
-def _fmt_ms(s: Mapping[str, Any]) -> str:
-    return f"{format_value(s['mean'])} +- {format_value(s['sd'])}"
-
-
-def _fmt_iv(iv: Any) -> str:
-    return f"{format_value(iv.value)} [{format_value(iv.ci_low)}, {format_value(iv.ci_high)}]"
-
-
-def _table4(config: CacSeverityConfig, full: list[str], summary: Mapping[str, Any], evaluation: Any,
-            task: Any) -> pd.DataFrame:
-    """One row per backbone: mean, sd over folds and the pooled value with its CI of every Table 4 metric
-    (macro and weighted), quadratic kappa, per-class recall and the >=400-called-0 count."""
-    rows = []
-    for name in full:
-        row: dict[str, Any] = {"backbone": name}
-        metrics = ["accuracy"] + [f"{a}_{m}" for a in ("macro", "weighted") for m in TABLE4[1:]]
-        metrics += ["quadratic_kappa", "balanced_accuracy", "macro_auroc"] + [f"recall:{c}" for c in task.classes]
-        ev = evaluation.models[name]
-        for m in metrics:
-            row[f"{m}_mean"] = summary[name][m]["mean"]
-            row[f"{m}_sd"] = summary[name][m]["sd"]
-            iv = ev.metrics[m]
-            row[f"{m}_pooled"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = iv.value, iv.ci_low, iv.ci_high
-        cm = np.asarray(ev.confusion)
-        row["n_records"] = int(cm.sum())
-        row["ge400_called_0"] = int(cm[-1, 0])
-        row["ge400_records"] = int(cm[-1].sum())
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _table5(config: CacSeverityConfig, summary: Mapping[str, Any], ev: Any) -> pd.DataFrame:
-    """One row per backbone: accuracy (mean +- sd over folds, pooled with CI) of each variant and the paired
-    pooled differences full - without ECG / full - without X-ray."""
-    rows = []
-    for backbone in config.backbones:
-        row: dict[str, Any] = {"backbone": backbone}
-        for variant in VARIANTS:
-            name = model_name(backbone, variant)
-            if variant not in config.variants or name not in summary:
-                continue
-            row[f"{variant}_mean"] = summary[name]["accuracy"]["mean"]
-            row[f"{variant}_sd"] = summary[name]["accuracy"]["sd"]
-            if name in ev.models:
-                iv = ev.models[name].metrics["accuracy"]
-                row[f"{variant}_pooled"], row[f"{variant}_ci_low"], row[f"{variant}_ci_high"] = (
-                    iv.value, iv.ci_low, iv.ci_high)
-        if "full" in config.variants:
-            for variant in ("no_ecg", "no_xray"):
-                comp = ev.comparisons.get(f"{model_name(backbone, 'full')} vs {model_name(backbone, variant)}")
-                if comp is not None:
-                    for m in ("accuracy", "quadratic_kappa", f"{config.average}_f1"):
-                        d = comp.differences[m]
-                        row[f"full_minus_{variant}_{m}"] = d.difference
-                        row[f"full_minus_{variant}_{m}_ci_low"] = d.ci_low
-                        row[f"full_minus_{variant}_{m}_ci_high"] = d.ci_high
-                        row[f"full_minus_{variant}_{m}_p"] = d.p_value
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _cell(row: Mapping[str, Any], prefix: str) -> str:
-    mean, sd = row.get(f"{prefix}_mean"), row.get(f"{prefix}_sd")
-    if mean is None:
-        return "-"
-    text = f"{format_value(mean)} +- {format_value(sd)}"
-    if f"{prefix}_pooled" in row:
-        text += (f" ({format_value(row[f'{prefix}_pooled'])} [{format_value(row[f'{prefix}_ci_low'])}, "
-                 f"{format_value(row[f'{prefix}_ci_high'])}])")
-    return text
-
-
-def _diff_cell(row: Mapping[str, Any], prefix: str) -> str:
-    if f"{prefix}" not in row or row.get(prefix) is None or (isinstance(row[prefix], float) and math.isnan(row[prefix])):
-        return "-"
-    return (f"{row[prefix]:+.3f} [{row[prefix + '_ci_low']:+.3f}, {row[prefix + '_ci_high']:+.3f}], "
-            f"p {row[prefix + '_p']:.3g}")
-
-
-def _table4_md(config: CacSeverityConfig, result: CacSeverityResult, evaluation: Any) -> str:
-    t = result.table4
-    lines = ["# Table 4: X-ray backbones, early fusion with the ECG (4-class CAC severity)", "",
-             f"Mean +- sd over {config.n_folds} patient-grouped folds; in brackets the value on all out-of-fold "
-             f"predictions pooled with its 95% patient-bootstrap CI ({config.n_boot} resamples). Recall, precision "
-             "and F1 are averaged over the four classes as named (macro: unweighted mean; weighted: by class "
-             "support); F1 is the harmonic mean of precision and recall per class, then averaged.", ""]
-    for average in (config.average, "weighted" if config.average == "macro" else "macro"):
-        lines += [f"## {average} averaging", "",
-                  "| Backbone | Accuracy | Recall | Precision | F1 |", "|---|---|---|---|---|"]
-        for _, row in t.iterrows():
-            mark = " (best)" if row["backbone"] == result.best else ""
-            lines.append(f"| {row['backbone']}{mark} | " + " | ".join(
-                _cell(row, m if m == "accuracy" else f"{average}_{m}") for m in TABLE4) + " |")
-        lines.append("")
-    lines += ["## Ordinal agreement and the clinically important error", "",
-              "| Backbone | Quadratic kappa | Recall 0 | Recall 1-99 | Recall 100-399 | Recall >=400 | >=400 called 0 |",
-              "|---|---|---|---|---|---|---|"]
-    for _, row in t.iterrows():
-        rec = " | ".join(_cell(row, f"recall:{c}") for c in ("0", "1-99", "100-399", ">=400"))
-        lines.append(f"| {row['backbone']} | {_cell(row, 'quadratic_kappa')} | {rec} | "
-                     f"{row['ge400_called_0']} of {row['ge400_records']} |")
-    lines.append("")
-    if evaluation is not None and result.best is not None and len(t) > 1:
-        lines += [f"## Paired comparison: {result.best} (best by mean {config.rank_by}) minus each other backbone", "",
-                  "Same out-of-fold records and the same patient resamples; 95% CI and bootstrap p.", "",
-                  "| Other backbone | Accuracy | Quadratic kappa | F1 (" + config.average + ") |", "|---|---|---|---|"]
-        for comp in evaluation.comparisons.values():
-            if comp.model_a != result.best or comp.model_b not in set(result.table4["backbone"]):
-                continue
-            cells = [_diff_text(comp.differences[m]) for m in ("accuracy", "quadratic_kappa", f"{config.average}_f1")]
-            lines.append(f"| {comp.model_b} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if result.majority_accuracy is not None:
-        lines += [f"Always the most frequent class: accuracy {format_value(result.majority_accuracy)}, quadratic "
-                  "kappa 0.", ""]
-    if result.oracle:
-        lines += ["## Oracle (planted signs of the synthetic export, logistic regression, 5-fold CV)", "",
-                  "| Evidence | Accuracy | Quadratic kappa |", "|---|---|---|"]
-        for k, label in (("both", "ECG + X-ray signs"), ("cxr", "X-ray signs"), ("ecg", "ECG signs")):
-            o = result.oracle.get(k) or {}
-            lines.append(f"| {label} | {format_value(o.get('accuracy'))} | {format_value(o.get('quadratic_kappa'))} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _diff_text(d: Any) -> str:
-    return f"{d.difference:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}], p {d.p_value:.3g}"
-
-
-def _table5_md(config: CacSeverityConfig, t: pd.DataFrame) -> str:
-    lines = ["# Table 5: ablation, accuracy with and without each modality", "",
-             f"Mean +- sd over {config.n_folds} folds (pooled out-of-fold accuracy [95% patient-bootstrap CI]). "
-             "The ECG-only model has no X-ray backbone: it is the same model in every row.", "",
-             "| Backbone | Full (ECG + X-ray) | Without ECG | Without X-ray | Full - without ECG | Full - without X-ray |",
-             "|---|---|---|---|---|---|"]
-    for _, row in t.iterrows():
-        r = row.to_dict()
-        lines.append(f"| {r['backbone']} | {_cell(r, 'full')} | {_cell(r, 'no_ecg')} | {_cell(r, 'no_xray')} | "
-                     f"{_diff_cell(r, 'full_minus_no_ecg_accuracy')} | {_diff_cell(r, 'full_minus_no_xray_accuracy')} |")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _figures(config: CacSeverityConfig, result: CacSeverityResult, full: list[str], summary: Mapping[str, Any]) -> None:
-    from ..evaluation.figures import bar_figure
-
-    out, avg = result.out_dir, config.average
-    oracle = {"oracle accuracy (ECG + X-ray signs)": (result.oracle or {}).get("both", {}).get("accuracy"),
-              "most frequent class": result.majority_accuracy}
-    if full:
-        series = {}
-        for m in TABLE4:
-            k = m if m == "accuracy" else f"{avg}_{m}"
-            series[m if m == "accuracy" else f"{m} ({avg})"] = (
-                [summary[n][k]["mean"] for n in full], [summary[n][k]["sd"] for n in full])
-        result.paths["figure4"] = bar_figure(full, series, out / "figure4.png", ylabel="mean +- sd over folds",
-                                             title="Figure 4: X-ray backbones (early fusion with the ECG)",
-                                             reference=oracle)
-    series = {}
-    for variant in VARIANTS:
-        names = [model_name(b, variant) for b in config.backbones]
-        if variant in config.variants:
-            series[VARIANTS[variant][1]] = ([summary[n]["accuracy"]["mean"] for n in names],
-                                            [summary[n]["accuracy"]["sd"] for n in names])
-    if config.backbones:
-        result.paths["figure5"] = bar_figure(config.backbones, series, out / "figure5.png", ylabel="accuracy, mean +- sd",
-                                             title="Figure 5: ablation (accuracy)", reference=oracle)
-
-
-def _md_to_html(text: str) -> str:
-    """The recipe's own markdown tables (``# title``, ``## heading``, paragraphs, ``| a | b |`` rows) as HTML."""
-    from ..evaluation.crossval_tasks import html_table
-
-    html_parts: list[str] = []
-    rows: list[list[str]] = []
-
-    def flush() -> None:
-        if rows:
-            html_parts.append(html_table(rows[0], rows[1:]))
-            rows.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                rows.append(cells)
-            continue
-        flush()
-        if line.startswith("## "):
-            html_parts.append(f"<h3>{_esc(line[3:])}</h3>")
-        elif line.startswith("# ") or not line.strip():
-            continue
-        else:
-            html_parts.append(f"<p>{_esc(line)}</p>")
-    flush()
-    return "\n".join(html_parts)
-
-
-def _esc(text: str) -> str:
-    import html
-
-    return html.escape(text)
-
-
-def _html(config: CacSeverityConfig, result: CacSeverityResult, full: list[str], summary: Mapping[str, Any],
-          evaluation: Any, task: Any) -> Path:
-    """``OUT/report.html``: Tables 4-5, Figures 4-5, confusion matrices, comparisons, oracle, methods."""
-    from ..evaluation.crossval_tasks import html_figure, html_table, write_html
-
-    paths = result.paths
-    sections: list[tuple[str, str]] = []
-    counts = evaluation.settings["records"]
-    intro = (f"<p>Task <code>{_esc(task.name)}</code>: {_esc(task.description)}; classes "
-             f"{_esc(' | '.join(task.classes))} (ordinal, CORAL cumulative head). {config.n_folds} patient-grouped "
-             f"folds stratified by class; {counts.get('records', '?')} out-of-fold records of "
-             f"{counts.get('patients', '?')} patients (per class: "
-             f"{_esc(', '.join(f'{c} {n}' for c, n in counts.get('per_class', {}).items()))}). X-ray "
-             f"{config.image_size} px, initial weights: {_esc(_weights_text(config))}. Best backbone by mean "
-             f"{_esc(config.rank_by)}: <b>{_esc(result.best or '-')}</b>.</p>")
-    sections.append(("Summary", intro))
-    t4 = paths["table4_md"].read_text(encoding="utf-8")
-    fig4 = html_figure(paths["figure4"], "Figure 4: mean +- sd over folds per backbone; dotted: oracle and most-frequent-class accuracy."
-                       ) if "figure4" in paths else ""
-    sections.append(("Table 4 and Figure 4: backbones", _md_to_html(t4) + fig4))
-    if evaluation is not None:
-        cms = []
-        for name in full:
-            cm = evaluation.models[name].confusion
-            cms.append(f"<h3>{_esc(name)}</h3>" + html_table(["true \\ predicted", *task.classes],
-                                                             [[c, *row] for c, row in zip(task.classes, cm)]))
-        sections.append(("Confusion matrices (pooled out-of-fold predictions)", "".join(cms)))
-    t5 = paths["table5_md"].read_text(encoding="utf-8")
-    fig5 = html_figure(paths["figure5"], "Figure 5: accuracy with and without each modality, mean +- sd over folds."
-                       ) if "figure5" in paths else ""
-    sections.append(("Table 5 and Figure 5: ablation", _md_to_html(t5) + fig5))
-    sections.append(("Methods", "<ul class='small'>"
-                     "<li>Early fusion: X-ray backbone (timm, 1 input channel, pooled features) and ECG encoder "
-                     "features concatenated, MLP, 3 cumulative logits (CORAL), class probabilities from their "
-                     "differences; the predicted class is the most probable one.</li>"
-                     "<li>Folds: patient-grouped, stratified by CAC class (scikit-learn StratifiedGroupKFold); "
-                     "fold i tests, fold i+1 validates (early stopping on the validation loss), the rest trains.</li>"
-                     "<li>Fold spread: mean and sample sd (ddof 1) of each fold's test metrics. Pooled: every "
-                     "record's out-of-fold prediction; 95% percentile CIs from patient-bootstrap resamples "
-                     "(all records of a drawn patient); paired differences on the same resamples, two-sided "
-                     "bootstrap p.</li>"
-                     "<li>Averaging: macro = unweighted mean over the four classes; weighted = by class support; "
-                     "F1 = harmonic mean of precision and recall (per class, then averaged). Quadratic-weighted "
-                     "kappa over the class order.</li>"
-                     "<li>Every metric of every model with its CI and every paired comparison: "
-                     "<code>evaluation/report.html</code> and <code>evaluation/</code>.</li></ul>"))
-    return write_html(result.out_dir / "report.html", "Coronary calcium severity: backbones and ablation (paper 001)",
-                      sections, subtitle=f"{config.n_folds}-fold cross-validation, {config.n_boot} bootstrap resamples")
+    settings = AblationSettings(
+        backbones=list(config.backbones), variants=list(config.variants), n_folds=int(config.n_folds),
+        n_boot=int(config.n_boot), seed=int(config.seed), average=config.average, rank_by=config.rank_by,
+        details=f"X-ray {config.image_size} px, initial weights: {_weights_text(config)}; class weights "
+                f"{config.class_weights or 'none'}.")
+    report = evaluate_ablation(fold_tables, result.out_dir, load_task(TASK), settings, manifest=manifest,
+                               oracle=result.oracle, log=log)
+    result.table4, result.table5, result.best = report.table4, report.table5, report.best
+    result.majority_accuracy = report.majority_accuracy
+    result.paths.update(report.paths)
 
 
 def _weights_text(config: CacSeverityConfig) -> str:

@@ -15,9 +15,12 @@ regression             ``(y - mean) / std`` with the task's train scaler        
 
 ``pos_weight`` (:func:`task_pos_weight`, from ``TrainConfig.pos_weight``): binary as before (a number, or
 ``balanced`` = negatives / positives); multilabel a number for every label or ``balanced`` = negatives /
-positives per label among the known training labels; ordinal the same per cumulative output ``[y > j]``;
-multiclass ``balanced`` = class weights ``n / (K n_k)`` (scikit-learn's ``compute_class_weight``) for a
-weighted cross-entropy (a plain number is refused); regression none.
+positives per label among the known training labels; multiclass ``balanced`` = class weights ``n / (K n_k)``
+(scikit-learn's ``compute_class_weight``) for a weighted cross-entropy (a plain number is refused); ordinal
+``balanced`` = the same K class weights, each row's cumulative outputs weighted by its class's weight (a number:
+the positive entries of every cumulative output). Balancing each cumulative output ``[y > j]`` to 50/50 on its
+own instead would drive every P(y > j) towards 0.5 for an uninformative input, i.e. probability 0 for the middle
+classes (issue 15: models that only ever predicted the two extreme classes); regression none.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def task_pos_weight(task: Task, train_labels: np.ndarray, setting: None | float 
         if n_pos == 0 or n_neg == 0:
             raise ConfigError("pos_weight 'balanced' needs both classes among the training records")
         return n_neg / n_pos
-    if task.kind == "multiclass" and not task.ordinal:
+    if task.kind == "multiclass" and (setting == "balanced" or not task.ordinal):
         if setting != "balanced":
             raise ConfigError(f"{where}: a multiclass task takes 'balanced' class weights or none")
         from sklearn.utils.class_weight import compute_class_weight
@@ -110,11 +113,7 @@ def task_pos_weight(task: Task, train_labels: np.ndarray, setting: None | float 
         return compute_class_weight("balanced", classes=np.arange(task.n_classes), y=y).tolist()
     if setting != "balanced":
         return float(setting)
-    if task.kind == "multiclass":  # ordinal: the cumulative 0/1 targets [y > j]
-        y = labels[np.isfinite(labels)]
-        matrix = (y[:, None] > np.arange(task.n_outputs)[None, :]).astype(float)
-    else:
-        matrix = labels.reshape(len(labels), -1)
+    matrix = labels.reshape(len(labels), -1)
     weights = []
     for j, name in enumerate(task.output_names):
         col = matrix[:, j][np.isfinite(matrix[:, j])]
