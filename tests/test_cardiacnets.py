@@ -44,7 +44,8 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     out = tmp_path / "out"
     tasks = json.dumps(["cardiac_multilabel", ECHO_TASK])
     generate = ["generate=true", "generator.image_size=16", "generator.block_out_channels=[8, 16]",
-                "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0"]
+                "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0",
+                "teacher=xray_model", "xray_train.max_epochs=1"]
     config = _config(tiny, f"tasks={tasks}", *generate)
     info = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
 
@@ -58,20 +59,24 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     # only the ECG side and the projections train: the teacher's encoder is frozen
     assert 0 < align["parameters"]["trainable"] < align["parameters"]["total"]
 
-    # the teacher in the aligned checkpoint is the pretrained one, untouched
-    from cardiofusion.models import create_cxr_encoder
-    from cardiofusion.recipes.cardiacnets import teacher_weights
+    # the teacher in the aligned checkpoint is the stage-0 X-ray model's encoder, untouched by the alignment
+    from cardiofusion.training import best_checkpoint
 
-    ref = create_cxr_encoder("tf_efficientnet_lite0", pretrained=teacher_weights("auto")).state_dict()
+    xray = _encoder_state(best_checkpoint(out / "runs" / "xray" / "model"), "model.cxr_encoder.")
+    assert info["xray_model"]["teacher_file"] and info["xray_model"]["task"] == "aortic_stenosis"
     best_align = info["pretraining"]["align"]["run"] + "/checkpoints"
     ckpt = sorted((out / "runs" / "align" / "checkpoints").glob("best-*.ckpt"))[-1]
     teacher = _encoder_state(ckpt, "aligner.teacher.encoder.")
-    assert best_align and teacher.keys() == ref.keys()
-    assert all(torch.equal(teacher[k], ref[k]) for k in ref)
+    assert best_align and teacher.keys() == xray.keys()
+    assert all(torch.equal(teacher[k], xray[k]) for k in xray)
+    from cardiofusion.models import create_cxr_encoder
+    from cardiofusion.recipes.cardiacnets import teacher_weights
+
+    imagenet = create_cxr_encoder("tf_efficientnet_lite0", pretrained=teacher_weights("auto")).state_dict()
+    assert any(not torch.equal(teacher[k], imagenet[k]) for k in imagenet)  # it learned the radiographs
 
     # a linear probe keeps its warm-started encoder exactly; fine-tuning moves it
     mae = _encoder_state(sorted((out / "runs" / "mae" / "checkpoints").glob("best-*.ckpt"))[-1], "mae.encoder.")
-    from cardiofusion.training import best_checkpoint
 
     probe = _encoder_state(best_checkpoint(out / "runs" / "cardiac_multilabel" / "mae-probe"), "model.ecg_encoder.")
     tuned = _encoder_state(best_checkpoint(out / "runs" / "cardiac_multilabel" / "mae-finetune"), "model.ecg_encoder.")
@@ -118,6 +123,16 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
         assert iv["ci_low"] <= iv["ci_high"]
     assert info["generation"]["gen_ssim"]["value"] == pytest.approx(records["gen_ssim"].mean())
     assert (out / "generation" / "samples.png").stat().st_size > 0
+    # the frozen X-ray classifier (the stage-0 model) scored real, generated and unconditional images
+    from sklearn.metrics import roc_auc_score
+
+    assert records[["cls_real", "cls_gen", "cls_uncond"]].notna().all().all()
+    if 0 < records["label"].sum() < len(records):
+        for name in ("real", "gen", "uncond"):
+            iv = info["generation"][f"auroc_{name}"]
+            assert iv["value"] == pytest.approx(roc_auc_score(records["label"], records[f"cls_{name}"]))
+            assert iv["ci_low"] <= iv["ci_high"]
+    assert "generated - unconditional (paired)" in (out / "generation" / "summary.md").read_text()
 
     # re-running reuses every run: no training at all
     def boom(*a, **k):
@@ -127,6 +142,7 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr("cardiofusion.training.fit", boom)
     again = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
     assert {r["action"] for r in again["pretraining"].values()} == {"reused"}
+    assert again["xray_model"]["action"] == "reused"
     assert {r["action"] for t in again["downstream"].values() for r in t.values()} == {"reused"}
     assert pd.read_csv(out / "comparison.csv").equals(table)
     assert again["generation"] == info["generation"]  # generation is seeded: the same images, the same scores

@@ -29,7 +29,7 @@ from ..errors import ConfigError, ReadError
 from ..records import CANONICAL_LEADS
 from .ecg_pretrain import _configure, _from_dict
 
-__all__ = ["AlignConfig", "AlignmentModule", "load_encoder_state"]
+__all__ = ["AlignConfig", "AlignmentModule", "load_encoder_state", "save_teacher_weights"]
 
 
 @dataclass
@@ -106,6 +106,26 @@ def load_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if sub:
             return sub
     return dict(state)
+
+
+def save_teacher_weights(run: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the X-ray encoder of a trained run (a run folder or ``.ckpt``; e.g. an X-ray-only model) as a
+    timm state dict (safetensors, byte-identical for identical weights) that ``cxr_pretrained`` can load:
+    the frozen teacher of an alignment then starts from an encoder that has learned radiographs."""
+    from safetensors.torch import save_file
+
+    from .inference import load_run
+
+    encoder = getattr(load_run(run).model, "cxr_encoder", None)
+    timm_model = getattr(encoder, "model", None)
+    if timm_model is None:
+        raise ConfigError(f"{run}: the run has no timm X-ray encoder to use as a teacher")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in timm_model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 class AlignmentModule(L.LightningModule):
