@@ -40,7 +40,50 @@ def _encoder_state(ckpt, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
+def _predict_generates_a_labelled_image(out, manifest, tmp_path, capsys):
+    from PIL import Image
+
+    from cardiofusion.bundle import load, read_manifest
+    from cardiofusion.bundle.format import GENERATED_LABEL
+    from cardiofusion.cli import main
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(out / "runs" / "cardiac_multilabel" / "mae_align-probe"), "--out", str(bundle),
+                 "--no-onnx", "--precisions", "none", "--generator", str(out / "runs" / "generate"),
+                 "--guidance", "2", "--sample-steps", "3"]) == 0
+    section = read_manifest(bundle)["generator"]
+    assert section["label"] == GENERATED_LABEL and "NOT a real X-ray" in section["label"]
+    ecg = manifest.loc[manifest["split"] == "test", "ecg_path"].iloc[0]
+    capsys.readouterr()
+    png = tmp_path / "gen" / "p.png"
+    assert main(["predict", str(bundle), "--ecg", ecg, "--generate-image", str(png), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    gen = result["generated_image"]
+    assert gen["generated"] is True and gen["label"] == GENERATED_LABEL and gen["path"] == str(png)
+    assert gen["image_size"] == 16 and gen["steps"] == 3 and gen["guidance"] == 2.0
+    with Image.open(png) as im:  # the file itself says GENERATED
+        assert "GENERATED" in im.info.get("Title", "") and im.info.get("Description") == GENERATED_LABEL
+    # the image is the generator's for the first ECG window, deterministic under the seed
+    screener = load(bundle)
+    patient = screener.prepare(ecg)
+    image = screener._generator().generate(torch.from_numpy(patient.ecg.windows[:1]),
+                                           torch.from_numpy(patient.ecg.lead_mask[None]), guidance=2.0, steps=3,
+                                           seed=0)
+    again = screener._generator().generate(torch.from_numpy(patient.ecg.windows[:1]),
+                                           torch.from_numpy(patient.ecg.lead_mask[None]), guidance=2.0, steps=3,
+                                           seed=0)
+    assert image.shape == (1, 1, 16, 16) and torch.equal(image, again)
+    assert main(["predict", str(bundle), "--ecg", ecg, "--generate-image", str(tmp_path / "t.png")]) == 0
+    assert "GENERATED" in capsys.readouterr().out
+    plain = tmp_path / "plain"  # a bundle without a generator refuses, before reading any file
+    assert main(["export", str(out / "runs" / "cardiac_multilabel" / "mae_align-probe"), "--out", str(plain),
+                 "--no-onnx", "--precisions", "none"]) == 0
+    assert main(["predict", str(plain), "--ecg", ecg, "--generate-image", str(tmp_path / "x.png")]) != 0
+    assert "carries no ECG -> X-ray generator" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     tasks = json.dumps(["cardiac_multilabel", ECHO_TASK])
     generate = ["generate=true", "generator.image_size=16", "generator.block_out_channels=[8, 16]",
@@ -133,6 +176,9 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
             assert iv["value"] == pytest.approx(roc_auc_score(records["label"], records[f"cls_{name}"]))
             assert iv["ci_low"] <= iv["ci_high"]
     assert "generated - unconditional (paired)" in (out / "generation" / "summary.md").read_text()
+
+    # an ECG-only bundle carrying the generator: `predict --generate-image` writes an image labelled GENERATED
+    _predict_generates_a_labelled_image(out, manifest, tmp_path, capsys)
 
     # re-running reuses every run: no training at all
     def boom(*a, **k):

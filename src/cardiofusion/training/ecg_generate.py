@@ -90,6 +90,9 @@ class GenerationModule(L.LightningModule):
                                                        weights_only=False)
         if tuple(aligned.config.leads) != cfg.leads:
             raise ConfigError(f"{cfg.align_checkpoint}: aligned on leads {aligned.config.leads}, not {cfg.leads}")
+        self.ecg_spec = {"ecg_encoder": aligned.config.ecg_encoder, "ecg_kwargs": dict(aligned.config.ecg_kwargs),
+                         "leads": list(aligned.config.leads), "embed_dim": int(aligned.config.embed_dim),
+                         "projection_hidden": aligned.config.projection_hidden}
         self.ecg_encoder = aligned.aligner.ecg_encoder
         self.ecg_projection = aligned.aligner.ecg_projection
         for module in (self.ecg_encoder, self.ecg_projection):
@@ -97,6 +100,14 @@ class GenerationModule(L.LightningModule):
             module.eval()
         self.diffusion = ECGToImageDiffusion(int(aligned.config.embed_dim), cfg.image_size, cfg.block_out_channels,
                                              cfg.layers_per_block, cfg.num_train_timesteps, cfg.cond_dropout)
+
+    def generator_spec(self) -> dict[str, Any]:
+        """The JSON-friendly spec that rebuilds this generator without the alignment checkpoint
+        (:class:`~cardiofusion.models.ecg_to_image.ECGImageGenerator`; its state dict is this module's)."""
+        cfg = self.config
+        return {**self.ecg_spec, "image_size": cfg.image_size, "block_out_channels": list(cfg.block_out_channels),
+                "layers_per_block": cfg.layers_per_block, "num_train_timesteps": cfg.num_train_timesteps,
+                "cond_dropout": cfg.cond_dropout}
 
     def train(self, mode: bool = True):
         super().train(mode)
