@@ -310,7 +310,8 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
     """Judge the generator on the test split (:mod:`cardiofusion.evaluation.generation`): per-record SSIM /
     PSNR and the frozen X-ray ``classifier``'s scores (``records.csv``), means and AUROCs with patient
     bootstrap CIs and paired differences to the baselines (``summary.json``, ``summary.md``), sample figure
-    (``samples.png``, the generated images labelled GENERATED)."""
+    (``samples.png``, the generated images labelled GENERATED).  Reused when ``summary.json`` records the same
+    generator and classifier checkpoints (sha256) and settings."""
     import numpy as np
 
     from ..data.dataset import CohortDataModule
@@ -319,6 +320,19 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
     from ..training.ecg_generate import GenerationModule
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    from ..training import best_checkpoint
+    from .steps import file_sha256
+
+    inputs = {"generator": file_sha256(checkpoint), "guidance": config.guidance, "steps": config.sample_steps,
+              "seed": config.seed, "n_boot": config.n_boot, "records": config.generate_records,
+              "classifier": file_sha256(best_checkpoint(classifier)) if classifier else None}
+    try:
+        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        done = {}
+    if done.get("inputs") == inputs and (out_dir / "records.csv").is_file():
+        log(f"      generation: reusing the judged samples in {out_dir} (same generator, classifier and settings)")
+        return done
     module = GenerationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     judge = ImageClassifier(classifier) if classifier else None
     data = CohortDataModule(gen_config.cache_dir, gen_config.manifest, gen_config.preprocess,
@@ -330,8 +344,9 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
     table.to_csv(out_dir / "records.csv", index=False)
     save_samples(table, out_dir / "samples.png")
     summary = {**generation_summary(table, n_boot=config.n_boot, seed=config.seed), "guidance": config.guidance,
-               "steps": config.sample_steps, "classifier": str(classifier) if classifier else None}
-    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n", encoding="utf-8")
+               "steps": config.sample_steps, "classifier": str(classifier) if classifier else None, "inputs": inputs}
+    summary = json.loads(json.dumps(jsonable(summary)))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out_dir / "summary.md").write_text(generation_markdown(summary) + "\n", encoding="utf-8")
     for line in generation_markdown(summary).splitlines():
         log("      " + line)
