@@ -27,9 +27,10 @@ from cardiofusion.recipes.steps import ensure_cache, ensure_export, resolve_coho
 #: model and teacher, ecg_vit_tiny; short schedules; the X-ray-model teacher; stage 4 at 32 px.
 SETTINGS = ["cache.fs=250", "cache.duration_s=10", "cache.image_size=128", "preprocess.window_s=2",
             "preprocess.eval_stride_s=8", "preprocess.image_size=64", "encoder=ecg_vit_tiny",
-            "encoder_kwargs.patch_len=25", "mae_epochs=6", "align_epochs=6", "train.max_epochs=2",
-            "train.patience=2", "n_boot=1000", "teacher=xray_model", "generate=true", "generate_epochs=10",
-            "generator.image_size=32", "generator.block_out_channels=[16, 32, 64]", "sample_steps=20"]
+            "encoder_kwargs.patch_len=25", "mae_epochs=4", "align_epochs=4", "train.max_epochs=2",
+            "train.patience=2", "n_boot=1000", "teacher=xray_model", "generate=true", "generate_epochs=6",
+            "generator.image_size=32", "generator.block_out_channels=[16, 32, 64]", "sample_steps=20",
+            "generate_records=200"]
 
 
 def main(argv: list[str] | None = None) -> int:
