@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest")
     parser.add_argument("--teacher", default="auto", help="teacher weights (auto: ImageNet EfficientNet-Lite0)")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--clip-epochs", type=int, nargs="+", default=[30], help="epochs of the linear CLIP (each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"AS AUROC (val) from {name}: {roc_auc_score(va['label'], lr.decision_function(x_va)):.3f}")
         a, b = CCA(n_components=4, max_iter=2000).fit(e_tr, i_tr).transform(e_va, i_va)
         show(f"CCA(4): ECG features ~ {image_key}", retrieval_accuracy(torch.tensor(a), torch.tensor(b)))
-        r, loss = linear_clip(e_tr, i_tr, e_va, i_va)
-        show(f"linear CLIP: ECG features ~ {image_key}", r, f"  val CLIP {loss:.3f} vs log 32 = {np.log(32):.3f}")
+        for epochs in args.clip_epochs:
+            r, loss = linear_clip(e_tr, i_tr, e_va, i_va, epochs=epochs)
+            show(f"linear CLIP ({epochs} ep): ECG feat. ~ {image_key}", r,
+                 f"  val CLIP {loss:.3f} vs log 32 = {np.log(32):.3f}")
     print(f"total: {time.perf_counter() - t0:.0f} s")
     return 0
 
