@@ -159,7 +159,8 @@ class ECGImageGenerator(nn.Module):
     ``ecg_projection.*``, ``diffusion.*``), so a bundle stores it as plain tensors.
 
     Args:
-        spec: :data:`GENERATOR_SPEC_KEYS` (JSON-friendly; :meth:`GenerationModule.generator_spec`).
+        spec: :data:`GENERATOR_SPEC_KEYS` (JSON-friendly; :meth:`GenerationModule.generator_spec`), optionally
+            ``projection_norm``.
     """
 
     def __init__(self, spec: dict):
@@ -171,9 +172,10 @@ class ECGImageGenerator(nn.Module):
         if missing:
             raise ConfigError(f"generator spec lacks {', '.join(missing)}")
         self.spec = {k: spec[k] for k in GENERATOR_SPEC_KEYS}
+        self.spec["projection_norm"] = bool(spec.get("projection_norm", False))
         self.ecg_encoder = create_ecg_encoder(spec["ecg_encoder"], leads=tuple(spec["leads"]), **spec["ecg_kwargs"])
         self.ecg_projection = ProjectionHead(int(self.ecg_encoder.out_dim), int(spec["embed_dim"]),
-                                             spec["projection_hidden"])
+                                             spec["projection_hidden"], self.spec["projection_norm"])
         self.diffusion = ECGToImageDiffusion(int(spec["embed_dim"]), int(spec["image_size"]),
                                              spec["block_out_channels"], int(spec["layers_per_block"]),
                                              int(spec["num_train_timesteps"]), float(spec["cond_dropout"]))

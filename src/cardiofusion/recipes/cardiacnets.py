@@ -137,6 +137,7 @@ class CardiacNetsConfig(RecipeConfig):
                                                          "warmup_steps": 20})
     align: dict[str, Any] = field(default_factory=lambda: {"cxr_encoder": "tf_efficientnet_lite0",
                                                            "cxr_pretrained": "auto", "embed_dim": 64,
+                                                           "projection_norm": True,
                                                            "temperature": 0.1, "lr": 3e-4, "warmup_steps": 20})
     pretrain: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "patience": 5})
     mae_epochs: int = 20

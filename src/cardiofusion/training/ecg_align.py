@@ -44,6 +44,8 @@ class AlignConfig:
             ``cxr_pretrained`` ``"timm"`` or a local weights file; False only with ``allow_random_teacher``.
         embed_dim: width of the shared embedding.
         projection_hidden: hidden width of MLP projections (None: linear).
+        projection_norm: batch-standardise both sides' features before their projections (the recipe's default:
+            a pooled ViT's features share one mean direction, without it the CLIP loss stays at ``log B``).
         temperature, learnable_temperature: the CLIP temperature (fixed 0.1 by default).
         measurement_sigma: sigma of the measurement-aware negative weighting.
         use_measurements: use the batch's ``measurements`` for that weighting.
@@ -60,6 +62,7 @@ class AlignConfig:
     cxr_pretrained: bool | str = "timm"
     embed_dim: int = 256
     projection_hidden: int | None = None
+    projection_norm: bool = False
     temperature: float = 0.1
     learnable_temperature: bool = False
     measurement_sigma: float = 0.5
@@ -150,9 +153,9 @@ class AlignmentModule(L.LightningModule):
             ecg.load_state_dict(load_encoder_state(cfg.ecg_init), strict=True)
         cxr = create_cxr_encoder(cfg.cxr_encoder, pretrained=cfg.cxr_pretrained if load_weights else False,
                                  **cfg.cxr_kwargs)
-        teacher = FrozenTeacher(cxr, cfg.embed_dim, cfg.projection_hidden)
+        teacher = FrozenTeacher(cxr, cfg.embed_dim, cfg.projection_hidden, cfg.projection_norm)
         loss = ClipLoss(cfg.temperature, cfg.learnable_temperature, cfg.measurement_sigma)
-        self.aligner = ECGImageAligner(ecg, teacher, loss, cfg.projection_hidden)
+        self.aligner = ECGImageAligner(ecg, teacher, loss, cfg.projection_hidden, cfg.projection_norm)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property

@@ -92,7 +92,8 @@ class GenerationModule(L.LightningModule):
             raise ConfigError(f"{cfg.align_checkpoint}: aligned on leads {aligned.config.leads}, not {cfg.leads}")
         self.ecg_spec = {"ecg_encoder": aligned.config.ecg_encoder, "ecg_kwargs": dict(aligned.config.ecg_kwargs),
                          "leads": list(aligned.config.leads), "embed_dim": int(aligned.config.embed_dim),
-                         "projection_hidden": aligned.config.projection_hidden}
+                         "projection_hidden": aligned.config.projection_hidden,
+                         "projection_norm": bool(aligned.config.projection_norm)}
         self.ecg_encoder = aligned.aligner.ecg_encoder
         self.ecg_projection = aligned.aligner.ecg_projection
         for module in (self.ecg_encoder, self.ecg_projection):
