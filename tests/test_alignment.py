@@ -245,7 +245,7 @@ def test_projection_norm_learns_from_features_that_share_one_mean_direction(one_
         torch.manual_seed(0)
         pe, pi = ProjectionHead(d, 8, norm=norm), ProjectionHead(d, 8, norm=norm)
         opt = torch.optim.AdamW([*pe.parameters(), *pi.parameters()], lr=3e-3)
-        for step in range(150):
+        for _ in range(150):
             j = torch.randperm(n, generator=g)[:32]
             loss = clip_loss(pe(x_ecg[j]), pi(x_img[j]))["loss"]
             opt.zero_grad()
