@@ -20,24 +20,31 @@ import torch
 from cardiofusion.cohort import CohortConfig, build_cohort
 from cardiofusion.recipes import get_recipe, save_recipe_config
 from cardiofusion.recipes.demo import demo_synth_config
-from cardiofusion.recipes.steps import ensure_export
+from cardiofusion.recipes.steps import ensure_cache, ensure_export, resolve_cohort
 
-#: The CPU configuration measured: 250 Hz (the paper's rate), 2 s windows of 25-sample (0.1 s) patches,
-#: 128 px X-rays for the teacher; ecg_vit_tiny; short schedules.
+#: The CPU configuration measured (on the shared 1,200-patient export, ``--export``): 250 Hz (the paper's
+#: rate), 2 s windows of 25-sample (0.1 s) patches, evaluation windows every 8 s, 64 px X-rays for the X-ray
+#: model and teacher, ecg_vit_tiny; short schedules; the X-ray-model teacher; stage 4 at 32 px.
 SETTINGS = ["cache.fs=250", "cache.duration_s=10", "cache.image_size=128", "preprocess.window_s=2",
-            "preprocess.eval_stride_s=2", "preprocess.image_size=128", "encoder=ecg_vit_tiny",
-            "encoder_kwargs.patch_len=25", "mae_epochs=15", "align_epochs=4", "train.max_epochs=3",
-            "train.patience=2", "n_boot=1000"]
+            "preprocess.eval_stride_s=8", "preprocess.image_size=64", "encoder=ecg_vit_tiny",
+            "encoder_kwargs.patch_len=25", "mae_epochs=4", "align_epochs=4", "train.max_epochs=2",
+            "train.patience=2", "n_boot=1000", "teacher=xray_model", "generate=true", "generate_epochs=6",
+            "generator.image_size=32", "generator.block_out_channels=[16, 32, 64]", "sample_steps=20",
+            "generate_records=200"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--patients", type=int, default=600)
+    parser.add_argument("--export", type=Path, default=None,
+                        help="an existing synthetic export (read only; e.g. the shared 1,200-patient one) instead "
+                             "of writing OUT/export")
+    parser.add_argument("--cache-only", action="store_true", help="build the cohort and the cache, then stop")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--generator-only", action="store_true",
-                        help="stage 4 only (ECG -> X-ray generator on the finished alignment run), e.g. beside the "
-                             "downstream runs; settings from --set (generate_epochs, generator.*, sample_steps...)")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="the pretraining stages only (X-ray model, MAE, alignment, and the generator with "
+                             "--set generate=true), e.g. beside the downstream runs from scratch")
     parser.add_argument("--only-task", default=None,
                         help="run the downstream stage of this task only (to run the tasks in parallel processes; "
                              "a last run without it reuses every run and writes the combined tables)")
@@ -45,17 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = args.out
     t0 = time.perf_counter()
-    ensure_export(out / "export", demo_synth_config(args.patients, seed=0, workers=1), log=print)
+    export = args.export or out / "export"
+    if args.export is None:
+        ensure_export(export, demo_synth_config(args.patients, seed=0, workers=1), log=print)
     cohort = out / "cohort"
     if not (cohort / "manifest.parquet").is_file():
-        export = out / "export"
         build_cohort(export / "ecg_index.csv", export / "cxr_index.csv", export / "echo_index.csv", cohort,
                      CohortConfig(seed=0))
     print(f"export + cohort: {time.perf_counter() - t0:.0f} s")
     recipe = get_recipe("cardiacnets")
     config = recipe.load_config(None, [f"cohort={cohort}", "progress=false", *SETTINGS, *args.overrides])
-    if args.generator_only:
-        return generator_only(config, out / "cardiacnets")
+    if args.cache_only:
+        ensure_cache(resolve_cohort(config.cohort), out / "cardiacnets" / "cache", config.cache, log=print)
+        print(f"cohort + cache: {time.perf_counter() - t0:.0f} s")
+        return 0
+    if args.pretrain_only:
+        return pretrain_only(config, out / "cardiacnets")
     if args.only_task:
         from cardiofusion.tasks import load_task
 
@@ -69,23 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def generator_only(config, out: Path) -> int:
-    """Stage 4 on the recipe's finished stage-1 / stage-2 runs in ``out`` (the library steps the recipe uses)."""
-    from cardiofusion.recipes.cardiacnets import generation_step, pretrain_config, stage_preprocess
-    from cardiofusion.recipes.steps import ensure_pretrain_run, resolve_cohort
+def pretrain_only(config, out: Path) -> int:
+    """Stages 0-2 and 4 (X-ray model, MAE, alignment, generator judged), the library steps the recipe uses; a
+    later run of the whole recipe reuses them."""
+    from cardiofusion.recipes.cardiacnets import pretraining_stages
+    from cardiofusion.recipes.steps import Stopwatch
 
-    manifest = resolve_cohort(config.cohort)
-    cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
-    pre = stage_preprocess(config, cache)
-    mae = ensure_pretrain_run(pretrain_config(config, "mae", cache, manifest, pre), out / "runs" / "mae", log=print)
-    align = ensure_pretrain_run(pretrain_config(config, "align", cache, manifest, pre,
-                                                ecg_init=str(mae.result.best_checkpoint.resolve())),
-                                out / "runs" / "align", log=print)
-    gen_config = pretrain_config(config, "generate", cache, manifest, pre,
-                                 ecg_init=str(align.result.best_checkpoint.resolve()))
-    gen = ensure_pretrain_run(gen_config, out / "runs" / "generate", log=print)
-    summary = generation_step(config, gen_config, gen.result.best_checkpoint, out / "generation", log=print)
-    print({k: v for k, v in summary.items()})
+    clock = Stopwatch()
+    stages = pretraining_stages(config, out, clock=clock, log=print, downstream=False)
+    for name, run in stages.runs.items():
+        info = getattr(run.result, "info", {}) or {}
+        print(f"{name}: {run.action} {run.run_dir} train samples/s {info.get('train_samples_per_s')}")
+    print("seconds per stage:", {k: round(v, 1) for k, v in clock.seconds.items()})
     return 0
 
 

@@ -225,3 +225,33 @@ def test_alignment_retrieval_beats_chance_after_training():
         out = retrieval_accuracy(model.embed_ecg(ecg_val), model.embed_image(img_val), ks=(1, 5))
     assert out["ecg_to_image_top1"] > 5 * out["chance_top1"]
     assert out["ecg_to_image_top5"] > 3 * out["chance_top5"] and out["image_to_ecg_top5"] > 3 * out["chance_top5"]
+
+
+def test_projection_norm_learns_from_features_that_share_one_mean_direction(one_thread):
+    """A pooled ViT's features can share one large mean direction (pairwise cosine ~0.99): linear projections
+    then give near-identical embeddings and the CLIP loss stays at log B; standardising the features over the
+    batch (``norm=True``, BatchNorm1d) lets the same optimiser learn the pairing."""
+    from cardiofusion.models.alignment import ProjectionHead
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 256, 16
+    latent = torch.randn(n, 4, generator=g)
+    mean = 50.0 * torch.ones(d)  # the shared direction dwarfs the per-record signal
+    x_ecg = mean + latent @ torch.randn(4, d, generator=g) * 0.5 + 0.1 * torch.randn(n, d, generator=g)
+    x_img = mean + latent @ torch.randn(4, d, generator=g) * 0.5 + 0.1 * torch.randn(n, d, generator=g)
+    assert torch.nn.functional.cosine_similarity(x_ecg[:1], x_ecg[1:]).mean() > 0.99
+    final = {}
+    for norm in (False, True):
+        torch.manual_seed(0)
+        pe, pi = ProjectionHead(d, 8, norm=norm), ProjectionHead(d, 8, norm=norm)
+        opt = torch.optim.AdamW([*pe.parameters(), *pi.parameters()], lr=3e-3)
+        for _ in range(150):
+            j = torch.randperm(n, generator=g)[:32]
+            loss = clip_loss(pe(x_ecg[j]), pi(x_img[j]))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pe.eval(), pi.eval()
+        with torch.no_grad():
+            final[norm] = retrieval_accuracy(pe(x_ecg), pi(x_img))["ecg_to_image_top5"]
+    assert final[True] > 5 * 5 / n and final[True] > 2 * final[False]

@@ -40,11 +40,55 @@ def _encoder_state(ckpt, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
+def _predict_generates_a_labelled_image(out, manifest, tmp_path, capsys):
+    from PIL import Image
+
+    from cardiofusion.bundle import load, read_manifest
+    from cardiofusion.bundle.format import GENERATED_LABEL
+    from cardiofusion.cli import main
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(out / "runs" / "cardiac_multilabel" / "mae_align-probe"), "--out", str(bundle),
+                 "--no-onnx", "--precisions", "none", "--generator", str(out / "runs" / "generate"),
+                 "--guidance", "2", "--sample-steps", "3"]) == 0
+    section = read_manifest(bundle)["generator"]
+    assert section["label"] == GENERATED_LABEL and "NOT a real X-ray" in section["label"]
+    ecg = manifest.loc[manifest["split"] == "test", "ecg_path"].iloc[0]
+    capsys.readouterr()
+    png = tmp_path / "gen" / "p.png"
+    assert main(["predict", str(bundle), "--ecg", ecg, "--generate-image", str(png), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    gen = result["generated_image"]
+    assert gen["generated"] is True and gen["label"] == GENERATED_LABEL and gen["path"] == str(png)
+    assert gen["image_size"] == 16 and gen["steps"] == 3 and gen["guidance"] == 2.0
+    with Image.open(png) as im:  # the file itself says GENERATED
+        assert "GENERATED" in im.info.get("Title", "") and im.info.get("Description") == GENERATED_LABEL
+    # the image is the generator's for the first ECG window, deterministic under the seed
+    screener = load(bundle)
+    patient = screener.prepare(ecg)
+    image = screener._generator().generate(torch.from_numpy(patient.ecg.windows[:1]),
+                                           torch.from_numpy(patient.ecg.lead_mask[None]), guidance=2.0, steps=3,
+                                           seed=0)
+    again = screener._generator().generate(torch.from_numpy(patient.ecg.windows[:1]),
+                                           torch.from_numpy(patient.ecg.lead_mask[None]), guidance=2.0, steps=3,
+                                           seed=0)
+    assert image.shape == (1, 1, 16, 16) and torch.equal(image, again)
+    assert main(["predict", str(bundle), "--ecg", ecg, "--generate-image", str(tmp_path / "t.png")]) == 0
+    assert "GENERATED" in capsys.readouterr().out
+    plain = tmp_path / "plain"  # a bundle without a generator refuses, before reading any file
+    assert main(["export", str(out / "runs" / "cardiac_multilabel" / "mae_align-probe"), "--out", str(plain),
+                 "--no-onnx", "--precisions", "none"]) == 0
+    assert main(["predict", str(plain), "--ecg", ecg, "--generate-image", str(tmp_path / "x.png")]) != 0
+    assert "carries no ECG -> X-ray generator" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     tasks = json.dumps(["cardiac_multilabel", ECHO_TASK])
     generate = ["generate=true", "generator.image_size=16", "generator.block_out_channels=[8, 16]",
-                "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0"]
+                "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0",
+                "teacher=xray_model", "xray_train.max_epochs=1"]
     config = _config(tiny, f"tasks={tasks}", *generate)
     info = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
 
@@ -58,20 +102,24 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     # only the ECG side and the projections train: the teacher's encoder is frozen
     assert 0 < align["parameters"]["trainable"] < align["parameters"]["total"]
 
-    # the teacher in the aligned checkpoint is the pretrained one, untouched
-    from cardiofusion.models import create_cxr_encoder
-    from cardiofusion.recipes.cardiacnets import teacher_weights
+    # the teacher in the aligned checkpoint is the stage-0 X-ray model's encoder, untouched by the alignment
+    from cardiofusion.training import best_checkpoint
 
-    ref = create_cxr_encoder("tf_efficientnet_lite0", pretrained=teacher_weights("auto")).state_dict()
+    xray = _encoder_state(best_checkpoint(out / "runs" / "xray" / "model"), "model.cxr_encoder.")
+    assert info["xray_model"]["teacher_file"] and info["xray_model"]["task"] == "aortic_stenosis"
     best_align = info["pretraining"]["align"]["run"] + "/checkpoints"
     ckpt = sorted((out / "runs" / "align" / "checkpoints").glob("best-*.ckpt"))[-1]
     teacher = _encoder_state(ckpt, "aligner.teacher.encoder.")
-    assert best_align and teacher.keys() == ref.keys()
-    assert all(torch.equal(teacher[k], ref[k]) for k in ref)
+    assert best_align and teacher.keys() == xray.keys()
+    assert all(torch.equal(teacher[k], xray[k]) for k in xray)
+    from cardiofusion.models import create_cxr_encoder
+    from cardiofusion.recipes.cardiacnets import teacher_weights
+
+    imagenet = create_cxr_encoder("tf_efficientnet_lite0", pretrained=teacher_weights("auto")).state_dict()
+    assert any(not torch.equal(teacher[k], imagenet[k]) for k in imagenet)  # it learned the radiographs
 
     # a linear probe keeps its warm-started encoder exactly; fine-tuning moves it
     mae = _encoder_state(sorted((out / "runs" / "mae" / "checkpoints").glob("best-*.ckpt"))[-1], "mae.encoder.")
-    from cardiofusion.training import best_checkpoint
 
     probe = _encoder_state(best_checkpoint(out / "runs" / "cardiac_multilabel" / "mae-probe"), "model.ecg_encoder.")
     tuned = _encoder_state(best_checkpoint(out / "runs" / "cardiac_multilabel" / "mae-finetune"), "model.ecg_encoder.")
@@ -118,6 +166,19 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
         assert iv["ci_low"] <= iv["ci_high"]
     assert info["generation"]["gen_ssim"]["value"] == pytest.approx(records["gen_ssim"].mean())
     assert (out / "generation" / "samples.png").stat().st_size > 0
+    # the frozen X-ray classifier (the stage-0 model) scored real, generated and unconditional images
+    from sklearn.metrics import roc_auc_score
+
+    assert records[["cls_real", "cls_gen", "cls_uncond"]].notna().all().all()
+    if 0 < records["label"].sum() < len(records):
+        for name in ("real", "gen", "uncond"):
+            iv = info["generation"][f"auroc_{name}"]
+            assert iv["value"] == pytest.approx(roc_auc_score(records["label"], records[f"cls_{name}"]))
+            assert iv["ci_low"] <= iv["ci_high"]
+    assert "generated - unconditional (paired)" in (out / "generation" / "summary.md").read_text()
+
+    # an ECG-only bundle carrying the generator: `predict --generate-image` writes an image labelled GENERATED
+    _predict_generates_a_labelled_image(out, manifest, tmp_path, capsys)
 
     # re-running reuses every run: no training at all
     def boom(*a, **k):
@@ -127,6 +188,7 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr("cardiofusion.training.fit", boom)
     again = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
     assert {r["action"] for r in again["pretraining"].values()} == {"reused"}
+    assert again["xray_model"]["action"] == "reused"
     assert {r["action"] for t in again["downstream"].values() for r in t.values()} == {"reused"}
     assert pd.read_csv(out / "comparison.csv").equals(table)
     assert again["generation"] == info["generation"]  # generation is seeded: the same images, the same scores

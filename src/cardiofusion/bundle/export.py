@@ -42,7 +42,8 @@ import pandas as pd
 
 from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ONNX_GRAPH, WEIGHTS, is_bundle_folder, write_manifest
+from .format import (FORMAT_NAME, FORMAT_VERSION, GENERATED_LABEL, GENERATOR_WEIGHTS, MANIFEST, ONNX_GRAPH, WEIGHTS,
+                     is_bundle_folder, write_manifest)
 from .precision import PrecisionTolerances
 from .results import TASK_KEY, task_description
 
@@ -282,7 +283,8 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
                   target_sensitivity: float | None = None, checkpoint: str | os.PathLike | None = None,
                   onnx: bool | str = "auto", onnx_exporter: str = "auto", overwrite: bool = False,
                   precisions: str | Sequence[str] = "auto", precision: str = "fp32", runtime: str = "torch",
-                  tolerances: PrecisionTolerances | dict[str, Any] | None = None, int8: str = "static") -> Path:
+                  tolerances: PrecisionTolerances | dict[str, Any] | None = None, int8: str = "static",
+                  generator: str | os.PathLike | None = None, guidance: float = 3.0, sample_steps: int = 50) -> Path:
     """Write a model bundle (``out``, a new folder) from a training run.
 
     Args:
@@ -306,6 +308,11 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         tolerances: when a precision is refused (:class:`~cardiofusion.bundle.precision.PrecisionTolerances`).
         int8: ``static`` (default: activation ranges calibrated on 64 records of the training split; dynamic
             when that fails) or ``dynamic`` ONNX Runtime quantisation.
+        generator: an ECG -> X-ray generator run (paper 003 stage 4, ``OUT/runs/generate`` of the
+            ``cardiacnets`` recipe, or its ``.ckpt``) to carry in ``generator.safetensors``: prediction can
+            then return an image generated from the ECG, labelled GENERATED (never a real X-ray).  Its ECG
+            preprocessing must be the model's.
+        guidance, sample_steps: the stored classifier-free guidance scale and DDIM steps of that generator.
 
     Returns:
         The bundle folder.
@@ -415,6 +422,11 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
                                 "outputs": list(_onnx_names()[1]), "dynamic_axes": ["windows", "records"]}
         else:
             graph = None
+        if generator is not None:
+            if "ecg" not in modalities:
+                raise ConfigError(f"{run}: an ECG -> X-ray generator needs a model that reads the ECG")
+            gen_state, manifest["generator"] = _generator_section(generator, pp, guidance, sample_steps)
+            save_file(gen_state, str(tmp / GENERATOR_WEIGHTS), metadata={"format": "pt"})
         section, extra = _precision_section(loaded, precisions, precision, runtime, tolerances, int8, graph,
                                             calibrator, thr, binary=task.is_binary)
         for fname, data in extra.items():
@@ -431,6 +443,36 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _generator_section(generator: str | os.PathLike, pp: Any, guidance: float,
+                       steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generator's weights and manifest section; its ECG preprocessing must be the model's."""
+    from ..training.ecg_generate import GenerationModule
+    from ..training.inference import best_checkpoint
+    from ..training.pretrain_fit import PretrainConfig
+
+    path = Path(generator)
+    run = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints" else None)
+    ckpt = best_checkpoint(path) if path.is_dir() else path
+    if not ckpt.is_file() or run is None or not (run / "config.yaml").is_file():
+        raise ReadError(path, "not a generator run folder (config.yaml and checkpoints/) or one of its checkpoints")
+    run_config = PretrainConfig.from_file(run / "config.yaml")
+    if run_config.kind != "generate":
+        raise ConfigError(f"{path}: a {run_config.kind} pretraining run, not an ECG -> image generator")
+    gp = run_config.preprocess
+    if (gp.fs, tuple(gp.leads), gp.window_samples) != (pp.fs, tuple(pp.leads), pp.window_samples):
+        raise ConfigError(f"{path}: the generator reads ECG windows of {gp.window_samples} samples at {gp.fs:g} Hz "
+                          f"({len(gp.leads)} leads), the model {pp.window_samples} at {pp.fs:g} Hz "
+                          f"({len(pp.leads)} leads)")
+    if float(guidance) < 0 or int(steps) < 1:
+        raise ConfigError(f"generator guidance must be >= 0 and sample steps >= 1, got {guidance}, {steps}")
+    module = GenerationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    section = {"file": GENERATOR_WEIGHTS, "spec": module.generator_spec(), "guidance": float(guidance),
+               "steps": int(steps), "scheduler": "ddim", "condition": "the first ECG window's aligned embedding",
+               "label": GENERATED_LABEL, "source": {"run": str(run.resolve()), "checkpoint": str(ckpt.resolve())}}
+    return state, section
 
 
 def _split_loader(loaded: Any, split: str, batch_size: int = 16) -> Any:

@@ -7,6 +7,7 @@ Layout (format version :data:`FORMAT_VERSION`)::
                           per-file SHA-256 and size, and ``content_hash``
       model.safetensors   the model's state dict (tensors only; no pickle)
       model.onnx          the whole fused model for ONNX Runtime (optional)
+      generator.safetensors  an ECG -> X-ray generator (optional; its spec in the manifest's ``generator``)
 
 ``content_hash`` is ``"sha256:<hex>"`` of the canonical JSON of the manifest without that key; the
 manifest lists the SHA-256 and byte size of every file, so the hash covers the weights too.  Reading a
@@ -34,6 +35,10 @@ FORMAT_NAME = "cardiofusion-bundle"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ONNX_GRAPH = "model.onnx"
+#: The optional ECG -> X-ray generator (paper 003 stage 4) of an ECG-only bundle.
+GENERATOR_WEIGHTS = "generator.safetensors"
+#: How every generated image is labelled (file, figure and result).
+GENERATED_LABEL = "GENERATED from the ECG by a diffusion model: a synthetic image, NOT a real X-ray of this patient"
 
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -167,6 +172,8 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST",
+    "GENERATED_LABEL",
+    "GENERATOR_WEIGHTS",
     "ONNX_GRAPH",
     "WEIGHTS",
     "BundleError",

@@ -83,6 +83,7 @@ class Prediction:
     patient_id: str | None = None
     warnings: list[str] = field(default_factory=list)
     explanations: dict[str, str] = field(default_factory=dict)
+    generated_image: dict[str, Any] = field(default_factory=dict)
     task_kind: str = "binary"
     task: str | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -120,7 +121,8 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready.  Binary: exactly ``probability``, ``decision``, ``modalities``, ``scores``, ``threshold``,
-        ``warnings`` (+ ``patient_id`` when given, ``explanations`` when made), as before tasks existed.
+        ``warnings`` (+ ``patient_id`` when given, ``explanations`` when made, ``generated_image`` when an
+        image was generated from the ECG: path, ``generated: true`` and the GENERATED label), as before tasks existed.
         Other kinds: ``task_kind``, ``task``, ``outputs``, ``summary``, ``modalities``, ``scores``,
         ``warnings``; multiclass adds ``predicted_class``, ``predicted_index``, ``probability``; multilabel
         ``positive_labels``."""
@@ -141,6 +143,8 @@ class Prediction:
             d = {"patient_id": self.patient_id, **d}
         if self.explanations:
             d["explanations"] = dict(self.explanations)
+        if self.generated_image:
+            d["generated_image"] = dict(self.generated_image)
         return d
 
 

@@ -26,7 +26,7 @@ import torch
 from ..evaluation.calibration import Calibrator, Threshold
 from ..errors import CardiofusionError, ConfigError
 from ..records import CXRImage, ECGRecord
-from .format import ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
+from .format import GENERATED_LABEL, GENERATOR_WEIGHTS, ONNX_GRAPH, WEIGHTS, BundleError, read_manifest, verify_files
 from .inputs import PreparedCXR, PreparedECG, ReaderDefaults, prepare_cxr, prepare_ecg
 from .results import NEGATIVE, POSITIVE, Prediction, binary_outputs, task_from_manifest, task_prediction, task_values
 
@@ -281,7 +281,8 @@ class Screener:
     def predict(self, ecg: str | os.PathLike | ECGRecord | None = None, cxr: str | os.PathLike | CXRImage | None = None,
                 *, explain: str | os.PathLike | None = None, patient_id: str | None = None,
                 ecg_fs: float | None = None, ecg_units: str | None = None,
-                ecg_resolution_uv: float | None = None, cxr_layer: Any = None, target: Any = None) -> Prediction:
+                ecg_resolution_uv: float | None = None, cxr_layer: Any = None, target: Any = None,
+                generate_image: str | os.PathLike | None = None, seed: int = 0) -> Prediction:
         """Screen one patient.
 
         Args:
@@ -297,13 +298,77 @@ class Screener:
             patient_id: echoed in the result (and used for figure names); never read from files.
             ecg_fs, ecg_units, ecg_resolution_uv: for headerless ECG files (CSV, NumPy, HDF5); default:
                 the training export's (``manifest["ecg_reader_defaults"]``).
+            generate_image: a PNG path: also write the X-ray the bundle's generator makes from the ECG
+                (:meth:`generate_image`; bundles exported with a generator), labelled GENERATED.
+            seed: the generator's noise seed.
         """
+        if generate_image is not None:
+            self._check_generator()
         patient = self.prepare(ecg, cxr, patient_id=patient_id, ecg_fs=ecg_fs, ecg_units=ecg_units,
                                ecg_resolution_uv=ecg_resolution_uv)
         result = self.predict_prepared([patient])[0]
         if explain is not None:
             result.explanations = self.explain(patient, explain, result, cxr_layer=cxr_layer, target=target)
+        if generate_image is not None:
+            result.generated_image = self.generate_image(patient, generate_image, seed=seed)
         return result
+
+    # -- ECG -> X-ray generation (paper 003 stage 4) ---------------------------------------------------
+    @property
+    def has_generator(self) -> bool:
+        """True when the bundle carries an ECG -> X-ray generator."""
+        return "generator" in self.manifest
+
+    def _check_generator(self) -> None:
+        if not self.has_generator:
+            raise ConfigError(f"{self.path}: this bundle carries no ECG -> X-ray generator (export it with "
+                              f"--generator RUN)")
+
+    def _generator(self) -> torch.nn.Module:
+        if getattr(self, "_generator_model", None) is None:
+            from safetensors.torch import load_file
+
+            from ..models.ecg_to_image import ECGImageGenerator
+
+            section = self.manifest["generator"]
+            try:
+                model = ECGImageGenerator(section["spec"])
+                model.load_state_dict(load_file(str(self.path / GENERATOR_WEIGHTS), device="cpu"), strict=True)
+            except (ConfigError, KeyError, TypeError, RuntimeError, OSError) as e:
+                raise BundleError(self.path / GENERATOR_WEIGHTS, f"unusable generator ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0]})") from None
+            self._generator_model = model.eval()
+        return self._generator_model
+
+    def generate_image(self, patient: PreparedPatient, out: str | os.PathLike, *, seed: int = 0) -> dict[str, Any]:
+        """Write the X-ray the bundle's generator makes from the patient's ECG (its first window, as in the
+        recipe's evaluation) as a PNG titled GENERATED (also in the PNG's metadata); returns
+        ``{"path", "generated": True, "label", "guidance", "steps", "seed", "image_size"}``."""
+        self._check_generator()
+        if patient.ecg is None:
+            raise ConfigError("generating an image needs the patient's ECG")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        section = self.manifest["generator"]
+        window = torch.from_numpy(np.ascontiguousarray(patient.ecg.windows[:1]))
+        mask = torch.from_numpy(np.ascontiguousarray(patient.ecg.lead_mask[None]))
+        image = self._generator().generate(window, mask, guidance=float(section["guidance"]),
+                                           steps=int(section["steps"]), seed=int(seed))[0, 0].numpy()
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(3.2, 3.6))
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title("GENERATED - not a real X-ray", fontsize=10, color="red")
+        ax.set_xlabel("synthetic image from the ECG (diffusion model)", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out, dpi=100, metadata={"Title": "GENERATED - not a real X-ray", "Description": GENERATED_LABEL})
+        plt.close(fig)
+        return {"path": str(out), "generated": True, "label": GENERATED_LABEL, "guidance": float(section["guidance"]),
+                "steps": int(section["steps"]), "seed": int(seed), "image_size": int(image.shape[-1])}
 
     # -- explanations --------------------------------------------------------------------------------
     def explain(self, patient: PreparedPatient, out_dir: str | os.PathLike, result: Prediction | None = None,

@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="refuse a precision that flips more than this fraction of validation decisions (default 0.01)")
     p.add_argument("--max-score-change", type=float, default=None, metavar="S",
                    help="also refuse a precision that moves any validation score by more than S (default: no limit)")
+    p.add_argument("--generator", metavar="GENRUN",
+                   help="an ECG -> X-ray generator run (cardiacnets recipe: OUT/runs/generate) to carry in the bundle: "
+                        "`cardiofusion predict --generate-image` then writes an image generated from the ECG, "
+                        "labelled GENERATED (never a real X-ray)")
+    p.add_argument("--guidance", type=float, default=3.0, help="the generator's classifier-free guidance (3)")
+    p.add_argument("--sample-steps", type=int, default=50, help="the generator's DDIM steps (50)")
     p.set_defaults(func=run)
 
 
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite, precisions=_precisions(args.precisions),
                         precision=args.precision, runtime=args.runtime, int8=args.int8,
                         tolerances={"auroc": args.max_auroc_change, "flip_fraction": args.max_flip_fraction,
-                                    "score": args.max_score_change})
+                                    "score": args.max_score_change},
+                        generator=args.generator, guidance=args.guidance, sample_steps=args.sample_steps)
     manifest = read_manifest(out)
     val = manifest.get("validation", {})
     print(f"bundle: {out}")
@@ -108,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
           f"; offered: {', '.join(section.get('offered', ['fp32']))}")
     for name, check in section.get("checks", {}).items():
         print(f"  precision    {describe_check(name, check)}")
+    if "generator" in manifest:
+        gen = manifest["generator"]
+        print(f"  generator    ECG -> X-ray, {gen['spec']['image_size']} px, guidance {gen['guidance']:g}, "
+              f"{gen['steps']} DDIM steps (images labelled GENERATED)")
     print(f"  files        {', '.join(sorted(manifest['files']))}")
     print(f"  content hash {manifest['content_hash']}")
     return 0

@@ -34,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --explain, for bundles of multiclass / multilabel / regression tasks: the class "
                         "(name or index), label name or output index to explain (default: the predicted class, "
                         "each positive label or else the first, the first target)")
+    p.add_argument("--generate-image", metavar="OUT.png",
+                   help="bundles exported with an ECG -> X-ray generator (cardiacnets recipe): also write the image "
+                        "generated from the ECG here, titled GENERATED; it is synthetic, never a real X-ray")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of --generate-image (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object per patient")
     p.add_argument("--runtime", choices=("torch", "onnx"), default=None,
                    help="PyTorch or ONNX Runtime on the bundle's model.onnx (default: the bundle's choice, torch "
@@ -82,6 +86,12 @@ def _print_task_result(screener, result, patient_id: str | None) -> None:
         print(f"warning      {w}")
     for kind, path in result.explanations.items():
         print(f"heat map     {kind}: {path}")
+    _print_generated(result)
+
+
+def _print_generated(result) -> None:
+    if result.generated_image:
+        print(f"GENERATED    {result.generated_image['path']}  ({result.generated_image['label']})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.explain, "--explain")
     if args.resume and not args.batch:
         raise ConfigError("--resume continues a --batch output")
+    if args.generate_image and (args.batch or not args.ecg):
+        raise ConfigError("--generate-image needs one patient's --ecg (not --batch)")
     screener = load(args.bundle, runtime=args.runtime, precision=args.precision)
     if args.batch:
         from ..bundle.batch import output_format
@@ -123,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report.n_ok == report.n_rows else 1
     result = screener.predict(ecg=args.ecg, cxr=args.cxr, explain=args.explain, patient_id=args.patient_id,
                               ecg_fs=args.ecg_fs, ecg_units=args.ecg_units, ecg_resolution_uv=args.ecg_resolution_uv,
-                              cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target)
+                              cxr_layer=cxr_layer_arg(args.cxr_layer), target=args.target,
+                              generate_image=args.generate_image, seed=args.seed)
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
         return 0
@@ -142,4 +155,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning      {w}")
     for kind, path in result.explanations.items():
         print(f"heat map     {kind}: {path}")
+    _print_generated(result)
     return 0

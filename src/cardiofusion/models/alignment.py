@@ -137,14 +137,21 @@ class ClipLoss(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Linear projection (or a one-hidden-layer MLP with GELU) to the shared embedding space."""
+    """Linear projection (or a one-hidden-layer MLP with GELU) to the shared embedding space.
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None):
+    ``norm=True`` first standardises every input feature over the batch (``BatchNorm1d``; running statistics in
+    eval mode), as SimCLR's projection does: encoder features that share one large mean direction (a pooled,
+    layer-normed ViT: pairwise cosine near 1 across records) otherwise project to nearly identical embeddings,
+    every logit is the same and the CLIP loss sits at ``log B`` with vanishing gradients.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None, norm: bool = False):
         super().__init__()
+        first = [nn.BatchNorm1d(in_dim)] if norm else []
         if hidden:
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+            self.net = nn.Sequential(*first, nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         else:
-            self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
+            self.net = nn.Sequential(*first, nn.Linear(in_dim, out_dim))
         self.out_dim = int(out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -159,12 +166,13 @@ class FrozenTeacher(nn.Module):
             parameters are frozen here and it stays in eval mode whatever mode the parent is put in.
         embed_dim: width of the projected embedding.
         hidden: hidden width of an MLP projection (None: linear).
+        norm: batch-standardise the teacher's features before the projection (:class:`ProjectionHead`).
 
     The projection trains with the ECG side (or comes pretrained): :meth:`load_state_dict` refuses a state
     without the projection's weights, whatever ``strict`` says.
     """
 
-    def __init__(self, encoder: nn.Module, embed_dim: int, hidden: int | None = None):
+    def __init__(self, encoder: nn.Module, embed_dim: int, hidden: int | None = None, norm: bool = False):
         super().__init__()
         if not hasattr(encoder, "out_dim"):
             raise ConfigError(f"the teacher encoder {type(encoder).__name__} has no out_dim")
@@ -172,7 +180,7 @@ class FrozenTeacher(nn.Module):
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.encoder.eval()
-        self.projection = ProjectionHead(int(encoder.out_dim), embed_dim, hidden)
+        self.projection = ProjectionHead(int(encoder.out_dim), embed_dim, hidden, norm)
         self.out_dim = int(embed_dim)
 
     def train(self, mode: bool = True) -> FrozenTeacher:
@@ -205,13 +213,14 @@ class ECGImageAligner(nn.Module):
         teacher: the frozen X-ray teacher; its ``out_dim`` is the shared embedding width.
         loss: the contrastive loss (default: fixed tau 0.1).
         hidden: hidden width of an MLP ECG projection (None: linear).
+        norm: batch-standardise the ECG features before the projection (:class:`ProjectionHead`).
     """
 
     def __init__(self, ecg_encoder: nn.Module, teacher: FrozenTeacher, loss: ClipLoss | None = None,
-                 hidden: int | None = None):
+                 hidden: int | None = None, norm: bool = False):
         super().__init__()
         self.ecg_encoder = ecg_encoder
-        self.ecg_projection = ProjectionHead(int(ecg_encoder.out_dim), teacher.out_dim, hidden)
+        self.ecg_projection = ProjectionHead(int(ecg_encoder.out_dim), teacher.out_dim, hidden, norm)
         self.teacher = teacher
         self.loss_fn = loss if loss is not None else ClipLoss()
 

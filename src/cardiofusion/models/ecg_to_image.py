@@ -145,3 +145,52 @@ class ECGToImageDiffusion(nn.Module):
             kw = {"eta": float(eta)} if scheduler == "ddim" else {}
             x = sched.step(eps, t, x, generator=gen, **kw).prev_sample
         return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()
+
+
+#: Keys of a generator spec (:func:`build_generator`): the ECG side of the alignment and the diffusion model.
+GENERATOR_SPEC_KEYS = ("ecg_encoder", "ecg_kwargs", "leads", "embed_dim", "projection_hidden", "image_size",
+                       "block_out_channels", "layers_per_block", "num_train_timesteps", "cond_dropout")
+
+
+class ECGImageGenerator(nn.Module):
+    """The whole ECG -> image generator of stage 4 without its training machinery: the aligned ECG encoder
+    and projection (the condition, L2-normalised) and the :class:`ECGToImageDiffusion`.  Its state dict has
+    the keys of :class:`~cardiofusion.training.ecg_generate.GenerationModule`'s (``ecg_encoder.*``,
+    ``ecg_projection.*``, ``diffusion.*``), so a bundle stores it as plain tensors.
+
+    Args:
+        spec: :data:`GENERATOR_SPEC_KEYS` (JSON-friendly; :meth:`GenerationModule.generator_spec`), optionally
+            ``projection_norm``.
+    """
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        from .alignment import ProjectionHead
+        from .model import create_ecg_encoder
+
+        missing = [k for k in GENERATOR_SPEC_KEYS if k not in spec]
+        if missing:
+            raise ConfigError(f"generator spec lacks {', '.join(missing)}")
+        self.spec = {k: spec[k] for k in GENERATOR_SPEC_KEYS}
+        self.spec["projection_norm"] = bool(spec.get("projection_norm", False))
+        self.ecg_encoder = create_ecg_encoder(spec["ecg_encoder"], leads=tuple(spec["leads"]), **spec["ecg_kwargs"])
+        self.ecg_projection = ProjectionHead(int(self.ecg_encoder.out_dim), int(spec["embed_dim"]),
+                                             spec["projection_hidden"], self.spec["projection_norm"])
+        self.diffusion = ECGToImageDiffusion(int(spec["embed_dim"]), int(spec["image_size"]),
+                                             spec["block_out_channels"], int(spec["layers_per_block"]),
+                                             int(spec["num_train_timesteps"]), float(spec["cond_dropout"]))
+        self.eval()
+
+    @torch.no_grad()
+    def condition(self, ecg: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """The L2-normalised aligned ECG embedding ``(B, embed_dim)`` of ECG windows ``(B, L, T)``."""
+        return nn.functional.normalize(self.ecg_projection(self.ecg_encoder(ecg, lead_mask)).float(), dim=-1)
+
+    @torch.no_grad()
+    def generate(self, ecg: Tensor, lead_mask: Tensor | None = None, *, guidance: float = 3.0, steps: int = 50,
+                 seed: int | None = 0) -> Tensor:
+        """Generated images ``(B, 1, S, S)`` in [0, 1] from ECG windows (DDIM, :meth:`ECGToImageDiffusion.generate`)."""
+        return self.diffusion.generate(self.condition(ecg, lead_mask), guidance=guidance, steps=steps, seed=seed)
+
+
+__all__ += ["GENERATOR_SPEC_KEYS", "ECGImageGenerator"]

@@ -55,6 +55,9 @@ INITS: dict[str, str] = {"scratch": "(a) scratch", "mae": "(b) MAE", "mae_align"
 #: The two downstream modes.
 MODES: dict[str, str] = {"probe": "linear probe", "finetune": "fine-tuned"}
 
+#: The frozen X-ray teachers of stage 2.
+TEACHERS: tuple[str, ...] = ("imagenet", "xray_model")
+
 #: The comparison tables per task kind: (title, metric-key prefix or exact key); a prefix ending in ``:`` gives
 #: one column per label / target (every metric is in ``comparison.csv``).
 TABLE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -99,6 +102,12 @@ class CardiacNetsConfig(RecipeConfig):
             ``align_epochs`` set each stage's epochs.
         align_measurements: cohort columns of the measurement-aware negative weighting of stage 2 (weight
             ``1 - exp(-d^2 / sigma^2)`` on negatives, measurements standardised on train); empty: plain CLIP.
+        teacher: the frozen X-ray teacher of stage 2: ``imagenet`` (the ImageNet encoder of ``align``) or
+            ``xray_model`` (the encoder of the X-ray model of stage 0, trained on the training split's
+            ``xray_task`` labels from those ImageNet weights; the planted X-ray signs are then in its features).
+        xray_task, xray_train, xray_lr: stage 0, an X-ray-only model (``cxr`` fusion, the teacher's
+            architecture) trained on the paired cohort's training split; it is the teacher with
+            ``teacher: xray_model`` and, frozen, the X-ray classifier that scores the generated images of stage 4.
         generate: stage 4, the ECG -> X-ray diffusion generator conditioned on the aligned ECG embedding
             (needs ``diffusers``: the ``generate`` extra), judged on the test split by SSIM / PSNR against the
             real X-ray versus the mean training X-ray and an unconditional sample.
@@ -128,11 +137,16 @@ class CardiacNetsConfig(RecipeConfig):
                                                          "warmup_steps": 20})
     align: dict[str, Any] = field(default_factory=lambda: {"cxr_encoder": "tf_efficientnet_lite0",
                                                            "cxr_pretrained": "auto", "embed_dim": 64,
+                                                           "projection_norm": True,
                                                            "temperature": 0.1, "lr": 3e-4, "warmup_steps": 20})
     pretrain: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "patience": 5})
     mae_epochs: int = 20
     align_epochs: int = 20
     align_measurements: list[str] = field(default_factory=list)
+    teacher: str = "imagenet"
+    xray_task: str = "aortic_stenosis"
+    xray_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 3, "patience": 2})
+    xray_lr: float = 1e-3
     generate: bool = False
     generator: dict[str, Any] = field(default_factory=lambda: {"image_size": 64})
     generate_epochs: int = 10
@@ -164,6 +178,10 @@ class CardiacNetsConfig(RecipeConfig):
         for name in ("mae_epochs", "align_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"cardiacnets: {name} must be >= 1")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"cardiacnets: teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        if not isinstance(self.xray_train, Mapping):
+            raise ConfigError("cardiacnets: xray_train must be a mapping of settings")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,8 +226,10 @@ def teacher_weights(value: Any) -> Any:
 
 
 def pretrain_config(config: CardiacNetsConfig, kind: str, cache_dir: str | os.PathLike,
-                    manifest: str | os.PathLike, preprocess: Any, ecg_init: str | None = None) -> Any:
-    """The :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` of stage 1 (``mae``) or 2 (``align``)."""
+                    manifest: str | os.PathLike, preprocess: Any, ecg_init: str | None = None,
+                    teacher_file: str | os.PathLike | None = None) -> Any:
+    """The :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` of stage 1 (``mae``), 2 (``align``; the
+    teacher's weights ``teacher_file`` when given, else ``align.cxr_pretrained``) or 4 (``generate``)."""
     from ..training.pretrain_fit import PretrainConfig
 
     common = {"leads": list(preprocess.leads)}
@@ -224,7 +244,8 @@ def pretrain_config(config: CardiacNetsConfig, kind: str, cache_dir: str | os.Pa
     else:
         module = {"ecg_encoder": config.encoder, "ecg_kwargs": dict(config.encoder_kwargs), **common,
                   **dict(config.align), "ecg_init": ecg_init}
-        module["cxr_pretrained"] = teacher_weights(module.get("cxr_pretrained", "auto"))
+        module["cxr_pretrained"] = (str(Path(teacher_file).resolve()) if teacher_file
+                                    else teacher_weights(module.get("cxr_pretrained", "auto")))
         epochs = config.align_epochs
     settings = {"seed": config.seed, "num_workers": 0, **dict(config.pretrain), "max_epochs": int(epochs)}
     if kind == "align" and config.align_measurements:
@@ -245,64 +266,91 @@ def downstream_config(config: CardiacNetsConfig, task: Any, mode: str, cache_dir
     head (``ecg`` fusion), warm-started from ``init_from`` (a pretraining checkpoint) unless from scratch; a
     linear probe keeps the encoder frozen (weights, dropout) for every epoch."""
     from ..models import ModelConfig
+
+    model = ModelConfig(fusion="ecg", ecg_encoder=config.encoder, ecg_kwargs=dict(config.encoder_kwargs),
+                        leads=tuple(preprocess.leads))
+    lr = config.probe_lr if mode == "probe" else config.finetune_lr
+    return _train_config(config, config.train, task, model, cache_dir, manifest, preprocess, lr=lr,
+                         init_from={"ecg": str(init_from)} if init_from else {}, frozen_throughout=mode == "probe")
+
+
+def xray_config(config: CardiacNetsConfig, task: Any, cache_dir: str | os.PathLike, manifest: str | os.PathLike,
+                preprocess: Any) -> Any:
+    """The :class:`~cardiofusion.training.TrainConfig` of stage 0: an X-ray-only model (``cxr`` fusion) with
+    the teacher's architecture, from its ImageNet weights, trained on ``xray_task`` (training split)."""
+    from ..models import ModelConfig
+
+    align = dict(config.align)
+    model = ModelConfig(fusion="cxr", cxr_encoder=str(align.get("cxr_encoder", "tf_efficientnet_lite0")),
+                        cxr_pretrained=teacher_weights(align.get("cxr_pretrained", "auto")),
+                        leads=tuple(preprocess.leads))
+    return _train_config(config, config.xray_train, task, model, cache_dir, manifest, preprocess, lr=config.xray_lr)
+
+
+def _train_config(config: CardiacNetsConfig, overrides: Mapping[str, Any], task: Any, model: Any,
+                  cache_dir: str | os.PathLike, manifest: str | os.PathLike, preprocess: Any, *, lr: float,
+                  init_from: Mapping[str, str] | None = None, frozen_throughout: bool = False) -> Any:
     from ..training import TrainConfig
     from .reference import _merge, _nest
 
     data = TrainConfig().to_dict()
     data.update(batch_size=32, max_epochs=15, patience=4, num_workers=0, seed=config.seed, pos_weight=None)
-    data = _merge(data, _nest(config.train))
-    model = ModelConfig(fusion="ecg", ecg_encoder=config.encoder, ecg_kwargs=dict(config.encoder_kwargs),
-                        leads=tuple(preprocess.leads)).to_dict()
+    data = _merge(data, _nest(overrides))
     data.update(cache_dir=str(Path(cache_dir).resolve()), manifest=str(Path(manifest).resolve()),
-                model=model, preprocess=preprocess.to_dict(), task=task.to_dict(),
-                init_from={"ecg": str(init_from)} if init_from else {},
-                lr=config.probe_lr if mode == "probe" else config.finetune_lr,
-                freeze_encoders_epochs=int(data["max_epochs"]) if mode == "probe" else 0)
+                model=model.to_dict(), preprocess=preprocess.to_dict(), task=task.to_dict(),
+                init_from=dict(init_from or {}), lr=lr,
+                freeze_encoders_epochs=int(data["max_epochs"]) if frozen_throughout else 0)
     try:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"cardiacnets: invalid downstream settings: {e}") from None
+        raise ConfigError(f"cardiacnets: invalid {task.name} settings: {e}") from None
 
 
 def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any, out_dir: Path, *,
-                    log: Callable[[str], None]) -> dict[str, Any]:
-    """Judge the generator on the test split: per-record SSIM / PSNR (``records.csv``), means with patient
-    bootstrap CIs and paired differences to the two baselines (``summary.json``), sample figure."""
+                    classifier: str | os.PathLike | None = None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Judge the generator on the test split (:mod:`cardiofusion.evaluation.generation`): per-record SSIM /
+    PSNR and the frozen X-ray ``classifier``'s scores (``records.csv``), means and AUROCs with patient
+    bootstrap CIs and paired differences to the baselines (``summary.json``, ``summary.md``), sample figure
+    (``samples.png``, the generated images labelled GENERATED).  Reused when ``summary.json`` records the same
+    generator and classifier checkpoints (sha256) and settings."""
     import numpy as np
 
     from ..data.dataset import CohortDataModule
-    from ..evaluation.bootstrap import bootstrap_weights
-    from ..training.ecg_generate import GenerationModule, generation_table, save_samples
+    from ..evaluation.generation import (ImageClassifier, generation_markdown, generation_summary,
+                                         generation_table, save_samples)
+    from ..training.ecg_generate import GenerationModule
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    from ..training import best_checkpoint
+    from .steps import file_sha256
+
+    inputs = {"generator": file_sha256(checkpoint), "guidance": config.guidance, "steps": config.sample_steps,
+              "seed": config.seed, "n_boot": config.n_boot, "records": config.generate_records,
+              "classifier": file_sha256(best_checkpoint(classifier)) if classifier else None}
+    try:
+        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        done = {}
+    if done.get("inputs") == inputs and (out_dir / "records.csv").is_file():
+        log(f"      generation: reusing the judged samples in {out_dir} (same generator, classifier and settings)")
+        return done
     module = GenerationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    judge = ImageClassifier(classifier) if classifier else None
     data = CohortDataModule(gen_config.cache_dir, gen_config.manifest, gen_config.preprocess,
                             batch_size=gen_config.batch_size, eval_batch_size=gen_config.eval_batch_size,
                             modalities=("ecg", "cxr"), seed=gen_config.seed,
-                            labels=lambda r: np.zeros(len(r), dtype=np.float32))
+                            labels=judge.labels if judge is not None else (lambda r: np.zeros(len(r), dtype=np.float32)))
     table = generation_table(module, data, split="test", guidance=config.guidance, steps=config.sample_steps,
-                             seed=config.seed, max_records=config.generate_records)
+                             seed=config.seed, max_records=config.generate_records, classifier=judge)
     table.to_csv(out_dir / "records.csv", index=False)
-    save_samples(module, out_dir / "samples.png")
-    w = bootstrap_weights(table["patient_id"].to_numpy(), config.n_boot, config.seed)
-    summary: dict[str, Any] = {"records": len(table), "patients": int(table["patient_id"].nunique()),
-                               "guidance": config.guidance, "steps": config.sample_steps}
-
-    def interval(values: np.ndarray) -> dict[str, float]:
-        boot = (w @ values) / w.sum(1)
-        return {"value": float(values.mean()), "ci_low": float(np.percentile(boot, 2.5)),
-                "ci_high": float(np.percentile(boot, 97.5))}
-
-    for metric in ("ssim", "psnr"):
-        for name in ("gen", "mean", "uncond"):
-            summary[f"{name}_{metric}"] = interval(table[f"{name}_{metric}"].to_numpy(dtype=float))
-        for base in ("mean", "uncond"):
-            diff = table[f"gen_{metric}"].to_numpy(dtype=float) - table[f"{base}_{metric}"].to_numpy(dtype=float)
-            summary[f"gen_minus_{base}_{metric}"] = interval(diff)
-    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n", encoding="utf-8")
-    for metric in ("ssim", "psnr"):
-        log(f"      {metric.upper()}: generated {summary[f'gen_{metric}']['value']:.3f}, mean X-ray "
-            f"{summary[f'mean_{metric}']['value']:.3f}, unconditional {summary[f'uncond_{metric}']['value']:.3f}")
+    save_samples(table, out_dir / "samples.png")
+    summary = {**generation_summary(table, n_boot=config.n_boot, seed=config.seed), "guidance": config.guidance,
+               "steps": config.sample_steps, "classifier": str(classifier) if classifier else None, "inputs": inputs}
+    summary = json.loads(json.dumps(jsonable(summary)))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "summary.md").write_text(generation_markdown(summary) + "\n", encoding="utf-8")
+    for line in generation_markdown(summary).splitlines():
+        log("      " + line)
     return summary
 
 
@@ -377,22 +425,32 @@ def _ci(row: Mapping[str, Any], digits: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # the recipe
 # --------------------------------------------------------------------------------------------------
-@register_recipe("cardiacnets", CardiacNetsConfig, "paper 003 (CardiacNets): ECG ViT MAE pretraining, CLIP "
-                 "alignment to a frozen X-ray teacher, ECG-only linear probe / fine-tuning vs scratch and MAE only")
-def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, log: Callable[[str], None] = print,
-                    command: str | None = None) -> dict[str, Any]:
-    """Cache, pretrain (MAE, alignment), train the ECG-only downstream models, evaluate; returns
-    ``OUT/cardiacnets.json``'s content."""
-    import pandas as pd
+@dataclass
+class Stages:
+    """What :func:`pretraining_stages` made: the cache, manifest and preprocessing of the paired cohort, the
+    ensured runs (``xray``, ``mae``, ``align``, ``generate``; those the config asks for), the teacher weights
+    file (``teacher: xray_model``) and stage 4's ``summary.json`` content."""
 
-    from ..evaluation import evaluate_runs
+    cache_dir: Path
+    manifest: Path
+    preprocess: Any
+    runs: dict[str, Any]
+    teacher_file: Path | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
 
+
+def pretraining_stages(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, clock: Stopwatch | None = None,
+                       log: Callable[[str], None] = print, command: str | None = None,
+                       downstream: bool = True) -> Stages:
+    """Cache, stage 0 (X-ray model, when the teacher or stage 4 needs it), stage 1 (MAE), stage 2
+    (alignment), stage 4 (generator, judged into ``OUT/generation``): every run reused / resumed / retrained
+    by the run steps.  ``downstream=False``: only what stage 4 needs (the MAE and alignment whatever
+    ``inits`` says)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clock = clock or Stopwatch()
     manifest = resolve_cohort(config.cohort)
     pre_manifest = resolve_cohort(config.pretrain_cohort) if config.pretrain_cohort else manifest
-    tasks = _tasks(config)
-    clock = Stopwatch()
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
     pre_cache = cache_dir if pre_manifest == manifest else out / "pretrain_cache"
     with clock("cache"):
@@ -407,27 +465,42 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
     preprocess = stage_preprocess(config, cache_dir)
     if _cache_fs(pre_cache, preprocess.fs) != preprocess.fs:
         raise ReadError(pre_cache, "the stage-1 cache has another sampling rate than the paired cohort's")
-    need_mae = any(i in ("mae", "mae_align") for i in config.inits)
+    inits = config.inits if downstream else ["mae_align"]
     runs_dir = out / "runs"
-    pre_runs: dict[str, Any] = {}
+    stages = Stages(cache_dir, manifest, preprocess, {})
+    pre_runs = stages.runs
+    if config.teacher == "xray_model" or config.generate:
+        with clock("xray"):
+            from ..tasks import load_task
+
+            task = load_task(config.xray_task)
+            log(f"[0/5] stage 0: X-ray-only model ({task.name}, training split), the teacher / frozen classifier")
+            plan = [RunPlan("xray/model", f"X-ray model ({task.name})",
+                            xray_config(config, task, cache_dir, manifest, preprocess))]
+            pre_runs["xray"] = train_plan(plan, runs_dir, progress=config.progress, command=command,
+                                          log=log)["xray/model"]
+            if config.teacher == "xray_model":
+                from ..training.ecg_align import save_teacher_weights
+
+                stages.teacher_file = save_teacher_weights(pre_runs["xray"].run_dir,
+                                                           runs_dir / "xray" / "teacher.safetensors")
     with clock("mae"):
-        if need_mae:
+        if any(i in ("mae", "mae_align") for i in inits):
             log(f"[2/5] stage 1: MAE pretraining of {config.encoder} on the ECGs of {pre_manifest}")
             pre_runs["mae"] = ensure_pretrain_run(pretrain_config(config, "mae", pre_cache, pre_manifest, preprocess),
                                                   runs_dir / "mae", title="MAE", progress=config.progress, log=log)
     with clock("align"):
-        if "mae_align" in config.inits:
+        if "mae_align" in inits:
             log("[3/5] stage 2: CLIP alignment to the frozen X-ray teacher on the paired records")
             init = str(pre_runs["mae"].result.best_checkpoint.resolve())
-            pre_runs["align"] = ensure_pretrain_run(pretrain_config(config, "align", cache_dir, manifest, preprocess,
-                                                                    ecg_init=init),
-                                                    runs_dir / "align", title="alignment", progress=config.progress,
-                                                    log=log)
+            align_config = pretrain_config(config, "align", cache_dir, manifest, preprocess, ecg_init=init,
+                                           teacher_file=stages.teacher_file)
+            pre_runs["align"] = ensure_pretrain_run(align_config, runs_dir / "align", title="alignment",
+                                                    progress=config.progress, log=log)
             for split, values in pre_runs["align"].result.metrics.items():
                 log(f"      retrieval ({split}): ECG->X-ray top-1 {values.get('ecg_to_image_top1', float('nan')):.3f}"
                     f" / top-5 {values.get('ecg_to_image_top5', float('nan')):.3f} (chance "
                     f"{values.get('chance_top1', float('nan')):.3f} / {values.get('chance_top5', float('nan')):.3f})")
-    generation: dict[str, Any] = {}
     if config.generate:
         if "align" not in pre_runs:
             raise ConfigError("cardiacnets: generate needs the alignment stage (inits must include mae_align)")
@@ -437,8 +510,27 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
             gen_config = pretrain_config(config, "generate", cache_dir, manifest, preprocess, ecg_init=align_ckpt)
             pre_runs["generate"] = ensure_pretrain_run(gen_config, runs_dir / "generate", title="generator",
                                                        progress=config.progress, log=log)
-            generation = generation_step(config, gen_config, pre_runs["generate"].result.best_checkpoint,
-                                         out / "generation", log=log)
+            stages.generation = generation_step(config, gen_config, pre_runs["generate"].result.best_checkpoint,
+                                                out / "generation", classifier=pre_runs["xray"].run_dir, log=log)
+    return stages
+
+
+@register_recipe("cardiacnets", CardiacNetsConfig, "paper 003 (CardiacNets): ECG ViT MAE pretraining, CLIP "
+                 "alignment to a frozen X-ray teacher, ECG-only linear probe / fine-tuning vs scratch and MAE only")
+def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, log: Callable[[str], None] = print,
+                    command: str | None = None) -> dict[str, Any]:
+    """Cache, pretrain (MAE, alignment), train the ECG-only downstream models, evaluate; returns
+    ``OUT/cardiacnets.json``'s content."""
+    import pandas as pd
+
+    from ..evaluation import evaluate_runs
+
+    out = Path(out_dir)
+    tasks = _tasks(config)
+    clock = Stopwatch()
+    stages = pretraining_stages(config, out, clock=clock, log=log, command=command)
+    pre_runs, generation = stages.runs, stages.generation
+    cache_dir, manifest, preprocess, runs_dir = stages.cache_dir, stages.manifest, stages.preprocess, out / "runs"
     sources = {"scratch": None}
     if "mae" in pre_runs:
         sources["mae"] = str(pre_runs["mae"].result.best_checkpoint.resolve())
@@ -472,12 +564,17 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
     for line in markdown.splitlines():
         log("  " + line)
     info = {
-        "cohort": str(manifest.resolve()), "pretrain_cohort": str(pre_manifest.resolve()),
+        "cohort": str(manifest.resolve()), "pretrain_cohort": str(resolve_cohort(config.pretrain_cohort or config.cohort).resolve()),
         "pretraining": {k: {"run": str(r.run_dir), "action": r.action, "best_epoch": r.result.best_epoch,
                             "best_val_loss": r.result.best_val_loss, "metrics": r.result.metrics,
                             "train_samples_per_s": r.result.info.get("train_samples_per_s"),
                             "parameters": r.result.info.get("parameters")}
-                        for k, r in pre_runs.items()},
+                        for k, r in pre_runs.items() if k != "xray"},
+        "xray_model": ({"run": str(pre_runs["xray"].run_dir), "action": pre_runs["xray"].action,
+                        "task": config.xray_task, "best_epoch": pre_runs["xray"].result.best_epoch,
+                        "val_metric": pre_runs["xray"].result.val_metric,
+                        "teacher_file": str(stages.teacher_file) if stages.teacher_file else None}
+                       if "xray" in pre_runs else None),
         "downstream": downstream,
         "generation": generation,
         "evaluation": {k: str(e.report) for k, e in evaluations.items()},

@@ -29,7 +29,7 @@ from ..errors import ConfigError, ReadError
 from ..records import CANONICAL_LEADS
 from .ecg_pretrain import _configure, _from_dict
 
-__all__ = ["AlignConfig", "AlignmentModule", "load_encoder_state"]
+__all__ = ["AlignConfig", "AlignmentModule", "load_encoder_state", "save_teacher_weights"]
 
 
 @dataclass
@@ -44,6 +44,8 @@ class AlignConfig:
             ``cxr_pretrained`` ``"timm"`` or a local weights file; False only with ``allow_random_teacher``.
         embed_dim: width of the shared embedding.
         projection_hidden: hidden width of MLP projections (None: linear).
+        projection_norm: batch-standardise both sides' features before their projections (the recipe's default:
+            a pooled ViT's features share one mean direction, without it the CLIP loss stays at ``log B``).
         temperature, learnable_temperature: the CLIP temperature (fixed 0.1 by default).
         measurement_sigma: sigma of the measurement-aware negative weighting.
         use_measurements: use the batch's ``measurements`` for that weighting.
@@ -60,6 +62,7 @@ class AlignConfig:
     cxr_pretrained: bool | str = "timm"
     embed_dim: int = 256
     projection_hidden: int | None = None
+    projection_norm: bool = False
     temperature: float = 0.1
     learnable_temperature: bool = False
     measurement_sigma: float = 0.5
@@ -108,6 +111,26 @@ def load_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def save_teacher_weights(run: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the X-ray encoder of a trained run (a run folder or ``.ckpt``; e.g. an X-ray-only model) as a
+    timm state dict (safetensors, byte-identical for identical weights) that ``cxr_pretrained`` can load:
+    the frozen teacher of an alignment then starts from an encoder that has learned radiographs."""
+    from safetensors.torch import save_file
+
+    from .inference import load_run
+
+    encoder = getattr(load_run(run).model, "cxr_encoder", None)
+    timm_model = getattr(encoder, "model", None)
+    if timm_model is None:
+        raise ConfigError(f"{run}: the run has no timm X-ray encoder to use as a teacher")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in timm_model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
 class AlignmentModule(L.LightningModule):
     """An :class:`~cardiofusion.models.alignment.ECGImageAligner` trained by Lightning.
 
@@ -130,9 +153,9 @@ class AlignmentModule(L.LightningModule):
             ecg.load_state_dict(load_encoder_state(cfg.ecg_init), strict=True)
         cxr = create_cxr_encoder(cfg.cxr_encoder, pretrained=cfg.cxr_pretrained if load_weights else False,
                                  **cfg.cxr_kwargs)
-        teacher = FrozenTeacher(cxr, cfg.embed_dim, cfg.projection_hidden)
+        teacher = FrozenTeacher(cxr, cfg.embed_dim, cfg.projection_hidden, cfg.projection_norm)
         loss = ClipLoss(cfg.temperature, cfg.learnable_temperature, cfg.measurement_sigma)
-        self.aligner = ECGImageAligner(ecg, teacher, loss, cfg.projection_hidden)
+        self.aligner = ECGImageAligner(ecg, teacher, loss, cfg.projection_hidden, cfg.projection_norm)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property

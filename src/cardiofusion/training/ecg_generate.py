@@ -4,20 +4,18 @@
 The condition is the aligned ECG embedding of an alignment checkpoint (stage 2), L2-normalised, from the
 ECG encoder and projection kept frozen in eval mode; only the diffusion model trains, with condition
 dropout (classifier-free guidance is then valid).  Images are the batch's X-rays with the preprocessing's
-normalisation undone (``[0, 1]``), resized to ``image_size``.  :func:`generation_table` scores the test split:
-per record SSIM and PSNR of the generated image against the patient's real X-ray, and of two baselines (the
-mean training X-ray; an unconditional sample, guidance 0, same noise).
+normalisation undone (``[0, 1]``), resized to ``image_size``.  The evaluation layer judges it
+(:mod:`cardiofusion.evaluation.generation`: SSIM / PSNR against the real X-ray versus the mean training X-ray
+and an unconditional sample, and a frozen X-ray classifier's AUROC on the generated images).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +23,7 @@ from ..errors import ConfigError
 from ..records import CANONICAL_LEADS
 from .ecg_pretrain import _from_dict
 
-__all__ = ["GenerateConfig", "GenerationModule", "generation_table", "image_quality"]
+__all__ = ["GenerateConfig", "GenerationModule"]
 
 
 @dataclass
@@ -92,6 +90,10 @@ class GenerationModule(L.LightningModule):
                                                        weights_only=False)
         if tuple(aligned.config.leads) != cfg.leads:
             raise ConfigError(f"{cfg.align_checkpoint}: aligned on leads {aligned.config.leads}, not {cfg.leads}")
+        self.ecg_spec = {"ecg_encoder": aligned.config.ecg_encoder, "ecg_kwargs": dict(aligned.config.ecg_kwargs),
+                         "leads": list(aligned.config.leads), "embed_dim": int(aligned.config.embed_dim),
+                         "projection_hidden": aligned.config.projection_hidden,
+                         "projection_norm": bool(aligned.config.projection_norm)}
         self.ecg_encoder = aligned.aligner.ecg_encoder
         self.ecg_projection = aligned.aligner.ecg_projection
         for module in (self.ecg_encoder, self.ecg_projection):
@@ -99,6 +101,14 @@ class GenerationModule(L.LightningModule):
             module.eval()
         self.diffusion = ECGToImageDiffusion(int(aligned.config.embed_dim), cfg.image_size, cfg.block_out_channels,
                                              cfg.layers_per_block, cfg.num_train_timesteps, cfg.cond_dropout)
+
+    def generator_spec(self) -> dict[str, Any]:
+        """The JSON-friendly spec that rebuilds this generator without the alignment checkpoint
+        (:class:`~cardiofusion.models.ecg_to_image.ECGImageGenerator`; its state dict is this module's)."""
+        cfg = self.config
+        return {**self.ecg_spec, "image_size": cfg.image_size, "block_out_channels": list(cfg.block_out_channels),
+                "layers_per_block": cfg.layers_per_block, "num_train_timesteps": cfg.num_train_timesteps,
+                "cond_dropout": cfg.cond_dropout}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -147,104 +157,3 @@ class GenerationModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.diffusion.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
-
-
-def image_quality(pred: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per image SSIM and PSNR (data range 1) of ``pred`` against ``target``, both ``(B, 1, H, W)`` in [0, 1]
-    (torchmetrics' implementations)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-
-    pred, target = pred.float().clamp(0, 1), target.float().clamp(0, 1)
-    ssim = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
-    psnr = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return ssim.detach().cpu().numpy().reshape(-1), psnr.detach().cpu().numpy().reshape(-1)
-
-
-@torch.no_grad()
-def generation_table(module: GenerationModule, datamodule: Any, *, split: str = "test", guidance: float = 3.0,
-                     steps: int = 50, seed: int = 0, max_records: int | None = None) -> Any:
-    """Per record of ``split``: SSIM / PSNR of the generated X-ray (``gen_*``), of the mean training X-ray
-    (``mean_*``) and of an unconditional sample with the same noise (``uncond_*``) against the real one.
-
-    The condition of a record is its first ECG window's embedding.  Returns a DataFrame with ``record_id``,
-    ``patient_id`` and those columns; ``module.generated`` keeps the first images for figures.
-    """
-    import pandas as pd
-
-    module.eval()
-    total, n = None, 0
-    for batch in datamodule.train_dataloader():
-        if "has_cxr" in batch and not bool(batch["has_cxr"].any()):
-            continue
-        keep = batch["has_cxr"].bool() if "has_cxr" in batch else slice(None)
-        imgs = module.images(batch["cxr"][keep])
-        total = imgs.sum(0) if total is None else total + imgs.sum(0)
-        n += imgs.shape[0]
-    if not n:
-        raise ConfigError("no training X-rays to average for the mean-image baseline")
-    mean_image = total / n
-    rows, shown = [], []
-    for batch in datamodule.eval_dataloader(split):
-        index = batch["record_index"]
-        first = torch.full((int(batch["n_records"]),), index.numel(), dtype=torch.long)
-        first = first.scatter_reduce(0, index, torch.arange(index.numel()), "amin")
-        has = torch.ones(first.numel(), dtype=torch.bool)
-        for key in ("has_ecg", "has_cxr"):
-            if key in batch:
-                has &= torch.as_tensor(batch[key])[first].bool()
-        first = first[has]
-        if not first.numel():
-            continue
-        mask = batch.get("ecg_mask")
-        cond = module.condition(batch["ecg"][first], None if mask is None else mask[first])
-        real = module.images(batch["cxr"][first])
-        batch_seed = seed * 1_000_003 + len(rows)
-        gen = module.diffusion.generate(cond, guidance=guidance, steps=steps, seed=batch_seed)
-        unc = module.diffusion.generate(cond, guidance=0.0, steps=steps, seed=batch_seed)
-        scores = {"gen": image_quality(gen, real), "mean": image_quality(mean_image.expand_as(real), real),
-                  "uncond": image_quality(unc, real)}
-        ids = [batch["record_id"][int(i)] for i in first]
-        pids = [batch["patient_id"][int(i)] for i in first]
-        for j in range(len(ids)):
-            row = {"record_id": ids[j], "patient_id": pids[j]}
-            for name, (ssim, psnr) in scores.items():
-                row[f"{name}_ssim"], row[f"{name}_psnr"] = float(ssim[j]), float(psnr[j])
-            rows.append(row)
-        if len(shown) < 8:
-            shown += [(ids[j], real[j, 0].numpy(), gen[j, 0].numpy(), unc[j, 0].numpy())
-                      for j in range(min(len(ids), 8 - len(shown)))]
-        if max_records is not None and len(rows) >= max_records:
-            break
-    module.generated = shown
-    module.mean_image = mean_image[0].numpy()
-    return pd.DataFrame(rows)
-
-
-def save_samples(module: GenerationModule, path: str | os.PathLike) -> None:
-    """A PNG of the first generated records: rows real | generated | unconditional | mean training X-ray
-    (all labelled: the generated images are not the patient's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = getattr(module, "generated", [])
-    if not shown:
-        return
-    fig, axes = plt.subplots(4, len(shown), figsize=(1.6 * len(shown), 6.6), squeeze=False)
-    for j, (rid, real, gen, unc) in enumerate(shown):
-        for i, (img, label) in enumerate(((real, "real"), (gen, "GENERATED"), (unc, "unconditional"),
-                                          (module.mean_image, "mean train"))):
-            ax = axes[i][j]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-        axes[0][j].set_title(str(rid)[-10:], fontsize=7)
-    fig.suptitle("ECG -> X-ray: generated images are synthetic, not the patient's radiograph", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-__all__ += ["save_samples"]
