@@ -229,14 +229,28 @@ def ensure_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = N
     """
     from ..training import fit
 
-    log = log or _quiet
     run = Path(run_dir)
-    title = title or run.name
     inputs = run_inputs(config)
-    same = _same_settings(run, config, inputs)
+    return _ensure_fitted(
+        run, inputs, _same_settings(run, config, inputs), title=title, log=log, read_result=_fit_result,
+        fit_run=lambda resume: fit(config, run, resume=resume, progress=progress, command=command),
+        reused=lambda r: f"val AUROC {_fmt(r.val_auroc)}",
+        trained=lambda r: f"best epoch {r.best_epoch}, val AUROC {_fmt(r.val_auroc)}")
+
+
+def _ensure_fitted(run: Path, inputs: Mapping[str, Any], same: bool, *, title: str | None, log: Log | None,
+                   read_result: Callable[[Path], Any], fit_run: Callable[[bool], Any],
+                   reused: Callable[[Any], str], trained: Callable[[Any], str]) -> EnsuredRun:
+    """The reuse / resume / retrain flow shared by :func:`ensure_run` and :func:`ensure_pretrain_run`: ``same``
+    says whether the folder's saved config and input fingerprints equal the requested ones; a finished run
+    (``result.json``) of the same settings is reused, an interrupted one (``checkpoints/last.ckpt``) resumed, any
+    other folder removed (only when it is a run folder) and trained anew with ``fit_run(resume)``; ``reused`` /
+    ``trained`` describe a result in the progress lines."""
+    log = log or _quiet
+    title = title or run.name
     if same and (run / "result.json").is_file():
-        result = _fit_result(run)
-        log(f"      {title}: reusing the finished run in {run} (val AUROC {_fmt(result.val_auroc)})")
+        result = read_result(run)
+        log(f"      {title}: reusing the finished run in {run} ({reused(result)})")
         return EnsuredRun(run, "reused", result)
     resume = same and (run / "checkpoints" / "last.ckpt").is_file()
     if not resume:
@@ -245,9 +259,8 @@ def ensure_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = N
         _write_sources(run, inputs)
     log(f"      {title}: training into {run}" + (" (resuming)" if resume else ""))
     t0 = time.perf_counter()
-    result = fit(config, run, resume=resume, progress=progress, command=command)
-    log(f"      {title}: best epoch {result.best_epoch}, val AUROC {_fmt(result.val_auroc)} "
-        f"({time.perf_counter() - t0:.0f} s)")
+    result = fit_run(resume)
+    log(f"      {title}: {trained(result)} ({time.perf_counter() - t0:.0f} s)")
     return EnsuredRun(run, "resumed" if resume else "trained", result)
 
 
@@ -477,27 +490,17 @@ def ensure_pretrain_run(config: Any, run_dir: str | os.PathLike, *, title: str |
     :class:`~cardiofusion.training.pretrain_fit.PretrainResult`."""
     from ..training.pretrain_fit import fit_pretrain, read_pretrain_result
 
-    log = log or _quiet
     run = Path(run_dir)
-    title = title or run.name
     inputs = pretrain_run_inputs(config)
-    same = _same_pretrain_settings(run, config, inputs)
-    if same and (run / "result.json").is_file():
-        result = read_pretrain_result(run)
-        log(f"      {title}: reusing the finished run in {run} (best epoch {result.best_epoch}, "
-            f"val loss {_fmt(result.best_val_loss)})")
-        return EnsuredRun(run, "reused", result)
-    resume = same and (run / "checkpoints" / "last.ckpt").is_file()
-    if not resume:
-        remove_run_folder(run)
-        run.mkdir(parents=True, exist_ok=True)
-        _write_sources(run, inputs)
-    log(f"      {title}: training into {run}" + (" (resuming)" if resume else ""))
-    t0 = time.perf_counter()
-    result = fit_pretrain(config, run, resume=resume, progress=progress)
-    log(f"      {title}: best epoch {result.best_epoch}, val loss {_fmt(result.best_val_loss)} "
-        f"({time.perf_counter() - t0:.0f} s)")
-    return EnsuredRun(run, "resumed" if resume else "trained", result)
+
+    def describe(r: Any) -> str:
+        return f"best epoch {r.best_epoch}, val loss {_fmt(r.best_val_loss)}"
+
+    return _ensure_fitted(
+        run, inputs, _same_pretrain_settings(run, config, inputs), title=title, log=log,
+        read_result=read_pretrain_result,
+        fit_run=lambda resume: fit_pretrain(config, run, resume=resume, progress=progress),
+        reused=describe, trained=describe)
 
 
 __all__ += ["ensure_pretrain_run", "pretrain_run_inputs"]
