@@ -89,7 +89,7 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch, capsys):
     generate = ["generate=true", "generator.image_size=16", "generator.block_out_channels=[8, 16]",
                 "generator.num_train_timesteps=50", "generate_epochs=1", "sample_steps=3", "guidance=2.0",
                 "teacher=xray_model", "xray_train.max_epochs=1"]
-    config = _config(tiny, f"tasks={tasks}", *generate)
+    config = _config(tiny, f"tasks={tasks}", *generate, "align_epochs=2", "pretrain.patience=2")
     info = get_recipe("cardiacnets").run(config, out, log=lambda _: None)
 
     # stages 1 and 2 ran, retrieval was measured on validation and test with the chance levels
@@ -99,6 +99,21 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch, capsys):
         n = json.loads((out / "runs" / "align" / "result.json").read_text())["records"][split]
         assert m["chance_top1"] == pytest.approx(1 / n) and m["chance_top5"] == pytest.approx(min(5, n) / n)
         assert 0 <= m["ecg_to_image_top1"] <= m["ecg_to_image_top5"] <= 1
+    # the aligned checkpoint is the epoch of the best validation ECG -> X-ray top-5 (not the in-batch loss)
+    result = json.loads((out / "runs" / "align" / "result.json").read_text())
+    epochs = pd.read_csv(out / "runs" / "align" / "metrics.csv")
+    assert result["monitor"] == "val_ecg_to_image_top5" and len(epochs) == 2
+    assert epochs["val_ecg_to_image_top5"].iloc[result["best_epoch"] - 1] == epochs["val_ecg_to_image_top5"].max()
+    assert epochs["train_loss"].notna().all()  # the epoch's mean step loss, also for pretraining modules
+    # test-split retrieval with patient-bootstrap CIs against chance, one row per paired test record
+    hits = pd.read_csv(out / "retrieval" / "records.csv", dtype={"record_id": str})
+    test = pd.read_parquet(tiny["manifest"])
+    manifest_paired = test[(test["split"] == "test") & test["ecg_path"].notna() & test["cxr_path"].notna()]
+    assert sorted(hits["record_id"]) == sorted(manifest_paired["record_id"].astype(str))
+    r1 = info["retrieval"]["ecg_to_image_top1"]
+    assert r1["value"] == pytest.approx(hits["ecg_to_image_top1"].mean())
+    assert r1["chance"] == pytest.approx(1 / len(hits)) and r1["ci_low"] <= r1["value"] <= r1["ci_high"]
+    assert 0 <= r1["p_binomial"] <= 1 and "X-ray -> ECG top-5" in (out / "retrieval" / "summary.md").read_text()
     # only the ECG side and the projections train: the teacher's encoder is frozen
     assert 0 < align["parameters"]["trainable"] < align["parameters"]["total"]
 
@@ -191,6 +206,7 @@ def test_recipe_end_to_end_then_reuses(tiny, tmp_path, monkeypatch, capsys):
     assert again["xray_model"]["action"] == "reused"
     assert {r["action"] for t in again["downstream"].values() for r in t.values()} == {"reused"}
     assert pd.read_csv(out / "comparison.csv").equals(table)
+    assert again["retrieval"] == info["retrieval"]
     assert again["generation"] == info["generation"]  # generation is seeded: the same images, the same scores
 
 

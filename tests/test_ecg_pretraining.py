@@ -115,3 +115,37 @@ def test_alignment_measurement_aware_negatives():
     z_ecg, z_img = module.aligner.embed({k: batch[k][:4] for k in ("ecg", "ecg_mask", "cxr")})
     torch.testing.assert_close(terms["loss"], ClipLoss()(z_ecg, z_img, phi[:4])["loss"])
     assert not torch.allclose(terms["loss"], ClipLoss()(z_ecg, z_img)["loss"])
+
+
+def test_record_embeddings_one_per_paired_record_at_its_first_row():
+    """Evaluation batches: one ECG embedding per paired record (mean of its windows' normalised embeddings,
+    equal to embedding the windows one by one), the record's first batch row, unpaired records left out."""
+    torch.manual_seed(0)
+    cfg = AlignConfig(ecg_encoder="ecg_vit_tiny", ecg_kwargs=TINY_VIT["encoder_kwargs"], cxr_encoder="cxr_tiny",
+                      cxr_pretrained=False, allow_random_teacher=True, embed_dim=8)
+    align = AlignmentModule(cfg).eval()
+    batch = _batches(1, 4, 5, windows=3)[0]  # records 0-2 paired, record 3 without an X-ray
+    z_ecg, z_img, rows = align.record_embeddings(batch)
+    assert rows.tolist() == [0, 3, 6] and z_ecg.shape == (3, 8) and z_img.shape == (3, 8)
+    with torch.no_grad():
+        for j, r in enumerate(rows.tolist()):
+            windows = torch.nn.functional.normalize(align.aligner.embed_ecg(batch["ecg"][r:r + 3],
+                                                                            batch["ecg_mask"][r:r + 3]), dim=-1)
+            assert torch.allclose(z_ecg[j], windows.mean(0), atol=1e-5)
+            assert torch.allclose(z_img[j], align.aligner.embed_image(batch["cxr"][r:r + 1])[0], atol=1e-5)
+    plain = _batches(1, 4, 6)[0]  # one row per record (training layout)
+    _, _, rows = align.record_embeddings(plain)
+    assert rows.tolist() == [0, 1, 2]
+
+
+def test_pretrain_monitor_is_validated():
+    from cardiofusion.training.pretrain_fit import PretrainConfig
+
+    module = {"ecg_encoder": "ecg_vit_tiny", "cxr_pretrained": "/weights/cxr.pth"}
+    cfg = PretrainConfig(kind="align", module=module, monitor="val_ecg_to_image_top5")
+    assert cfg.monitor_mode == "max" and PretrainConfig.from_dict(cfg.to_dict()).monitor == cfg.monitor
+    assert PretrainConfig(kind="align", module=module).monitor_mode == "min"
+    with pytest.raises(ConfigError, match="monitor of a mae pretraining"):
+        PretrainConfig(kind="mae", module={"encoder": "ecg_vit_tiny"}, monitor="val_ecg_to_image_top5")
+    with pytest.raises(ConfigError, match="val_chance_top1"):
+        PretrainConfig(kind="align", module=module, monitor="val_chance_top1")  # not a quality

@@ -36,6 +36,7 @@ __all__ = [
     "clip_loss",
     "negative_weights",
     "retrieval_accuracy",
+    "retrieval_hits",
 ]
 
 
@@ -250,32 +251,37 @@ class ECGImageAligner(nn.Module):
         return self.loss_fn(z_ecg, z_img, measurements)
 
 
-def retrieval_accuracy(z_query: Tensor, z_gallery: Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Top-k retrieval accuracy of paired embeddings (row ``i`` of each is the same patient), both ways.
-
-    Cosine similarity; a query is right at ``k`` when its partner ranks among the ``k`` most similar gallery
-    items.  Ties are broken at random, in expectation: with ``g`` items strictly more similar than the partner
-    and ``t`` others exactly as similar, the partner is in the top ``k`` with probability
-    ``clip((k - g) / (t + 1), 0, 1)`` -- identical embeddings score chance.
-
-    Returns:
-        ``{"ecg_to_image_top{k}", "image_to_ecg_top{k}", "chance_top{k}"}`` for each ``k`` (query = ECG).
-    """
+def retrieval_hits(z_query: Tensor, z_gallery: Tensor, k: int) -> Tensor:
+    """Per query, the probability that its partner (row ``i`` of ``z_gallery`` for query ``i``) is among the
+    ``k`` gallery items most similar to it (cosine), ties broken at random in expectation: with ``g`` items
+    strictly more similar than the partner and ``t`` others exactly as similar, ``clip((k - g) / (t + 1), 0, 1)``.
+    Returns ``(N,)`` float64 in [0, 1]; its mean is the top-``k`` accuracy."""
     if z_query.shape != z_gallery.shape or z_query.dim() != 2:
         raise ConfigError(f"retrieval needs paired (N, D) embeddings; got {tuple(z_query.shape)} and "
                           f"{tuple(z_gallery.shape)}")
     q = F.normalize(z_query.detach().double(), dim=-1)
     g = F.normalize(z_gallery.detach().double(), dim=-1)
     sim = q @ g.T  # (N, N)
-    n = sim.shape[0]
+    true = sim.diagonal().unsqueeze(1)  # (N, 1)
+    greater = (sim > true).sum(dim=1).double()
+    ties = (sim == true).sum(dim=1).double() - 1.0  # others exactly as similar
+    return ((int(k) - greater) / (ties + 1.0)).clamp(0.0, 1.0)
+
+
+def retrieval_accuracy(z_query: Tensor, z_gallery: Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k retrieval accuracy of paired embeddings (row ``i`` of each is the same patient), both ways.
+
+    Cosine similarity; a query is right at ``k`` when its partner ranks among the ``k`` most similar gallery
+    items (:func:`retrieval_hits`: ties broken at random in expectation, so identical embeddings score chance).
+
+    Returns:
+        ``{"ecg_to_image_top{k}", "image_to_ecg_top{k}", "chance_top{k}"}`` for each ``k`` (query = ECG).
+    """
+    n = z_query.shape[0]
     out: dict[str, float] = {}
-    for name, s in (("ecg_to_image", sim), ("image_to_ecg", sim.T)):
-        true = s.diagonal().unsqueeze(1)  # (N, 1)
-        greater = (s > true).sum(dim=1).double()
-        ties = (s == true).sum(dim=1).double() - 1.0  # others exactly as similar
+    for name, (a, b) in (("ecg_to_image", (z_query, z_gallery)), ("image_to_ecg", (z_gallery, z_query))):
         for k in ks:
-            p = ((int(k) - greater) / (ties + 1.0)).clamp(0.0, 1.0)
-            out[f"{name}_top{k}"] = float(p.mean())
+            out[f"{name}_top{k}"] = float(retrieval_hits(a, b, k).mean())
     for k in ks:
         out[f"chance_top{k}"] = min(int(k), n) / n
     return out

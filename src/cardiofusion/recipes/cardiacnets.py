@@ -10,7 +10,8 @@ regression, compared against the same ECG encoder without that pretraining.
    split) -- :func:`~cardiofusion.recipes.steps.ensure_pretrain_run` into ``OUT/runs/mae``;
 3. **stage 2, alignment**: that encoder aligned by the symmetric CLIP loss (fixed temperature, in-batch
    negatives) to a frozen pretrained X-ray teacher in eval mode with a trained projection, on the paired
-   records -- ``OUT/runs/align``; retrieval top-1 / top-5 on validation (and test) with chance levels;
+   records -- ``OUT/runs/align``, the checkpoint chosen by validation retrieval (``align_monitor``); retrieval
+   top-1 / top-5 on the test split with patient-bootstrap CIs against chance (``OUT/retrieval``);
 4. **stage 3, ECG only**: for each task (default: the multi-label diseases ``cardiac_multilabel`` and the
    regression of LVEF, LV mass, aortic peak velocity and mean gradient), the same ECG encoder (a) from
    scratch, (b) MAE only, (c) MAE + alignment, each as a linear probe (encoder frozen throughout) and
@@ -100,6 +101,9 @@ class CardiacNetsConfig(RecipeConfig):
         pretrain: :class:`~cardiofusion.training.pretrain_fit.PretrainConfig` overrides of both stages
             (``batch_size``, ``max_epochs``, ``patience``, ``accelerator``, ...); ``mae_epochs`` /
             ``align_epochs`` set each stage's epochs.
+        align_monitor: what selects the alignment checkpoint and stops it early: a validation retrieval accuracy
+            over the whole validation set (default ``val_ecg_to_image_top5``, the use downstream: an ECG finding
+            its X-ray) or ``val_loss`` (the in-batch CLIP loss).
         align_measurements: cohort columns of the measurement-aware negative weighting of stage 2 (weight
             ``1 - exp(-d^2 / sigma^2)`` on negatives, measurements standardised on train); empty: plain CLIP.
         teacher: the frozen X-ray teacher of stage 2: ``imagenet`` (the ImageNet encoder of ``align``) or
@@ -142,6 +146,7 @@ class CardiacNetsConfig(RecipeConfig):
     pretrain: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "patience": 5})
     mae_epochs: int = 20
     align_epochs: int = 20
+    align_monitor: str = "val_ecg_to_image_top5"
     align_measurements: list[str] = field(default_factory=list)
     teacher: str = "imagenet"
     xray_task: str = "aortic_stenosis"
@@ -248,6 +253,8 @@ def pretrain_config(config: CardiacNetsConfig, kind: str, cache_dir: str | os.Pa
                                     else teacher_weights(module.get("cxr_pretrained", "auto")))
         epochs = config.align_epochs
     settings = {"seed": config.seed, "num_workers": 0, **dict(config.pretrain), "max_epochs": int(epochs)}
+    if kind == "align":
+        settings["monitor"] = config.align_monitor
     if kind == "align" and config.align_measurements:
         module["use_measurements"] = True
         settings["measurements"] = list(config.align_measurements)
@@ -304,6 +311,46 @@ def _train_config(config: CardiacNetsConfig, overrides: Mapping[str, Any], task:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cardiacnets: invalid {task.name} settings: {e}") from None
+
+
+def retrieval_step(config: CardiacNetsConfig, align_config: Any, checkpoint: Any, out_dir: Path, *,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Judge the aligned checkpoint on the test split (:mod:`cardiofusion.evaluation.retrieval`): per-record
+    top-1 / top-5 hits both ways (``records.csv``), accuracies with patient-bootstrap CIs, chance, and the
+    binomial test against chance (``summary.json``, ``summary.md``).  Reused when ``summary.json`` records the
+    same checkpoint (sha256) and settings."""
+    import numpy as np
+
+    from ..data.dataset import CohortDataModule
+    from ..evaluation.retrieval import retrieval_markdown, retrieval_summary, retrieval_table
+    from ..training.ecg_align import AlignmentModule
+    from .steps import file_sha256
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {"checkpoint": file_sha256(checkpoint), "seed": config.seed, "n_boot": config.n_boot}
+    try:
+        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        done = {}
+    if done.get("inputs") == inputs and (out_dir / "records.csv").is_file():
+        log(f"      retrieval: reusing the test-split retrieval in {out_dir} (same checkpoint and settings)")
+        return done
+    module = AlignmentModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False,
+                                                  load_weights=False)
+    data = CohortDataModule(align_config.cache_dir, align_config.manifest, align_config.preprocess,
+                            batch_size=align_config.batch_size, eval_batch_size=align_config.eval_batch_size,
+                            num_workers=0, modalities=("ecg", "cxr"), seed=align_config.seed,
+                            labels=lambda r: np.zeros(len(r), dtype=np.float32))
+    table = retrieval_table(module, data, split="test", ks=(1, 5))
+    table.to_csv(out_dir / "records.csv", index=False)
+    summary = {**retrieval_summary(table, n_boot=config.n_boot, seed=config.seed), "inputs": inputs}
+    summary = json.loads(json.dumps(jsonable(summary)))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    markdown = retrieval_markdown(summary)
+    (out_dir / "summary.md").write_text(markdown + "\n", encoding="utf-8")
+    for line in markdown.splitlines():
+        log("      " + line)
+    return summary
 
 
 def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any, out_dir: Path, *,
@@ -429,7 +476,7 @@ def _ci(row: Mapping[str, Any], digits: int) -> str:
 class Stages:
     """What :func:`pretraining_stages` made: the cache, manifest and preprocessing of the paired cohort, the
     ensured runs (``xray``, ``mae``, ``align``, ``generate``; those the config asks for), the teacher weights
-    file (``teacher: xray_model``) and stage 4's ``summary.json`` content."""
+    file (``teacher: xray_model``), the test-split retrieval summary and stage 4's ``summary.json`` content."""
 
     cache_dir: Path
     manifest: Path
@@ -437,6 +484,7 @@ class Stages:
     runs: dict[str, Any]
     teacher_file: Path | None = None
     generation: dict[str, Any] = field(default_factory=dict)
+    retrieval: dict[str, Any] = field(default_factory=dict)
 
 
 def pretraining_stages(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, clock: Stopwatch | None = None,
@@ -497,10 +545,12 @@ def pretraining_stages(config: CardiacNetsConfig, out_dir: str | os.PathLike, *,
                                            teacher_file=stages.teacher_file)
             pre_runs["align"] = ensure_pretrain_run(align_config, runs_dir / "align", title="alignment",
                                                     progress=config.progress, log=log)
-            for split, values in pre_runs["align"].result.metrics.items():
-                log(f"      retrieval ({split}): ECG->X-ray top-1 {values.get('ecg_to_image_top1', float('nan')):.3f}"
-                    f" / top-5 {values.get('ecg_to_image_top5', float('nan')):.3f} (chance "
-                    f"{values.get('chance_top1', float('nan')):.3f} / {values.get('chance_top5', float('nan')):.3f})")
+            val = pre_runs["align"].result.metrics.get("val", {})
+            log(f"      retrieval (val, selects the checkpoint by {config.align_monitor}): ECG->X-ray top-1 "
+                f"{val.get('ecg_to_image_top1', float('nan')):.3f} / top-5 {val.get('ecg_to_image_top5', float('nan')):.3f}"
+                f" (chance {val.get('chance_top1', float('nan')):.3f} / {val.get('chance_top5', float('nan')):.3f})")
+            stages.retrieval = retrieval_step(config, align_config, pre_runs["align"].result.best_checkpoint,
+                                              out / "retrieval", log=log)
     if config.generate:
         if "align" not in pre_runs:
             raise ConfigError("cardiacnets: generate needs the alignment stage (inits must include mae_align)")
@@ -529,7 +579,7 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
     tasks = _tasks(config)
     clock = Stopwatch()
     stages = pretraining_stages(config, out, clock=clock, log=log, command=command)
-    pre_runs, generation = stages.runs, stages.generation
+    pre_runs, generation, retrieval = stages.runs, stages.generation, stages.retrieval
     cache_dir, manifest, preprocess, runs_dir = stages.cache_dir, stages.manifest, stages.preprocess, out / "runs"
     sources = {"scratch": None}
     if "mae" in pre_runs:
@@ -576,6 +626,7 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
                         "teacher_file": str(stages.teacher_file) if stages.teacher_file else None}
                        if "xray" in pre_runs else None),
         "downstream": downstream,
+        "retrieval": retrieval,
         "generation": generation,
         "evaluation": {k: str(e.report) for k, e in evaluations.items()},
         "comparison": str(out / "comparison.md"),
@@ -586,5 +637,5 @@ def run_cardiacnets(config: CardiacNetsConfig, out_dir: str | os.PathLike, *, lo
 
 
 __all__ = ["ECHO_TASK", "INITS", "MODES", "CardiacNetsConfig", "comparison_markdown", "comparison_rows",
-           "downstream_config", "generation_step", "model_title", "pretrain_config", "run_cardiacnets", "stage_preprocess",
-           "teacher_weights"]
+           "downstream_config", "generation_step", "model_title", "pretrain_config", "retrieval_step", "run_cardiacnets",
+           "stage_preprocess", "teacher_weights"]

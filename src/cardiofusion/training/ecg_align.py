@@ -200,22 +200,39 @@ class AlignmentModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = []
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    @torch.no_grad()
+    def record_embeddings(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Per paired record of an evaluation batch: the ECG embedding (the mean of its windows' normalised
+        embeddings when it comes as several windows, ``record_index``), the image embedding (its X-ray once),
+        and the batch row of the record's first window (indexes the per-row ``record_id`` / ``patient_id``).
+        None without a paired row."""
         pairs = self._paired(batch)
         if pairs is None:
-            return
+            return None
+        n_rows = batch["ecg"].shape[0]
+        device = pairs["ecg"].device
+        keep = torch.ones(n_rows, dtype=torch.bool, device=device)
+        for key in ("has_ecg", "has_cxr"):
+            if key in batch:
+                keep &= torch.as_tensor(batch[key], device=device).bool()
+        rows = torch.nonzero(keep).reshape(-1)  # batch rows of the paired rows
         z_ecg = F.normalize(self.aligner.embed_ecg(pairs["ecg"], pairs.get("ecg_mask")), dim=-1)
         index = pairs.get("record_index")
         if index is not None:  # several windows per record: mean normalised embedding, image once
-            uniq, inverse = torch.unique(torch.as_tensor(index, device=z_ecg.device), return_inverse=True)
+            uniq, inverse = torch.unique(torch.as_tensor(index, device=device), return_inverse=True)
             total = z_ecg.new_zeros(uniq.numel(), z_ecg.shape[1]).index_add_(0, inverse, z_ecg)
             z_ecg = total / torch.bincount(inverse, minlength=uniq.numel()).clamp_min(1).unsqueeze(1).to(z_ecg.dtype)
-            first = torch.full((uniq.numel(),), inverse.numel(), dtype=torch.long, device=z_ecg.device)
-            first = first.scatter_reduce(0, inverse, torch.arange(inverse.numel(), device=z_ecg.device), "amin")
-            images = pairs["cxr"][first]
+            first = torch.full((uniq.numel(),), inverse.numel(), dtype=torch.long, device=device)
+            first = first.scatter_reduce(0, inverse, torch.arange(inverse.numel(), device=device), "amin")
         else:
-            images = pairs["cxr"]
-        z_img = self.aligner.embed_image(images)
+            first = torch.arange(z_ecg.shape[0], device=device)
+        return z_ecg, self.aligner.embed_image(pairs["cxr"][first]), rows[first]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        embedded = self.record_embeddings(batch)
+        if embedded is None:
+            return
+        z_ecg, z_img, _ = embedded
         if z_ecg.shape[0] >= 2:
             loss = self.aligner.loss_fn(z_ecg, z_img)["loss"]
             self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=z_ecg.shape[0],

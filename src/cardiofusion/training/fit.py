@@ -25,7 +25,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,7 @@ class EpochMetricsCSV(Callback):
         self.metrics = tuple(f"val_{m}" for m in metrics)
         self.columns = ("epoch", "train_loss", "val_loss", *self.metrics, "lr", "train_s", "epoch_s")
         self._t_epoch = self._t_train = 0.0
+        self._loss_sum, self._loss_n = 0.0, 0
         self._train_s = math.nan
         self.samples = 0  # training samples seen by this process during this invocation
         self.train_seconds = 0.0  # their time (training batches only)
@@ -125,10 +126,16 @@ class EpochMetricsCSV(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t_epoch = time.perf_counter()
         self._train_s = math.nan
+        self._loss_sum, self._loss_n = 0.0, 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.samples += int(batch["label"].shape[0])
+        n = int(batch["label"].shape[0])
+        self.samples += n
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and bool(torch.isfinite(loss)):
+            self._loss_sum += float(loss.detach()) * n  # the epoch's mean step loss (modules without their own)
+            self._loss_n += n
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -142,7 +149,8 @@ class EpochMetricsCSV(Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
         row = {
             "epoch": trainer.current_epoch + 1,
-            "train_loss": pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss") else math.nan,
+            "train_loss": (pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss")
+                           else self._loss_sum / self._loss_n if self._loss_n else math.nan),
             "val_loss": _metric(metrics, "val_loss"),
             **{name: _metric(metrics, name) for name in self.metrics},
             "lr": lr,

@@ -2,7 +2,7 @@
 resumable run folder laid out like :func:`cardiofusion.training.fit`'s::
 
     config.yaml          the resolved PretrainConfig (reload: PretrainConfig.from_file)
-    checkpoints/         best-step*.ckpt (lowest val_loss) and last.ckpt (end of the latest epoch)
+    checkpoints/         best-step*.ckpt (best ``monitor``: lowest val_loss by default) and last.ckpt (end of the latest epoch)
     metrics.csv          one row per epoch: epoch, train_loss, val_loss, (retrieval top-k), lr, train_s, epoch_s
     logs/lightning/      Lightning's CSVLogger
     result.json          best epoch and val loss, the best checkpoint's validation (and test) metrics, timings
@@ -72,7 +72,10 @@ class PretrainConfig:
         cache_dir, manifest: the preprocessing cache and the cohort manifest (with ``split``).
         preprocess: windows, augmentation, normalisation (the model leads are ``preprocess.leads``).
         batch_size, eval_batch_size: records per training / validation batch.
-        max_epochs, patience: epochs, and early stopping on ``val_loss``.
+        max_epochs, patience: epochs, and early stopping on ``monitor``.
+        monitor: what selects the best checkpoint and stops early: ``val_loss`` (lowest; every kind) or, for
+            ``align``, a validation retrieval metric (highest): ``val_ecg_to_image_top1`` / ``_top5``,
+            ``val_image_to_ecg_top1`` / ``_top5`` (over the whole validation set, unlike the in-batch loss).
         seed: weights, shuffling, augmentation and masks.
         num_workers, accelerator, devices, precision: as :class:`~cardiofusion.training.TrainConfig`.
         limit_train_batches, limit_val_batches: Lightning's per-epoch limits (quick runs).
@@ -100,6 +103,7 @@ class PretrainConfig:
     limit_val_batches: int | float = 1.0
     log_every_n_steps: int = 10
     measurements: list[str] = field(default_factory=list)
+    monitor: str = "val_loss"
 
     def __post_init__(self) -> None:
         if self.kind not in PRETRAIN_KINDS:
@@ -125,6 +129,12 @@ class PretrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         self.devices = parse_devices(self.devices)
         self.measurements = [str(c) for c in (self.measurements or [])]
+        self.monitor = str(self.monitor)
+        allowed = ["val_loss"] + ([f"val_{m}" for m in RETRIEVAL_METRICS if not m.startswith("chance")]
+                                  if self.kind == "align" else [])
+        if self.monitor not in allowed:
+            raise ConfigError(f"monitor of a {self.kind} pretraining must be one of {', '.join(allowed)}; got "
+                              f"{self.monitor!r}")
         uses = bool(self.module.get("use_measurements"))
         if uses and (self.kind != "align" or not self.measurements):
             raise ConfigError("module.use_measurements needs kind 'align' and the measurement columns in "
@@ -135,6 +145,11 @@ class PretrainConfig:
     @property
     def modalities(self) -> tuple[str, ...]:
         return PRETRAIN_KINDS[self.kind]
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` for the validation loss, ``max`` for a retrieval accuracy."""
+        return "min" if self.monitor == "val_loss" else "max"
 
     def module_config(self) -> Any:
         """The module's typed config (``MAEPretrainConfig`` or ``AlignConfig``)."""
@@ -257,8 +272,9 @@ def fit_pretrain(config: PretrainConfig, run_dir: str | os.PathLike, *, resume: 
                  progress: bool = True) -> PretrainResult:
     """Train (or with ``resume`` continue) the pretraining run of ``config`` in ``run_dir``.
 
-    The best checkpoint is the lowest validation loss; it is then evaluated on the validation split (and, for
-    ``align``, the test split: retrieval top-k there is reported, never used for selection).
+    The best checkpoint is the best ``config.monitor`` (lowest validation loss by default); it is then
+    evaluated on the validation split (and, for ``align``, the test split: retrieval top-k there is reported,
+    never used for selection).
     """
     t_start = time.perf_counter()
     run = Path(run_dir)
@@ -287,11 +303,11 @@ def fit_pretrain(config: PretrainConfig, run_dir: str | os.PathLike, *, resume: 
     if resume:
         datamodule.start_epoch = _checkpoint_epoch(last) + 1
     module = pretrain_module(config, load_weights=not resume)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:07d}", monitor="val_loss", mode="min",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:07d}", monitor=config.monitor,
+                                 mode=config.monitor_mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
     extra = RETRIEVAL_METRICS if config.kind == "align" else ()
     epoch_csv = EpochMetricsCSV(run / METRICS_CSV, extra)
-    early = EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
+    early = EarlyStopping(monitor=config.monitor, mode=config.monitor_mode, patience=config.patience)
     callbacks: list[Any] = [epoch_csv, checkpoint, early]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
@@ -323,12 +339,14 @@ def fit_pretrain(config: PretrainConfig, run_dir: str | os.PathLike, *, resume: 
         metrics[split] = {k.removeprefix("val_"): v for k, v in _metrics(out[0] if out else {}).items()}
     eval_s = time.perf_counter() - t_eval
     samples = epoch_csv.samples
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else math.nan
+    best_loss = best_score if config.monitor == "val_loss" else float(metrics.get("val", {}).get("loss", math.nan))
     result = PretrainResult(run_dir=run, best_checkpoint=best, best_epoch=_checkpoint_epoch(best) + 1,
-                            best_val_loss=(float(checkpoint.best_model_score) if checkpoint.best_model_score
-                                           is not None else math.nan),
+                            best_val_loss=best_loss,
                             epochs_trained=int(trainer.current_epoch), metrics=metrics)
     result.info = {
         "kind": config.kind, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+        "monitor": config.monitor, "best_score": best_score,
         "epochs_trained": result.epochs_trained, "stopped_early": bool(early.stopped_epoch > 0),
         "best_checkpoint": str(best), "last_checkpoint": str(last), "resumed": bool(resume),
         "metrics": metrics, "precision": precision,
