@@ -18,6 +18,7 @@ redo the rest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -240,24 +241,28 @@ def ensure_run(config: Any, run_dir: str | os.PathLike, *, title: str | None = N
 
 def _ensure_fitted(run: Path, inputs: Mapping[str, Any], same: bool, *, title: str | None, log: Log | None,
                    read_result: Callable[[Path], Any], fit_run: Callable[[bool], Any],
-                   reused: Callable[[Any], str], trained: Callable[[Any], str]) -> EnsuredRun:
-    """The reuse / resume / retrain flow shared by :func:`ensure_run` and :func:`ensure_pretrain_run`: ``same``
-    says whether the folder's saved config and input fingerprints equal the requested ones; a finished run
-    (``result.json``) of the same settings is reused, an interrupted one (``checkpoints/last.ckpt``) resumed, any
-    other folder removed (only when it is a run folder) and trained anew with ``fit_run(resume)``; ``reused`` /
-    ``trained`` describe a result in the progress lines."""
+                   reused: Callable[[Any], str], trained: Callable[[Any], str],
+                   finished: Sequence[str] = ("result.json",), remove: Callable[[Path], None] = remove_run_folder,
+                   noun: str = "run", verb: str = "training") -> EnsuredRun:
+    """The reuse / resume / retrain flow shared by :func:`ensure_run`, :func:`ensure_pretrain_run` and
+    :func:`ensure_pretrain`: ``same`` says whether the folder's saved config and input fingerprints equal the
+    requested ones; a finished run (every file of ``finished``) of the same settings is reused, an interrupted one
+    (``checkpoints/last.ckpt``) resumed, any other folder removed with ``remove`` (which refuses a folder that
+    is not of this kind) and trained anew with ``fit_run(resume)``; ``reused`` / ``trained`` describe a result
+    in the progress lines, ``noun`` / ``verb`` name the run there."""
     log = log or _quiet
     title = title or run.name
-    if same and (run / "result.json").is_file():
+    if same and all((run / name).is_file() for name in finished):
         result = read_result(run)
-        log(f"      {title}: reusing the finished run in {run} ({reused(result)})")
+        detail = reused(result)
+        log(f"      {title}: reusing the finished {noun} in {run}" + (f" ({detail})" if detail else ""))
         return EnsuredRun(run, "reused", result)
     resume = same and (run / "checkpoints" / "last.ckpt").is_file()
     if not resume:
-        remove_run_folder(run)
+        remove(run)
         run.mkdir(parents=True, exist_ok=True)
         _write_sources(run, inputs)
-    log(f"      {title}: training into {run}" + (" (resuming)" if resume else ""))
+    log(f"      {title}: {verb} into {run}" + (" (resuming)" if resume else ""))
     t0 = time.perf_counter()
     result = fit_run(resume)
     log(f"      {title}: {trained(result)} ({time.perf_counter() - t0:.0f} s)")
@@ -346,12 +351,12 @@ def pretrain_inputs(config: Any) -> dict[str, Any]:
 def ensure_pretrain(config: Any, run_dir: str | os.PathLike, *, title: str = "pretraining", progress: bool = False,
                     log: Log | None = None) -> EnsuredPretrain:
     """Reuse, resume or run the LS-EMVAE pretraining of ``config`` (a
-    :class:`~cardiofusion.training.vae_pretrain.PretrainConfig`) in ``run_dir``, as :func:`ensure_run` does for
-    training runs: a finished folder of the same config and inputs is reused, an interrupted one resumed,
-    anything else retrained after removing the folder (only when it holds nothing but pretraining files)."""
+    :class:`~cardiofusion.training.vae_pretrain.PretrainConfig`) in ``run_dir``, by the flow of :func:`ensure_run`
+    (:func:`_ensure_fitted`): a finished folder of the same config and inputs is reused, an interrupted one
+    resumed, anything else retrained after removing the folder (only when it holds nothing but pretraining
+    files)."""
     from ..training.vae_pretrain import PRETRAIN_YAML, VAE_WEIGHTS, PretrainConfig, pretrain_lsvae
 
-    log = log or _quiet
     run = Path(run_dir)
     inputs = json.loads(json.dumps(pretrain_inputs(config)))
     try:
@@ -359,27 +364,33 @@ def ensure_pretrain(config: Any, run_dir: str | os.PathLike, *, title: str = "pr
                 and json.loads((run / SOURCES_JSON).read_text(encoding="utf-8")).get("inputs") == inputs)
     except Exception:  # noqa: BLE001 (missing or unreadable: not the same pretraining)
         same = False
-    if same and (run / "result.json").is_file() and (run / VAE_WEIGHTS).is_file():
-        info = json.loads((run / "result.json").read_text(encoding="utf-8"))
-        log(f"      {title}: reusing the finished pretraining in {run}")
-        return EnsuredPretrain(run, "reused", run / VAE_WEIGHTS, info)
-    resume = same and (run / "checkpoints" / "last.ckpt").is_file()
-    if not resume:
-        if run.exists() and any(run.iterdir()):
-            names = [c.name for c in run.iterdir()]
+
+    def remove(folder: Path) -> None:
+        if folder.exists() and any(folder.iterdir()):
+            names = [c.name for c in folder.iterdir()]
             if not all(any(fnmatch.fnmatch(n, pat) for pat in PRETRAIN_FOLDER_ENTRIES) for n in names):
-                raise ReadError(run, "is not an LS-EMVAE pretraining folder (it holds other files); refusing to "
-                                     "delete it: move it away or choose another output folder")
-            shutil.rmtree(run)
-        run.mkdir(parents=True, exist_ok=True)
-        _write_sources(run, inputs)
-    log(f"      {title}: pretraining into {run}" + (" (resuming)" if resume else ""))
-    result = pretrain_lsvae(config, run, resume=resume, progress=progress)
-    final = result.info.get("final", {})
-    log(f"      {title}: {result.info.get('epochs')} epochs, train loss {_fmt(final.get('train_loss'))} "
-        f"(recon {_fmt(final.get('train_recon'))}, kl {_fmt(final.get('train_kl'))}, "
-        f"align {_fmt(final.get('train_align'))}), {result.info.get('seconds', 0):.0f} s")
-    return EnsuredPretrain(run, "resumed" if resume else "trained", result.weights, result.info)
+                raise ReadError(folder, "is not an LS-EMVAE pretraining folder (it holds other files); refusing to "
+                                        "delete it: move it away or choose another output folder")
+            shutil.rmtree(folder)
+
+    def read(folder: Path) -> EnsuredPretrain:
+        info = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        return EnsuredPretrain(folder, "reused", folder / VAE_WEIGHTS, info)
+
+    def fit_run(resume: bool) -> EnsuredPretrain:
+        result = pretrain_lsvae(config, run, resume=resume, progress=progress)
+        return EnsuredPretrain(run, "", result.weights, result.info)
+
+    def trained(r: EnsuredPretrain) -> str:
+        final = r.info.get("final", {})
+        return (f"{r.info.get('epochs')} epochs, train loss {_fmt(final.get('train_loss'))} (recon "
+                f"{_fmt(final.get('train_recon'))}, kl {_fmt(final.get('train_kl'))}, align "
+                f"{_fmt(final.get('train_align'))})")
+
+    ensured = _ensure_fitted(run, inputs, same, title=title, log=log, read_result=read, fit_run=fit_run,
+                             reused=lambda _: "", trained=trained, finished=("result.json", VAE_WEIGHTS),
+                             remove=remove, noun="pretraining", verb="pretraining")
+    return dataclasses.replace(ensured.result, action=ensured.action)
 
 
 # --------------------------------------------------------------------------------------------------
