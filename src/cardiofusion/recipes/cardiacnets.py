@@ -326,13 +326,9 @@ def retrieval_step(config: CardiacNetsConfig, align_config: Any, checkpoint: Any
     from ..training.ecg_align import AlignmentModule
     from .steps import file_sha256
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     inputs = {"checkpoint": file_sha256(checkpoint), "seed": config.seed, "n_boot": config.n_boot}
-    try:
-        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        done = {}
-    if done.get("inputs") == inputs and (out_dir / "records.csv").is_file():
+    done = _judged(out_dir, inputs)
+    if done is not None:
         log(f"      retrieval: reusing the test-split retrieval in {out_dir} (same checkpoint and settings)")
         return done
     module = AlignmentModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False,
@@ -344,11 +340,29 @@ def retrieval_step(config: CardiacNetsConfig, align_config: Any, checkpoint: Any
     table = retrieval_table(module, data, split="test", ks=(1, 5))
     table.to_csv(out_dir / "records.csv", index=False)
     summary = {**retrieval_summary(table, n_boot=config.n_boot, seed=config.seed), "inputs": inputs}
+    return _write_judged(out_dir, summary, retrieval_markdown, log)
+
+
+def _judged(out_dir: Path, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``summary.json`` of a judging step in ``out_dir`` when it recorded the same ``inputs`` (and its
+    ``records.csv`` is there), else None (judge again)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = done.get("inputs") == json.loads(json.dumps(jsonable(inputs))) and (out_dir / "records.csv").is_file()
+    return done if ok else None
+
+
+def _write_judged(out_dir: Path, summary: Mapping[str, Any], markdown: Callable[[Any], str],
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Write a judging step's ``summary.json`` and ``summary.md`` (``markdown(summary)``), log the table."""
     summary = json.loads(json.dumps(jsonable(summary)))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    markdown = retrieval_markdown(summary)
-    (out_dir / "summary.md").write_text(markdown + "\n", encoding="utf-8")
-    for line in markdown.splitlines():
+    text = markdown(summary)
+    (out_dir / "summary.md").write_text(text + "\n", encoding="utf-8")
+    for line in text.splitlines():
         log("      " + line)
     return summary
 
@@ -367,18 +381,14 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
                                          generation_table, save_samples)
     from ..training.ecg_generate import GenerationModule
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     from ..training import best_checkpoint
     from .steps import file_sha256
 
     inputs = {"generator": file_sha256(checkpoint), "guidance": config.guidance, "steps": config.sample_steps,
               "seed": config.seed, "n_boot": config.n_boot, "records": config.generate_records,
               "classifier": file_sha256(best_checkpoint(classifier)) if classifier else None}
-    try:
-        done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        done = {}
-    if done.get("inputs") == inputs and (out_dir / "records.csv").is_file():
+    done = _judged(out_dir, inputs)
+    if done is not None:
         log(f"      generation: reusing the judged samples in {out_dir} (same generator, classifier and settings)")
         return done
     module = GenerationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
@@ -393,12 +403,7 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
     save_samples(table, out_dir / "samples.png")
     summary = {**generation_summary(table, n_boot=config.n_boot, seed=config.seed), "guidance": config.guidance,
                "steps": config.sample_steps, "classifier": str(classifier) if classifier else None, "inputs": inputs}
-    summary = json.loads(json.dumps(jsonable(summary)))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "summary.md").write_text(generation_markdown(summary) + "\n", encoding="utf-8")
-    for line in generation_markdown(summary).splitlines():
-        log("      " + line)
-    return summary
+    return _write_judged(out_dir, summary, generation_markdown, log)
 
 
 def model_title(init: str, mode: str) -> str:
