@@ -155,6 +155,41 @@ def reject_unknown_fields(cls: type, values: Mapping[str, Any], what: str) -> No
         raise ConfigError(f"unknown {what} settings: {', '.join(map(str, unknown))}")
 
 
+def require_positive_ints(obj: Any, names: tuple[str, ...] | list[str], what: str = "") -> None:
+    """Check that each attribute ``names`` of ``obj`` is a whole number >= 1 and store it as ``int``; the
+    :class:`ConfigError` names the setting (prefixed by ``what``)."""
+    for name in names:
+        value = getattr(obj, name)
+        try:
+            ok = int(value) == value and int(value) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{what + ' ' if what else ''}{name} must be a positive integer, got {value}")
+        setattr(obj, name, int(value))
+
+
+class SettingsFile:
+    """``from_dict`` (unknown keys refused), ``from_file`` (YAML or JSON) and ``save`` (YAML, atomic) for a
+    settings dataclass with a ``to_dict``; ``SETTINGS_NAME`` names it in errors."""
+
+    SETTINGS_NAME = "settings"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Any:
+        reject_unknown_fields(cls, values, cls.SETTINGS_NAME)
+        return cls(**dict(values))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Any:
+        """Read a file written by :meth:`save` or by hand (missing keys: defaults)."""
+        return cls.from_dict(read_mapping_file(path, f"{cls.SETTINGS_NAME} config"))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``to_dict()`` as YAML (atomically)."""
+        return write_yaml(path, self.to_dict())  # type: ignore[attr-defined]
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON data: dict keys as strings, tuples / arrays as lists, numpy scalars as Python
     numbers, NaN and infinities as None (JSON has none), paths as strings."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..configfile import read_mapping_file, reject_unknown_fields, write_yaml
+from ..configfile import SettingsFile, require_positive_ints, write_yaml
 from ..errors import ConfigError
 from ..transforms.preprocess import PreprocessConfig
 
@@ -34,7 +34,7 @@ def _default_model_config():
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SettingsFile):
     """Everything a training run depends on; defaults are the reference paper's recipe.
 
     Attributes:
@@ -105,6 +105,8 @@ class TrainConfig:
     freeze_encoders_epochs: int = 0
     task: dict[str, Any] | None = None
 
+    SETTINGS_NAME = "training"
+
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = _model_config_cls().from_dict(self.model)
@@ -115,11 +117,7 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {self.betas}")
-        for name in ("batch_size", "max_epochs", "patience", "t_max", "num_nodes", "log_every_n_steps"):
-            value = getattr(self, name)
-            if int(value) != value or int(value) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value}")
-            setattr(self, name, int(value))
+        require_positive_ints(self, ("batch_size", "max_epochs", "patience", "t_max", "num_nodes", "log_every_n_steps"))
         if self.eval_batch_size is not None and int(self.eval_batch_size) < 1:
             raise ConfigError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
         if int(self.num_workers) < 0:
@@ -170,16 +168,6 @@ class TrainConfig:
                 value = list(value)
             out[f.name] = value
         return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        reject_unknown_fields(cls, values, "training")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
-        """Read a ``config.yaml`` (or JSON) written by :meth:`save` or by hand (missing keys: defaults)."""
-        return cls.from_dict(read_mapping_file(path, "training config"))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config as YAML (atomically)."""

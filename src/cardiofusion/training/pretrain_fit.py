@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from ..configfile import read_mapping_file, reject_unknown_fields, write_yaml
+from ..configfile import SettingsFile, require_positive_ints
 from ..data.dataset import CohortDataModule
 from ..errors import ConfigError
 from ..transforms.preprocess import PreprocessConfig
@@ -61,7 +61,7 @@ RETRIEVAL_METRICS = ("ecg_to_image_top1", "ecg_to_image_top5", "image_to_ecg_top
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(SettingsFile):
     """Everything a pretraining run depends on (saved as ``RUN/config.yaml``).
 
     Attributes:
@@ -105,6 +105,8 @@ class PretrainConfig:
     measurements: list[str] = field(default_factory=list)
     monitor: str = "val_loss"
 
+    SETTINGS_NAME = "pretraining"
+
     def __post_init__(self) -> None:
         if self.kind not in PRETRAIN_KINDS:
             raise ConfigError(f"pretraining kind must be one of {', '.join(PRETRAIN_KINDS)}, got {self.kind!r}")
@@ -114,11 +116,7 @@ class PretrainConfig:
             raise ConfigError("pretraining module settings must be a mapping")
         self.module = self.module_config().to_dict()  # validated, defaults filled in
         self.cache_dir, self.manifest = str(self.cache_dir), str(self.manifest)
-        for name in ("batch_size", "max_epochs", "patience", "log_every_n_steps"):
-            value = getattr(self, name)
-            if int(value) != value or int(value) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value}")
-            setattr(self, name, int(value))
+        require_positive_ints(self, ("batch_size", "max_epochs", "patience", "log_every_n_steps"))
         if self.eval_batch_size is not None and int(self.eval_batch_size) < 1:
             raise ConfigError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
         if int(self.num_workers) < 0:
@@ -170,17 +168,6 @@ class PretrainConfig:
         out["preprocess"] = self.preprocess.to_dict()
         return _plain(out)
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> PretrainConfig:
-        reject_unknown_fields(cls, values, "pretraining")
-        return cls(**dict(values))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> PretrainConfig:
-        return cls.from_dict(read_mapping_file(path, "pretraining config"))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return write_yaml(path, self.to_dict())
 
 
 @dataclass

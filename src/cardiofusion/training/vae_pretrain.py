@@ -42,7 +42,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..configfile import read_mapping_file, reject_unknown_fields, write_yaml
+from ..configfile import SettingsFile, require_positive_ints
 from ..errors import ConfigError
 from ..models.lsvae import LSEMVAE, LSVAEConfig, beta_schedule
 
@@ -110,7 +110,7 @@ class LSVAEPretrainModule(L.LightningModule):
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(SettingsFile):
     """Everything an LS-EMVAE pretraining depends on (saved as ``pretrain.yaml``).
 
     Attributes:
@@ -145,6 +145,8 @@ class PretrainConfig:
     devices: int | str | list = "auto"
     limit_train_batches: int | float = 1.0
 
+    SETTINGS_NAME = "pretraining"
+
     def __post_init__(self) -> None:
         if isinstance(self.vae, LSVAEConfig):
             self.vae = self.vae.to_dict()
@@ -155,10 +157,7 @@ class PretrainConfig:
                 raise ConfigError(f"pretraining sources[{i}] must be {{cache_dir, manifest}}, got {src!r}")
             srcs.append({"cache_dir": str(src["cache_dir"]), "manifest": str(src["manifest"])})
         self.sources = srcs
-        for name in ("batch_size", "max_epochs", "accumulate_grad_batches"):
-            if int(getattr(self, name)) != getattr(self, name) or int(getattr(self, name)) < 1:
-                raise ConfigError(f"pretraining {name} must be a positive integer, got {getattr(self, name)}")
-            setattr(self, name, int(getattr(self, name)))
+        require_positive_ints(self, ("batch_size", "max_epochs", "accumulate_grad_batches"), "pretraining")
         if not (float(self.window_s) > 0 and float(self.lr) > 0):
             raise ConfigError(f"pretraining window_s and lr must be positive, got {self.window_s}, {self.lr}")
         self.window_s, self.lr = float(self.window_s), float(self.lr)
@@ -176,17 +175,6 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
-        reject_unknown_fields(cls, values, "pretraining")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> PretrainConfig:
-        return cls.from_dict(read_mapping_file(path, "pretraining config"))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return write_yaml(path, self.to_dict())
 
 
 @dataclass
