@@ -17,10 +17,11 @@ SHARED_DATA = Path(os.environ.get("CARDIOFUSION_SHARED_DATA", PROJECT_ROOT.paren
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path of ``../shared/data``; skips the test when it is not there."""
+    """Path of ``../shared/data`` (resolved: the adapters record resolved paths, and ``../shared`` may be a
+    symbolic link); skips the test when it is not there."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available at {SHARED_DATA}")
-    return SHARED_DATA
+    return SHARED_DATA.resolve()
 
 
 def build_tiny_cache(root: Path, *, fs: float, duration_s: float, image_size: int, cxr_size: int = 64,
