@@ -52,8 +52,9 @@ def retrieval_table(module: Any, datamodule: Any, *, split: str = "test", ks: Se
         e, i, rows = embedded
         z_ecg.append(e.float().cpu())
         z_img.append(i.float().cpu())
-        ids += [str(batch["record_id"][r]) for r in rows.tolist()]
-        patients += [str(batch["patient_id"][r]) for r in rows.tolist()]
+        rows = rows.tolist()
+        ids += [str(batch["record_id"][r]) for r in rows]
+        patients += [str(batch["patient_id"][r]) for r in rows]
     if len(ids) < 2:
         raise ConfigError(f"retrieval needs at least two paired records in the {split} split, got {len(ids)}")
     ecg, img = torch.cat(z_ecg), torch.cat(z_img)

@@ -319,9 +319,6 @@ def retrieval_step(config: CardiacNetsConfig, align_config: Any, checkpoint: Any
     top-1 / top-5 hits both ways (``records.csv``), accuracies with patient-bootstrap CIs, chance, and the
     binomial test against chance (``summary.json``, ``summary.md``).  Reused when ``summary.json`` records the
     same checkpoint (sha256) and settings."""
-    import numpy as np
-
-    from ..data.dataset import CohortDataModule
     from ..evaluation.retrieval import retrieval_markdown, retrieval_summary, retrieval_table
     from ..training.ecg_align import AlignmentModule
     from .steps import file_sha256
@@ -333,14 +330,23 @@ def retrieval_step(config: CardiacNetsConfig, align_config: Any, checkpoint: Any
         return done
     module = AlignmentModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False,
                                                   load_weights=False)
-    data = CohortDataModule(align_config.cache_dir, align_config.manifest, align_config.preprocess,
-                            batch_size=align_config.batch_size, eval_batch_size=align_config.eval_batch_size,
-                            num_workers=0, modalities=("ecg", "cxr"), seed=align_config.seed,
-                            labels=lambda r: np.zeros(len(r), dtype=np.float32))
-    table = retrieval_table(module, data, split="test", ks=(1, 5))
+    table = retrieval_table(module, _paired_data(align_config), split="test", ks=(1, 5))
     table.to_csv(out_dir / "records.csv", index=False)
     summary = {**retrieval_summary(table, n_boot=config.n_boot, seed=config.seed), "inputs": inputs}
     return _write_judged(out_dir, summary, retrieval_markdown, log)
+
+
+def _paired_data(pre_config: Any, labels: Callable[[Any], Any] | None = None) -> Any:
+    """The ECG + X-ray data module of a pretraining config's cache and manifest, for judging on its splits;
+    ``labels`` encodes a records table (default: zeros, no labels needed)."""
+    import numpy as np
+
+    from ..data.dataset import CohortDataModule
+
+    return CohortDataModule(pre_config.cache_dir, pre_config.manifest, pre_config.preprocess,
+                            batch_size=pre_config.batch_size, eval_batch_size=pre_config.eval_batch_size,
+                            modalities=("ecg", "cxr"), seed=pre_config.seed,
+                            labels=labels or (lambda r: np.zeros(len(r), dtype=np.float32)))
 
 
 def _judged(out_dir: Path, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -374,14 +380,10 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
     bootstrap CIs and paired differences to the baselines (``summary.json``, ``summary.md``), sample figure
     (``samples.png``, the generated images labelled GENERATED).  Reused when ``summary.json`` records the same
     generator and classifier checkpoints (sha256) and settings."""
-    import numpy as np
-
-    from ..data.dataset import CohortDataModule
     from ..evaluation.generation import (ImageClassifier, generation_markdown, generation_summary,
                                          generation_table, save_samples)
-    from ..training.ecg_generate import GenerationModule
-
     from ..training import best_checkpoint
+    from ..training.ecg_generate import GenerationModule
     from .steps import file_sha256
 
     inputs = {"generator": file_sha256(checkpoint), "guidance": config.guidance, "steps": config.sample_steps,
@@ -393,10 +395,7 @@ def generation_step(config: CardiacNetsConfig, gen_config: Any, checkpoint: Any,
         return done
     module = GenerationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     judge = ImageClassifier(classifier) if classifier else None
-    data = CohortDataModule(gen_config.cache_dir, gen_config.manifest, gen_config.preprocess,
-                            batch_size=gen_config.batch_size, eval_batch_size=gen_config.eval_batch_size,
-                            modalities=("ecg", "cxr"), seed=gen_config.seed,
-                            labels=judge.labels if judge is not None else (lambda r: np.zeros(len(r), dtype=np.float32)))
+    data = _paired_data(gen_config, judge.labels if judge is not None else None)
     table = generation_table(module, data, split="test", guidance=config.guidance, steps=config.sample_steps,
                              seed=config.seed, max_records=config.generate_records, classifier=judge)
     table.to_csv(out_dir / "records.csv", index=False)

@@ -162,12 +162,18 @@ class AlignmentModule(L.LightningModule):
     def ecg_encoder(self) -> torch.nn.Module:
         return self.aligner.ecg_encoder
 
-    def _paired(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
+    @staticmethod
+    def _paired_rows(batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """The boolean mask of the batch rows with both an ECG and an X-ray; None when the batch says nothing."""
         keep = None
         for key in ("has_ecg", "has_cxr"):
             if key in batch:
                 has = torch.as_tensor(batch[key], device=batch["ecg"].device).bool()
                 keep = has if keep is None else keep & has
+        return keep
+
+    def _paired(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
+        keep = self._paired_rows(batch)
         out = {k: batch[k] for k in ("ecg", "ecg_mask", "cxr", "measurements", "record_index") if k in batch}
         if keep is not None and not bool(keep.all()):
             out = {k: v[keep] for k, v in out.items()}
@@ -209,13 +215,10 @@ class AlignmentModule(L.LightningModule):
         pairs = self._paired(batch)
         if pairs is None:
             return None
-        n_rows = batch["ecg"].shape[0]
         device = pairs["ecg"].device
-        keep = torch.ones(n_rows, dtype=torch.bool, device=device)
-        for key in ("has_ecg", "has_cxr"):
-            if key in batch:
-                keep &= torch.as_tensor(batch[key], device=device).bool()
-        rows = torch.nonzero(keep).reshape(-1)  # batch rows of the paired rows
+        keep = self._paired_rows(batch)
+        rows = (torch.arange(batch["ecg"].shape[0], device=device) if keep is None
+                else torch.nonzero(keep).reshape(-1))  # batch rows of the paired rows
         z_ecg = F.normalize(self.aligner.embed_ecg(pairs["ecg"], pairs.get("ecg_mask")), dim=-1)
         index = pairs.get("record_index")
         if index is not None:  # several windows per record: mean normalised embedding, image once

@@ -132,10 +132,15 @@ class EpochMetricsCSV(Callback):
                            batch_idx: int) -> None:
         n = int(batch["label"].shape[0])
         self.samples += n
+        if hasattr(pl_module, "epoch_train_loss"):
+            return  # the module keeps its own epoch loss
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and bool(torch.isfinite(loss)):
-            self._loss_sum += float(loss.detach()) * n  # the epoch's mean step loss (modules without their own)
-            self._loss_n += n
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            # the epoch's mean step loss, kept on the device (no host sync per step); non-finite steps left out
+            loss = loss.detach().reshape(())
+            finite = torch.isfinite(loss)
+            self._loss_sum = self._loss_sum + torch.where(finite, loss, torch.zeros_like(loss)) * n
+            self._loss_n = self._loss_n + finite.to(loss.dtype) * n
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -150,7 +155,7 @@ class EpochMetricsCSV(Callback):
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_loss": (pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss")
-                           else self._loss_sum / self._loss_n if self._loss_n else math.nan),
+                           else float(self._loss_sum / self._loss_n) if float(self._loss_n) else math.nan),
             "val_loss": _metric(metrics, "val_loss"),
             **{name: _metric(metrics, name) for name in self.metrics},
             "lr": lr,

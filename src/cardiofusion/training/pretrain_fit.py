@@ -169,7 +169,6 @@ class PretrainConfig(SettingsFile):
         return _plain(out)
 
 
-
 @dataclass
 class PretrainResult:
     """Where a pretraining run left its best checkpoint and what it measured (``result.json``)."""
