@@ -42,6 +42,7 @@ import pandas as pd
 
 from ..evaluation.calibration import CALIBRATION_METHODS, Calibrator, Threshold, choose_threshold
 from ..errors import ConfigError, ReadError
+from ..io.torchfile import check_torch_file
 from .format import (FORMAT_NAME, FORMAT_VERSION, GENERATED_LABEL, GENERATOR_WEIGHTS, MANIFEST, ONNX_GRAPH, WEIGHTS,
                      is_bundle_folder, write_manifest)
 from .precision import PrecisionTolerances
@@ -467,6 +468,7 @@ def _generator_section(generator: str | os.PathLike, pp: Any, guidance: float,
                           f"({len(pp.leads)} leads)")
     if float(guidance) < 0 or int(steps) < 1:
         raise ConfigError(f"generator guidance must be >= 0 and sample steps >= 1, got {guidance}, {steps}")
+    check_torch_file(ckpt, what="generator checkpoint")
     module = GenerationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     section = {"file": GENERATOR_WEIGHTS, "spec": module.generator_spec(), "guidance": float(guidance),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ReadError
+from ..io.torchfile import check_torch_file
 
 __all__ = ["convert_lukemelas_efficientnet", "load_pretrained_file", "read_state_dict"]
 
@@ -33,6 +34,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ReadError(path, "weights file not found")
+    if path.suffix != ".safetensors":
+        check_torch_file(path, what="weights file", allow_legacy=True)  # never unpickle a foreign file
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

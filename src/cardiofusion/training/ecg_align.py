@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ReadError
+from ..io.torchfile import read_torch_file
 from ..records import CANONICAL_LEADS
 from .ecg_pretrain import _configure, _from_dict
 
@@ -97,13 +98,10 @@ def load_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """ECG encoder weights from a checkpoint: a Lightning checkpoint of :class:`MAEPretrainModule` (keys
     ``mae.encoder.*``) or of :class:`AlignmentModule` (``aligner.ecg_encoder.*``), or a bare state dict."""
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ReadError(f"{path}: cannot read ECG encoder weights ({exc.__class__.__name__}: {exc})") from None
+    obj = read_torch_file(path, what="ECG encoder weights file", weights_only=True)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):
-        raise ReadError(f"{path}: not a checkpoint or state dict")
+        raise ReadError(path, "not a checkpoint or state dict")
     for prefix in ("mae.encoder.", "aligner.ecg_encoder.", "ecg_encoder."):
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if sub:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..io.torchfile import check_torch_file
 from ..records import CANONICAL_LEADS
 from .ecg_pretrain import _from_dict
 
@@ -86,6 +87,7 @@ class GenerationModule(L.LightningModule):
         from ..models.ecg_to_image import ECGToImageDiffusion
         from .ecg_align import AlignmentModule
 
+        check_torch_file(cfg.align_checkpoint, what="alignment checkpoint")
         aligned = AlignmentModule.load_from_checkpoint(cfg.align_checkpoint, map_location="cpu", load_weights=False,
                                                        weights_only=False)
         if tuple(aligned.config.leads) != cfg.leads:

@@ -45,6 +45,7 @@ from .. import __version__
 from ..data.dataset import CohortDataModule
 from ..configfile import jsonable
 from ..errors import ConfigError, ReadError
+from ..io.torchfile import read_torch_file
 from .config import RESUME_OVERRIDABLE, TrainConfig
 from .evaluate import auroc, evaluate_scores, metric_names, task_labels, task_metrics
 from .module import CardioFusionModule
@@ -242,8 +243,8 @@ def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> None:
 
 def _checkpoint_epoch(path: Path) -> int:
     """Epoch index (from 0) stored in a Lightning checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return int(ckpt.get("epoch", 0))
+    ckpt = read_torch_file(path, weights_only=False)
+    return int(ckpt.get("epoch", 0)) if isinstance(ckpt, dict) else 0
 
 
 def prepare_run(config: TrainConfig | None, run_dir: str | os.PathLike, *, resume: bool,
@@ -513,8 +514,8 @@ def pretraining_encoder_state(source: str | os.PathLike) -> dict[str, torch.Tens
     if not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 (not a torch file: load_run names the problem)
+        ckpt = read_torch_file(path, weights_only=False)
+    except ReadError:  # not a torch file: load_run names the problem
         return None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, ReadError
+from ..io.torchfile import check_torch_file
 from .config import TrainConfig
 from .evaluate import SCORE_COLUMNS, evaluate_scores, task_labels
 
@@ -93,6 +94,7 @@ def load_run(run_or_checkpoint: str | os.PathLike, *, map_location: str | torch.
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     else:
         raise ReadError(path, "no such run folder or checkpoint")
+    check_torch_file(ckpt)  # never unpickle a file torch.save did not write
     try:
         module = CardioFusionModule.load_from_checkpoint(ckpt, map_location=map_location, pretrained=False,
                                                          weights_only=False)
