@@ -213,6 +213,11 @@ def _bce_term(logit: Tensor, label: Tensor, rows: Tensor, pos_weight: float | Te
     return ((per * rows).sum(0) / rows.sum(0).clamp(min=1)).sum()
 
 
+def _ordinal_class_weight(class_weight: Tensor, y: Tensor) -> Tensor:
+    """``(B, 1)``: each row's class weight for cumulative targets ``[y > j]`` (the class is their count)."""
+    return class_weight[y.sum(dim=1).round().long()].unsqueeze(1)
+
+
 def _cumulative_term(logit: Tensor, label: Tensor, rows: Tensor, weight: float | Tensor | None) -> Tensor:
     """The cumulative (ordinal) link's BCE over ``(B, K - 1)`` targets ``[y > j]``: ``weight`` with K entries
     is a weight per class (each row's every output weighted by its class's weight, normalised by the rows'
@@ -223,7 +228,7 @@ def _cumulative_term(logit: Tensor, label: Tensor, rows: Tensor, weight: float |
         return _bce_term(logit, label, rows, weight)
     y = torch.where(rows, label, torch.zeros_like(label))
     z = torch.where(rows, logit, torch.zeros_like(logit))
-    w = cw[y.sum(dim=1).round().long()].unsqueeze(1) * rows  # (B, K - 1)
+    w = _ordinal_class_weight(cw, y) * rows  # (B, K - 1)
     per = F.binary_cross_entropy_with_logits(z, y, reduction="none")
     return ((per * w).sum(0) / w.sum(0).clamp(min=torch.finfo(z.dtype).tiny)).sum()
 
@@ -430,7 +435,7 @@ class CooperativeFusion(FusionHead):
             if self.link == "softmax":  # class weights: each row weighted by its class's weight
                 w = w * (y * pw).sum(dim=1, keepdim=True)
             elif self.link == "cumulative" and pw.numel() == y.shape[-1] + 1:  # class weights, class = sum [y > j]
-                w = w * pw[y.sum(dim=1).round().long()].unsqueeze(1)
+                w = w * _ordinal_class_weight(pw, y)
             else:
                 w = w * torch.where(y > 0.5, pw, torch.ones_like(y))
         w = w / w.sum(dim=0).clamp(min=torch.finfo(y.dtype).tiny)  # per output
