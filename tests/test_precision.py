@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_bundle import screening_setup
 
 LOOSE = {"auroc": 0.2, "flip_fraction": 0.5}  # a 13-record validation split: one flip is 7.7 %
@@ -68,6 +69,109 @@ def test_compare_scores_against_independent_references():
     assert f"{flips} of 200 decisions flip" in tight["reasons"][1]
     nan = compare_scores(ref, np.where(np.arange(200) == 5, np.nan, cand), y, sigmoid, thr, PrecisionTolerances())
     assert not nan["accepted"] and "non-finite" in nan["reasons"][0]
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_compare_task_outputs_against_independent_references():
+    """Multiclass, multilabel and regression checks against scikit-learn and hand-computed decisions."""
+    from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+    from cardiofusion.bundle.precision import PrecisionTolerances, compare_task_outputs
+    from cardiofusion.tasks import Task
+
+    rng = np.random.default_rng(1)
+    n = 300
+    loose = PrecisionTolerances(auroc=1.0, flip_fraction=1.0, mae=10.0)
+    # multiclass: decisions are the most probable class
+    task = Task.from_dict({"name": "grade", "kind": "multiclass", "columns": ["v"], "bins": [1.0, 2.0],
+                           "classes": ["low", "mid", "high"]})
+    y = rng.integers(0, 3, n).astype(float)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[y.astype(int)]
+    y[:4] = np.nan  # unknown labels: out of the AUROC, not of the flips
+    noisy = logits + rng.normal(scale=0.1, size=logits.shape)
+    ref, cand = {"score": logits, "prob": _softmax(logits)}, {"score": noisy, "prob": _softmax(noisy)}
+    check = compare_task_outputs(task, ref, cand, y, loose)
+    known = np.isfinite(y)
+
+    def macro(p):
+        return np.mean([roc_auc_score(y[known] == c, p[known, c]) for c in range(3)])
+
+    flips = int((ref["prob"].argmax(1) != cand["prob"].argmax(1)).sum())
+    assert check["auroc_fp32"] == pytest.approx(macro(ref["prob"])) and check["auroc"] == pytest.approx(macro(cand["prob"]))
+    assert check["auroc_diff"] == pytest.approx(abs(macro(cand["prob"]) - macro(ref["prob"])))
+    assert check["decision_flips"] == flips > 0 and check["flip_fraction"] == pytest.approx(flips / n)
+    assert check["max_abs_score_diff"] == pytest.approx(np.abs(noisy - logits).max())
+    assert check["max_abs_prob_diff"] == pytest.approx(np.abs(cand["prob"] - ref["prob"]).max())
+    assert check["accepted"] and check["n_records"] == n
+    tight = compare_task_outputs(task, ref, cand, y, PrecisionTolerances(auroc=0.0, flip_fraction=0.0, score=0.01))
+    assert not tight["accepted"] and len(tight["reasons"]) == 3 and f"{flips} of {n} records" in tight["reasons"][1]
+    # multilabel: a record flips when any label's decision at its own threshold changes
+    task = Task.from_dict({"name": "two", "kind": "multilabel", "columns": ["a", "b"], "classes": ["A", "B"],
+                           "thresholds": {"B": 0.4}})
+    lab = (rng.random((n, 2)) < 0.4).astype(float)
+    z = rng.normal(size=(n, 2)) + 1.2 * lab
+    lab[::7, 0] = np.nan
+    z2 = z + rng.normal(scale=0.1, size=z.shape)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    check = compare_task_outputs(task, {"score": z, "prob": sig(z)}, {"score": z2, "prob": sig(z2)}, lab, loose)
+    thr = np.array([0.5, 0.4])
+    flips = int(((sig(z) >= thr) != (sig(z2) >= thr)).any(axis=1).sum())
+    ref_auc = np.mean([roc_auc_score(lab[np.isfinite(lab[:, j]), j], sig(z)[np.isfinite(lab[:, j]), j]) for j in (0, 1)])
+    assert check["decision_flips"] == flips > 0 and check["auroc_fp32"] == pytest.approx(ref_auc)
+    # regression: the relative change of the MAE in units; value differences in units per target
+    task = Task.from_dict({"name": "echo", "kind": "regression", "columns": ["v", "g"],
+                           "units": {"v": "m/s", "g": "mmHg"}})
+    truth = np.column_stack([rng.normal(2.0, 0.5, n), rng.normal(20.0, 8.0, n)])
+    task = task.fit(truth)
+    pred_std = task.standardize(truth) + rng.normal(scale=0.5, size=truth.shape)
+    pred2 = pred_std + rng.normal(scale=0.05, size=truth.shape)
+    check = compare_task_outputs(task, {"score": pred_std, "prob": pred_std}, {"score": pred2, "prob": pred2},
+                                 truth, loose)
+    units_ref, units_cand = task.unstandardize(pred_std), task.unstandardize(pred2)
+    mae = lambda u: np.mean([mean_absolute_error(truth[:, j], u[:, j]) for j in (0, 1)])  # noqa: E731
+    assert check["mae_fp32"] == pytest.approx(mae(units_ref)) and check["mae"] == pytest.approx(mae(units_cand))
+    assert check["mae_change"] == pytest.approx(abs(mae(units_cand) - mae(units_ref)) / mae(units_ref))
+    assert check["max_abs_value_diff"]["g"] == pytest.approx(np.abs(units_cand[:, 1] - units_ref[:, 1]).max())
+    assert check["units"] == {"v": "m/s", "g": "mmHg"} and "decision_flips" not in check and check["accepted"]
+    refused = compare_task_outputs(task, {"score": pred_std, "prob": pred_std}, {"score": pred2, "prob": pred2},
+                                   truth, PrecisionTolerances(mae=check["mae_change"] / 2))
+    assert not refused["accepted"] and "relative change" in refused["reasons"][0]
+    nan = pred2.copy()
+    nan[3, 1] = np.nan
+    bad = compare_task_outputs(task, {"score": pred_std, "prob": pred_std}, {"score": nan, "prob": nan}, truth, loose)
+    assert not bad["accepted"] and "1 record(s) get a non-finite output" in bad["reasons"][0]
+
+
+def test_a_precision_that_cannot_score_is_refused_not_fatal():
+    """A reduced-precision scorer that raises (an int8 graph ONNX Runtime cannot run) is dropped with its
+    reason; the others are scored; the fp32 reference raising stays an error."""
+    from cardiofusion.bundle.precision import score_loader
+    from cardiofusion.models.fusion import FusionOutput
+
+    def batch(i):
+        return {"n_records": 2, "record_index": torch.tensor([0, 1, 1]), "label": torch.tensor([0.0, 1.0, 1.0]),
+                "x": torch.tensor([1.0, 2.0, 4.0]) + i}
+
+    def good(b):
+        return FusionOutput(score=b["x"], prob=torch.sigmoid(b["x"]), branch_scores={"ecg": None, "cxr": None},
+                            used=torch.ones(3, 2, dtype=torch.bool))
+
+    def bad(b):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bias tensor's element count\nmust equal B's")
+
+    failures: dict[str, str] = {}
+    scores, labels = score_loader({"fp32": good, "int8": bad, "bf16": good}, [batch(0), batch(1)], failures=failures)
+    assert set(scores) == {"fp32", "bf16"} and np.allclose(scores["fp32"]["score"], [1.0, 3.0, 2.0, 4.0])
+    assert np.array_equal(labels, [0.0, 1.0, 0.0, 1.0])
+    assert failures == {"int8": "RuntimeError: [ONNXRuntimeError] : 1 : FAIL : bias tensor's element count must equal B's"}
+    with pytest.raises(RuntimeError):
+        score_loader({"fp32": bad, "int8": good}, [batch(0)], failures={})
+    with pytest.raises(RuntimeError):
+        score_loader({"fp32": good, "int8": bad}, [batch(0)])
 
 
 def test_tolerances_reject_unknown_keys_and_bad_values():

@@ -429,7 +429,7 @@ def export_bundle(run: str | os.PathLike, out: str | os.PathLike, *, evaluation:
             gen_state, manifest["generator"] = _generator_section(generator, pp, guidance, sample_steps)
             save_file(gen_state, str(tmp / GENERATOR_WEIGHTS), metadata={"format": "pt"})
         section, extra = _precision_section(loaded, precisions, precision, runtime, tolerances, int8, graph,
-                                            calibrator, thr, binary=task.is_binary)
+                                            calibrator, thr, task=task)
         for fname, data in extra.items():
             (tmp / fname).write_bytes(data)
         manifest["inference"] = {"runtime": section.pop("runtime"), "precision": section.pop("default")}
@@ -490,12 +490,12 @@ def _split_loader(loaded: Any, split: str, batch_size: int = 16) -> Any:
 
 def _precision_section(loaded: Any, precisions: str | Sequence[str], default: str, runtime: str,
                        tolerances: PrecisionTolerances | dict[str, Any] | None, int8: str, graph: bytes | None,
-                       calibrator: Calibrator, thr: Threshold, *, binary: bool = True
+                       calibrator: Calibrator, thr: Threshold, *, task: Any = None
                        ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest's ``precision`` section (check of each precision against fp32 on validation) and the
-    files the offered precisions need.  The check compares one score per record (AUROC, decision flips at the
-    threshold), so bundles of other task kinds offer fp32 only: ``auto`` checks nothing for them and naming a
-    reduced precision is an error."""
+    files the offered precisions need.  Binary bundles are judged by AUROC and decision flips at the bundle's
+    threshold; other task kinds by the task's own metric and decisions
+    (:func:`~cardiofusion.bundle.precision.compare_task_outputs`)."""
     from itertools import islice
 
     from .precision import AUTO_PRECISIONS, INT8_MODES, PRECISIONS, check_precisions, describe_check
@@ -513,11 +513,6 @@ def _precision_section(loaded: Any, precisions: str | Sequence[str], default: st
     if default != "fp32" and default not in wanted:
         wanted.append(default)
     wanted = [p for p in dict.fromkeys(wanted) if p != "fp32"]
-    if not binary:
-        if wanted and not auto or default != "fp32":
-            raise ConfigError(f"reduced precisions ({', '.join(wanted)}) are checked against fp32 for binary tasks "
-                              "only; this bundle's task is not binary: export it with --precisions none (fp32)")
-        wanted = []
     pp = loaded.config.preprocess
     checks: dict[str, dict[str, Any]] = {}
     files: dict[str, bytes] = {}
@@ -534,7 +529,7 @@ def _precision_section(loaded: Any, precisions: str | Sequence[str], default: st
             checks, files = check_precisions(loaded.model, wanted, val_loader=val_loader, graph=graph,
                                              leads=len(pp.leads), window=pp.window_samples, image_size=pp.image_size,
                                              calibrate=calibrator, threshold=thr, tolerances=tol, int8_mode=int8,
-                                             calibration_loader=calib)
+                                             calibration_loader=calib, task=task)
             n_records = next((c["n_records"] for c in checks.values() if "n_records" in c), None)
         if not auto:
             unchecked = [p for p in wanted if "max_abs_score_diff" not in checks.get(p, {})]
@@ -548,8 +543,6 @@ def _precision_section(loaded: Any, precisions: str | Sequence[str], default: st
     section = {"offered": ["fp32", *offered], "tolerances": tol.to_dict(),
                "checked_on": {"split": "val", "n_records": n_records, "reference": "fp32 (PyTorch)"},
                "checks": checks, "default": default, "runtime": runtime}
-    if not binary:
-        section["note"] = "reduced precisions are checked for binary tasks only; this task's bundle offers fp32"
     return section, files
 
 

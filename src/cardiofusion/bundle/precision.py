@@ -19,6 +19,12 @@ AUROC moves by more than ``tolerances.auroc`` or that flips more than ``toleranc
 decisions (or, when set, moves a score by more than ``tolerances.score``) is refused for that bundle:
 it is listed with its numbers but not offered, and :func:`cardiofusion.load` refuses it with those
 numbers (:func:`resolve`).
+
+Bundles of the other task kinds are checked the same way by :func:`compare_task_outputs`, on the task's own
+metric and decisions: multiclass (ordinal too) the macro AUROC and the most probable class, multilabel the
+macro AUROC and every label's decision at its threshold (a record flips when any of its labels does),
+regression the relative change of the validation MAE (``tolerances.mae``) with the largest value difference
+per target recorded in its units.
 """
 
 from __future__ import annotations
@@ -53,14 +59,17 @@ class PrecisionTolerances:
         auroc: largest allowed ``|AUROC(precision) - AUROC(fp32)|``.
         flip_fraction: largest allowed fraction of validation decisions (at the bundle's threshold) that change.
         score: largest allowed ``|score - score_fp32|`` of any record (None: not a criterion, only recorded).
+        mae: regression bundles: largest allowed relative change of the validation MAE,
+            ``|MAE(precision) - MAE(fp32)| / MAE(fp32)``.
     """
 
     auroc: float = 0.002
     flip_fraction: float = 0.01
     score: float | None = None
+    mae: float = 0.01
 
     def to_dict(self) -> dict[str, Any]:
-        return {"auroc": self.auroc, "flip_fraction": self.flip_fraction, "score": self.score}
+        return {"auroc": self.auroc, "flip_fraction": self.flip_fraction, "score": self.score, "mae": self.mae}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PrecisionTolerances:
@@ -70,7 +79,7 @@ class PrecisionTolerances:
         if unknown:
             raise ConfigError(f"unknown precision tolerance(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         out = cls(**d)
-        for name in ("auroc", "flip_fraction", "score"):
+        for name in ("auroc", "flip_fraction", "score", "mae"):
             v = getattr(out, name)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0):
                 raise ConfigError(f"precision tolerance {name} must be a number >= 0, got {v!r}")
@@ -196,6 +205,19 @@ def quantize_int8(graph: bytes, *, mode: str = "dynamic",
         root_logger.setLevel(level)
 
 
+def _single_output_matmuls(graph: bytes) -> list[str]:
+    """MatMul nodes whose constant weight has one output column (e.g. an ordinal head's shared logit, to which
+    the K - 1 cut-points are added).  ONNX Runtime's dynamic quantiser fuses such a MatMul with the following
+    Add into a DynamicQuantizeMatMul that refuses to run when the bias is wider than the weight ("bias
+    tensor's element count must equal B's last dimension"); one column gains nothing from int8 anyway."""
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    width = {t.name: (list(t.dims)[-1] if t.dims else None) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and width.get(n.input[1]) == 1]
+
+
 def _quantize(graph: bytes, mode: str, calibration: Iterable[dict[str, np.ndarray]] | None) -> bytes:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -203,7 +225,8 @@ def _quantize(graph: bytes, mode: str, calibration: Iterable[dict[str, np.ndarra
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         src.write_bytes(graph)
         if mode == "dynamic":
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                             nodes_to_exclude=_single_output_matmuls(graph))
         else:
             if calibration is None:
                 raise ConfigError("static int8 quantisation needs calibration inputs (records of the training split)")
@@ -273,17 +296,94 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, labels: np.ndar
     return out
 
 
+def compare_task_outputs(task: Any, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+                         labels: np.ndarray, tolerances: PrecisionTolerances) -> dict[str, Any]:
+    """:func:`compare_scores` for a multiclass, multilabel or regression bundle.
+
+    Args:
+        task: the bundle's :class:`~cardiofusion.tasks.Task` (not binary).
+        reference, candidate: record-level ``score`` ``(N, n_outputs)`` and ``prob`` ``(N, m)`` (class / label
+            probabilities, standardised regression values) of fp32 and of the reduced precision.
+        labels: the records' encoded labels ``(N,)`` / ``(N, L)`` (NaN: unknown).
+        tolerances: when to refuse.
+
+    Returns:
+        ``n_records``, ``max_abs_score_diff`` and, for classification, ``max_abs_prob_diff``, the macro AUROC in
+        each precision (``auroc_fp32``, ``auroc``, ``auroc_diff``), ``decision_flips`` (records whose most probable
+        class, or any of whose label decisions, changes) and ``flip_fraction``; for regression ``mae_fp32``,
+        ``mae``, ``mae_change`` (relative) and ``max_abs_value_diff`` per target in its unit.  Then ``accepted``
+        and ``reasons``.
+    """
+    from ..training.evaluate import task_metrics
+
+    if task.is_binary:
+        raise ConfigError("compare_task_outputs is for non-binary tasks; binary bundles use compare_scores")
+    y = np.asarray(labels, dtype=np.float64)
+    n = len(y)
+    rs, cs = (np.asarray(d["score"], dtype=np.float64).reshape(n, -1) for d in (reference, candidate))
+    rp, cp = (np.asarray(d["prob"], dtype=np.float64).reshape(n, -1) for d in (reference, candidate))
+    if rs.shape != cs.shape or rp.shape != cp.shape:
+        raise ConfigError(f"output arrays differ in shape: {rs.shape} / {cs.shape}, {rp.shape} / {cp.shape}")
+    keep = np.isfinite(rp).all(axis=1) & np.isfinite(rs).all(axis=1)
+    n_bad = int((keep & ~(np.isfinite(cp).all(axis=1) & np.isfinite(cs).all(axis=1))).sum())
+    if n_bad:
+        return {"n_records": int(keep.sum()), "accepted": False,
+                "reasons": [f"{n_bad} record(s) get a non-finite output in this precision"]}
+    rs, cs, rp, cp, y = rs[keep], cs[keep], rp[keep], cp[keep], y[keep]
+    m = int(keep.sum())
+    out: dict[str, Any] = {"n_records": m, "max_abs_score_diff": float(np.max(np.abs(cs - rs))) if m else 0.0}
+    ref_metrics, cand_metrics = task_metrics(task, y, rp), task_metrics(task, y, cp)
+    reasons = []
+    if task.kind == "regression":
+        rv, cv = task.unstandardize(rp), task.unstandardize(cp)
+        out["max_abs_value_diff"] = {name: float(np.max(np.abs(cv[:, j] - rv[:, j]))) if m else 0.0
+                                     for j, name in enumerate(task.target_names)}
+        out["units"] = {name: task.unit(col) or None for name, col in zip(task.target_names, task.columns)}
+        a_ref, a_cand = ref_metrics["mae"], cand_metrics["mae"]
+        both = math.isfinite(a_ref) and math.isfinite(a_cand)
+        change = (abs(a_cand - a_ref) / a_ref if a_ref > 0 else (0.0 if a_cand == a_ref else math.inf)) if both else 0.0
+        out.update(mae_fp32=_num(a_ref), mae=_num(a_cand), mae_change=float(change))
+        if change > tolerances.mae:
+            reasons.append(f"MAE {a_ref:.4g} -> {a_cand:.4g} (relative change {change:.2%} > {tolerances.mae:.2%})")
+    else:
+        out["max_abs_prob_diff"] = float(np.max(np.abs(cp - rp))) if m else 0.0
+        a_ref, a_cand = ref_metrics["macro_auroc"], cand_metrics["macro_auroc"]
+        d_auroc = abs(a_cand - a_ref) if math.isfinite(a_ref) and math.isfinite(a_cand) else 0.0
+        changed = np.asarray(task.decide(rp) != task.decide(cp)).reshape(m, -1).any(axis=1)
+        flips = int(changed.sum())
+        out.update(auroc_fp32=_num(a_ref), auroc=_num(a_cand), auroc_diff=float(d_auroc), decision_flips=flips,
+                   flip_fraction=flips / m if m else 0.0)
+        if d_auroc > tolerances.auroc:
+            reasons.append(f"macro AUROC {a_ref:.4f} -> {a_cand:.4f} (difference {d_auroc:.4f} > {tolerances.auroc:g})")
+        if out["flip_fraction"] > tolerances.flip_fraction:
+            reasons.append(f"{flips} of {m} records' decisions flip ({out['flip_fraction']:.2%} > "
+                           f"{tolerances.flip_fraction:.2%})")
+    if tolerances.score is not None and out["max_abs_score_diff"] > tolerances.score:
+        reasons.append(f"largest score difference {out['max_abs_score_diff']:.3g} > {tolerances.score:g}")
+    out["accepted"] = not reasons
+    out["reasons"] = reasons
+    return out
+
+
 def describe_check(precision: str, check: dict[str, Any]) -> str:
     """One line: a precision's numbers against fp32 (for export's report and load's refusal)."""
     if "max_abs_score_diff" not in check:
         return f"{precision}: " + "; ".join(check.get("reasons") or ["not checked"])
-    a_ref, a = check.get("auroc_fp32"), check.get("auroc")
-    auc = (f"AUROC {a_ref:.4f} -> {a:.4f} (diff {check['auroc_diff']:.4f})" if a_ref is not None and a is not None
-           else "AUROC undefined (one class)")
+    parts = [f"max |score diff| {check['max_abs_score_diff']:.3g}"]
+    if "max_abs_prob_diff" in check:
+        parts.append(f"max |prob diff| {check['max_abs_prob_diff']:.3g}")
+    if "mae_change" in check:
+        m_ref, m = check.get("mae_fp32"), check.get("mae")
+        parts.append(f"MAE {m_ref:.4g} -> {m:.4g} (change {check['mae_change']:.2%})" if m_ref is not None
+                     and m is not None else "MAE undefined (no known targets)")
+    if "auroc_diff" in check:
+        a_ref, a = check.get("auroc_fp32"), check.get("auroc")
+        parts.append(f"AUROC {a_ref:.4f} -> {a:.4f} (diff {check['auroc_diff']:.4f})" if a_ref is not None
+                     and a is not None else "AUROC undefined (one class)")
+    if "decision_flips" in check:
+        parts.append(f"{check['decision_flips']} of {check['n_records']} decisions flip")
     verdict = "accepted" if check.get("accepted") else "REFUSED: " + "; ".join(check.get("reasons") or [])
-    return (f"{precision}: max |score diff| {check['max_abs_score_diff']:.3g}, max |prob diff| "
-            f"{check['max_abs_prob_diff']:.3g}, {auc}, {check['decision_flips']} of {check['n_records']} "
-            f"decisions flip -- {verdict}")
+    return f"{precision}: {', '.join(parts)} -- {verdict}"
 
 
 def onnx_feed(batch: dict[str, Any], *, leads: int, window: int, image_size: int) -> dict[str, np.ndarray]:
@@ -311,32 +411,44 @@ def _onnx_output(out: dict[str, np.ndarray]) -> Any:
 
 
 @torch.no_grad()
-def score_loader(scorers: dict[str, Callable[[dict[str, Any]], Any]],
-                 loader: Iterable[dict[str, Any]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Record-level scores of each scorer (window batch -> ``FusionOutput``) over one pass of ``loader``,
-    and the records' labels."""
-    from ..training.evaluate import aggregate_windows
+def score_loader(scorers: dict[str, Callable[[dict[str, Any]], Any]], loader: Iterable[dict[str, Any]], *,
+                 failures: dict[str, str] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Record-level outputs of each scorer (window batch -> ``FusionOutput``) over one pass of ``loader``:
+    ``{scorer: {"score": (N,) | (N, n_outputs), "prob": (N,) | (N, m)}}``, and the records' labels.
 
-    scores: dict[str, list[np.ndarray]] = {k: [] for k in scorers}
+    ``failures``: when given, a scorer that raises is dropped (its one-line reason stored under its name) and
+    the others go on; the first scorer (the reference) always re-raises."""
+    from ..training.evaluate import aggregate_windows, record_rows
+
+    parts: dict[str, dict[str, list[np.ndarray]]] = {k: {"score": [], "prob": []} for k in scorers}
+    live = dict(scorers)
+    reference = next(iter(scorers), None)
     labels: list[np.ndarray] = []
     for batch in loader:
         n = int(batch["n_records"])
-        for name, fn in scorers.items():
-            agg = aggregate_windows(fn(batch), batch["record_index"], n)
-            scores[name].append(agg["score"].float().cpu().numpy())
-        from ..training.evaluate import record_rows
-
+        for name, fn in list(live.items()):
+            try:
+                agg = aggregate_windows(fn(batch), batch["record_index"], n)
+            except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own types for graphs it cannot run
+                if failures is None or name == reference:
+                    raise
+                failures[name] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                del live[name], parts[name]
+                continue
+            for key in ("score", "prob"):
+                parts[name][key].append(agg[key].float().cpu().numpy())
         labels.append(batch["label"][torch.as_tensor(record_rows(batch))].float().numpy())
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in scores.items()}
+    cat = {k: {key: np.concatenate(v) if v else np.zeros(0) for key, v in d.items()} for k, d in parts.items()}
     return cat, (np.concatenate(labels) if labels else np.zeros(0))
 
 
 def check_precisions(model: nn.Module, precisions: Sequence[str], *, val_loader: Iterable[dict[str, Any]],
                      graph: bytes | None, leads: int, window: int, image_size: int, calibrate: Callable,
                      threshold: Any, tolerances: PrecisionTolerances, int8_mode: str = "dynamic",
-                     calibration_loader: Iterable[dict[str, Any]] | None = None,
+                     calibration_loader: Iterable[dict[str, Any]] | None = None, task: Any = None,
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-    """Score the validation split in fp32 and each of ``precisions``; compare (:func:`compare_scores`).
+    """Score the validation split in fp32 and each of ``precisions``; compare (:func:`compare_scores`; for a
+    non-binary ``task`` :func:`compare_task_outputs`, where ``calibrate`` and ``threshold`` are not used).
 
     Returns ``(checks, files)``: ``checks[precision]`` (the numbers, ``accepted``, ``reasons``, ``runtime``)
     and the files an accepted precision needs in the bundle (``{INT8_GRAPH: bytes}``).
@@ -385,11 +497,18 @@ def check_precisions(model: nn.Module, precisions: Sequence[str], *, val_loader:
                          **({"calibration": f"{sum(len(f['cxr']) for f in feeds)} training-split records"}
                             if mode == "static" else {}),
                          **({"note": f"dynamic instead of static: {note}"} if note else {})}
-    scores, labels = score_loader(scorers, val_loader)
+    failures: dict[str, str] = {}
+    scores, labels = score_loader(scorers, val_loader, failures=failures)
+    for p, reason in failures.items():
+        checks[p].update(accepted=False, reasons=[f"not checked: scoring the validation split failed ({reason})"])
     for p in list(checks):
         if p not in scores:
             continue
-        checks[p].update(compare_scores(scores["fp32"], scores[p], labels, calibrate, threshold, tolerances))
+        if task is not None and not task.is_binary:
+            checks[p].update(compare_task_outputs(task, scores["fp32"], scores[p], labels, tolerances))
+        else:
+            checks[p].update(compare_scores(scores["fp32"]["score"], scores[p]["score"], labels, calibrate,
+                                            threshold, tolerances))
         if p == "int8" and checks[p]["accepted"] and int8_graph is not None:
             files[INT8_GRAPH] = int8_graph
     return checks, files
@@ -435,5 +554,5 @@ def resolve(manifest: dict[str, Any], precision: str | None, runtime: str | None
 
 
 __all__ = ["AUTO_PRECISIONS", "INT8_GRAPH", "INT8_MODES", "PRECISIONS", "PrecisionTolerances", "ReducedPrecision",
-           "check_available", "check_precisions", "compare_scores", "cpu_supports_bf16", "describe_check",
+           "check_available", "check_precisions", "compare_scores", "compare_task_outputs", "cpu_supports_bf16", "describe_check",
            "forward_for", "offered", "onnx_feed", "quantize_int8", "resolve", "score_loader"]

@@ -47,9 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ONNX Runtime quantisation: static, with activation ranges calibrated on 64 training-split "
                         "records (default; several times faster on CPUs), or dynamic")
     p.add_argument("--max-auroc-change", type=float, default=0.002, metavar="D",
-                   help="refuse a precision whose validation AUROC moves by more than D (default 0.002)")
+                   help="refuse a precision whose validation AUROC (macro AUROC for multiclass / multilabel tasks) "
+                        "moves by more than D (default 0.002)")
     p.add_argument("--max-flip-fraction", type=float, default=0.01, metavar="F",
-                   help="refuse a precision that flips more than this fraction of validation decisions (default 0.01)")
+                   help="refuse a precision that flips more than this fraction of validation decisions (default 0.01; "
+                        "a multilabel record flips when any label does)")
+    p.add_argument("--max-mae-change", type=float, default=0.01, metavar="R",
+                   help="regression tasks: refuse a precision that changes the validation MAE by more than this "
+                        "fraction of it (default 0.01)")
     p.add_argument("--max-score-change", type=float, default=None, metavar="S",
                    help="also refuse a precision that moves any validation score by more than S (default: no limit)")
     p.add_argument("--generator", metavar="GENRUN",
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite, precisions=_precisions(args.precisions),
                         precision=args.precision, runtime=args.runtime, int8=args.int8,
                         tolerances={"auroc": args.max_auroc_change, "flip_fraction": args.max_flip_fraction,
-                                    "score": args.max_score_change},
+                                    "score": args.max_score_change, "mae": args.max_mae_change},
                         generator=args.generator, guidance=args.guidance, sample_steps=args.sample_steps)
     manifest = read_manifest(out)
     val = manifest.get("validation", {})
