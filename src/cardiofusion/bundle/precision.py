@@ -401,7 +401,8 @@ def onnx_feed(batch: dict[str, Any], *, leads: int, window: int, image_size: int
             "record_index": index.numpy()}
 
 
-def _onnx_output(out: dict[str, np.ndarray]) -> Any:
+def onnx_output(out: dict[str, np.ndarray]) -> Any:
+    """The :class:`~cardiofusion.models.fusion.FusionOutput` of one :class:`~cardiofusion.bundle.onnx.FusedGraph` run."""
     from ..models.fusion import FusionOutput
 
     return FusionOutput(score=torch.from_numpy(out["score"]), prob=torch.from_numpy(out["prob"]),
@@ -420,20 +421,21 @@ def score_loader(scorers: dict[str, Callable[[dict[str, Any]], Any]], loader: It
     the others go on; the first scorer (the reference) always re-raises."""
     from ..training.evaluate import aggregate_windows, record_rows
 
-    parts: dict[str, dict[str, list[np.ndarray]]] = {k: {"score": [], "prob": []} for k in scorers}
-    live = dict(scorers)
+    parts: dict[str, dict[str, list[np.ndarray]]] = {k: {"score": [], "prob": []} for k in scorers}  # live scorers
     reference = next(iter(scorers), None)
     labels: list[np.ndarray] = []
     for batch in loader:
         n = int(batch["n_records"])
-        for name, fn in list(live.items()):
+        for name, fn in scorers.items():
+            if name not in parts:  # failed on an earlier batch
+                continue
             try:
                 agg = aggregate_windows(fn(batch), batch["record_index"], n)
             except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own types for graphs it cannot run
                 if failures is None or name == reference:
                     raise
                 failures[name] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-                del live[name], parts[name]
+                del parts[name]
                 continue
             for key in ("score", "prob"):
                 parts[name][key].append(agg[key].float().cpu().numpy())
@@ -491,7 +493,7 @@ def check_precisions(model: nn.Module, precisions: Sequence[str], *, val_loader:
             if mode == "dynamic":
                 int8_graph = quantize_int8(graph, mode="dynamic")
             runner = OnnxRunner(int8_graph)
-            scorers[p] = lambda b, runner=runner: _onnx_output(
+            scorers[p] = lambda b, runner=runner: onnx_output(
                 runner.run(onnx_feed(b, leads=leads, window=window, image_size=image_size)))
             checks[p] = {"runtime": "onnx", "file": INT8_GRAPH, "quantisation": mode,
                          **({"calibration": f"{sum(len(f['cxr']) for f in feeds)} training-split records"}
@@ -555,4 +557,4 @@ def resolve(manifest: dict[str, Any], precision: str | None, runtime: str | None
 
 __all__ = ["AUTO_PRECISIONS", "INT8_GRAPH", "INT8_MODES", "PRECISIONS", "PrecisionTolerances", "ReducedPrecision",
            "check_available", "check_precisions", "compare_scores", "compare_task_outputs", "cpu_supports_bf16", "describe_check",
-           "forward_for", "offered", "onnx_feed", "quantize_int8", "resolve", "score_loader"]
+           "forward_for", "offered", "onnx_feed", "onnx_output", "quantize_int8", "resolve", "score_loader"]

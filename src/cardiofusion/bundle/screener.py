@@ -195,8 +195,8 @@ class Screener:
     def _score(self, patients: Sequence[PreparedPatient]) -> dict[str, np.ndarray]:
         """Record-level ``score``, ``prob``, ``score_ecg``, ``score_cxr`` (``(R,)`` binary, ``(R, k)`` / ``(R, m)``
         otherwise) and ``used`` ``(R, 2)``."""
-        from ..models.fusion import FusionOutput
         from ..training.evaluate import aggregate_windows, model_batch
+        from .precision import onnx_output
 
         batch = self._window_batch(patients)
         if self.runtime == "onnx":
@@ -206,11 +206,7 @@ class Screener:
                       "ecg_mask": batch.get("ecg_mask", torch.zeros(b, n_leads, dtype=torch.bool)).numpy(),
                       "cxr": batch["cxr_records"].numpy(), "has_ecg": batch["has_ecg"].numpy(),
                       "has_cxr": batch["has_cxr"].numpy(), "record_index": batch["record_index"].numpy()}
-            out = self._onnx.run(inputs)
-            output = FusionOutput(score=torch.from_numpy(out["score"]), prob=torch.from_numpy(out["prob"]),
-                                  branch_scores={"ecg": torch.from_numpy(out["score_ecg"]),
-                                                 "cxr": torch.from_numpy(out["score_cxr"])},
-                                  used=torch.from_numpy(out["used"]))
+            output = onnx_output(self._onnx.run(inputs))
         else:
             # record_index lets the model encode each X-ray once per patient (not once per ECG window as
             # evaluation does); the features, hence the scores, are the same

@@ -20,11 +20,10 @@ import os
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ReadError
-from ..io.torchfile import check_torch_file
+from ..io.torchfile import read_torch_file
 
 __all__ = ["convert_lukemelas_efficientnet", "load_pretrained_file", "read_state_dict"]
 
@@ -34,17 +33,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ReadError(path, "weights file not found")
-    if path.suffix != ".safetensors":
-        check_torch_file(path, what="weights file", allow_legacy=True)  # never unpickle a foreign file
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             sd = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- any failure to parse is a bad input file
-        raise ReadError(path, f"cannot read weights: {type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- any failure to parse is a bad input file
+            raise ReadError(path, f"cannot read weights: {type(e).__name__}: {e}") from None
+    else:  # checked to be a file torch.save wrote before anything is unpickled
+        sd = read_torch_file(path, what="weights file", weights_only=True)
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
